@@ -9,4 +9,6 @@
 //!   NIC, the engine and the disk.
 //! - [`config`], [`cli`]: what the operator asked for.
 
+pub mod initiator;
+pub mod target;
 pub mod wire;

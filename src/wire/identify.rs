@@ -53,7 +53,9 @@ pub fn string(page: &[u8], w: usize, words: usize) -> String {
 
 /// LBA48 capacity from words 100-103.
 pub fn lba48_sectors(page: &[u8]) -> u64 {
-    (0..4).fold(0u64, |acc, i| acc | (word(page, 100 + i) as u64) << (16 * i))
+    (0..4).fold(0u64, |acc, i| {
+        acc | (word(page, 100 + i) as u64) << (16 * i)
+    })
 }
 
 /// Fill `page` (exactly 512 bytes) with the identity. The values follow the

@@ -183,9 +183,7 @@ mod tests {
     use super::*;
 
     /// Edit: add 02:..:01, delete 02:..:02.
-    static EDIT: [u8; 20] = [
-        0, 1, 0, 2, 0, 1, 2, 0, 0, 0, 0, 1, 0, 2, 2, 0, 0, 0, 0, 2,
-    ];
+    static EDIT: [u8; 20] = [0, 1, 0, 2, 0, 1, 2, 0, 0, 0, 0, 1, 0, 2, 2, 0, 0, 0, 0, 2];
 
     #[test]
     fn deconstruct() {
@@ -193,7 +191,10 @@ mod tests {
         assert_eq!(p.mcmd(), MaskCmd::Edit);
         assert_eq!(p.dir_count(), 2);
         assert_eq!(p.directive(0), (DirCmd::Add, MacAddr([2, 0, 0, 0, 0, 1])));
-        assert_eq!(p.directive(1), (DirCmd::Delete, MacAddr([2, 0, 0, 0, 0, 2])));
+        assert_eq!(
+            p.directive(1),
+            (DirCmd::Delete, MacAddr([2, 0, 0, 0, 0, 2]))
+        );
     }
 
     #[test]

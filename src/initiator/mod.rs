@@ -1,0 +1,5 @@
+//! The initiator side: building AoE requests and reading replies. Used by the
+//! integration tests' test initiator and by `xblade bench`.
+#![forbid(unsafe_code)]
+
+pub mod request;
