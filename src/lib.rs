@@ -9,6 +9,12 @@
 //!   NIC, the engine and the disk.
 //! - [`config`], [`cli`]: what the operator asked for.
 
+pub mod cli;
+pub mod config;
+pub mod datapath;
+pub mod disk;
 pub mod initiator;
+pub mod server;
+pub mod stats;
 pub mod target;
 pub mod wire;

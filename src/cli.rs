@@ -1,0 +1,222 @@
+//! The command line: vblade's positional form for drop-in use in scripts,
+//! plus subcommands. Errors here are `anyhow`, for the operator.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tracing::info;
+
+use crate::config::{self, Config, DatapathKind, ExportSpec, DEFAULT_BUFCNT};
+use crate::disk::{DiskSpec, Source};
+use crate::server::Server;
+use crate::wire::MacAddr;
+
+/// xblade: an ATA-over-Ethernet target.
+#[derive(Debug, Parser)]
+#[command(
+    name = "xblade",
+    version,
+    about = "ATA-over-Ethernet (AoE r11) target: AF_XDP + io_uring, AF_PACKET fallback",
+    long_about = "Serves a file or block device as an AoE disk.\n\n\
+        vblade-compatible form: xblade [-b BUFCNT] [-o OFFSET] [-l LENGTH] [-d] [-s] [-r] [-m MAC,...] SHELF SLOT NETIF FILE\n\
+        Many exports and interfaces: xblade serve --config FILE.toml",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    vblade: VbladeArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve every export of a TOML configuration file.
+    Serve {
+        /// Configuration file (see xblade.example.toml).
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Check a configuration file and print what it would serve.
+    CheckConfig {
+        /// Configuration file.
+        config: PathBuf,
+    },
+}
+
+/// Options shared by both forms.
+#[derive(Debug, Args, Clone)]
+struct RunArgs {
+    /// Datapath: auto (XDP when it attaches, else AF_PACKET), afpacket, xdp.
+    #[arg(long, value_enum)]
+    datapath: Option<DatapathKind>,
+    /// Pin worker i to core LIST[i] (comma-separated core ids).
+    #[arg(long, value_delimiter = ',')]
+    cores: Vec<usize>,
+}
+
+/// vblade's options and positional arguments.
+#[derive(Debug, Args)]
+struct VbladeArgs {
+    /// Buffer count advertised to initiators.
+    #[arg(short = 'b', value_name = "BUFCNT")]
+    bufcnt: Option<u16>,
+    /// Offset into FILE, in 512-byte sectors.
+    #[arg(short = 'o', value_name = "OFFSET", default_value_t = 0)]
+    offset: u64,
+    /// Exported length, in 512-byte sectors (default: to the end).
+    #[arg(short = 'l', value_name = "LENGTH")]
+    length: Option<u64>,
+    /// Open FILE with O_DIRECT.
+    #[arg(short = 'd')]
+    direct: bool,
+    /// Open FILE with O_SYNC (writes are durable by default anyway).
+    #[arg(short = 's')]
+    sync: bool,
+    /// Export read-only.
+    #[arg(short = 'r')]
+    read_only: bool,
+    /// Initial Mac Mask list: only these MACs may issue ATA commands.
+    #[arg(short = 'm', value_name = "MAC[,MAC...]", value_delimiter = ',')]
+    mac: Vec<MacAddr>,
+    /// Acknowledge writes before they are on stable storage (faster, loses
+    /// acknowledged writes on a crash).
+    #[arg(long)]
+    writeback: bool,
+    /// Shelf (major address), 0-65534.
+    #[arg(value_name = "SHELF", required = true)]
+    shelf: Option<u16>,
+    /// Slot (minor address), 0-254.
+    #[arg(value_name = "SLOT", required = true)]
+    slot: Option<u8>,
+    /// Network interface to serve on.
+    #[arg(value_name = "NETIF", required = true)]
+    netif: Option<String>,
+    /// Backing file, block device, or null:SIZE.
+    #[arg(value_name = "FILE", required = true)]
+    file: Option<String>,
+}
+
+impl VbladeArgs {
+    fn to_config(&self) -> Result<Config> {
+        let (Some(shelf), Some(slot), Some(netif), Some(file)) =
+            (self.shelf, self.slot, self.netif.clone(), self.file.clone())
+        else {
+            bail!("usage: xblade [options] SHELF SLOT NETIF FILE (see --help)");
+        };
+        let source = Source::parse(&file)?;
+        let cfg = Config {
+            exports: vec![ExportSpec {
+                shelf,
+                slot,
+                disk: DiskSpec {
+                    source,
+                    offset_sectors: self.offset,
+                    length_sectors: self.length,
+                    read_only: self.read_only,
+                    direct: self.direct,
+                    sync: self.sync,
+                    writeback: self.writeback,
+                },
+                interfaces: vec![netif],
+                bufcnt: self.bufcnt.unwrap_or(DEFAULT_BUFCNT),
+                mac_mask: self.mac.clone(),
+                config_string: Vec::new(),
+            }],
+            datapath: DatapathKind::Auto,
+        };
+        config::validate(&cfg)?;
+        Ok(cfg)
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("XBLADE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Entry point of the binary.
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Some(Command::Serve { config, run }) => {
+            let mut cfg = config::load(&config)?;
+            if let Some(d) = run.datapath.or(cli.run.datapath) {
+                cfg.datapath = d;
+            }
+            serve(cfg, &run.cores)
+        }
+        Some(Command::CheckConfig { config }) => {
+            let cfg = config::load(&config)?;
+            for e in &cfg.exports {
+                println!(
+                    "{}.{} {:?} on {} (read_only={}, direct={}, writeback={})",
+                    e.shelf,
+                    e.slot,
+                    e.disk.source,
+                    e.interfaces.join(","),
+                    e.disk.read_only,
+                    e.disk.direct,
+                    e.disk.writeback
+                );
+            }
+            println!("{}: ok, {} export(s)", config.display(), cfg.exports.len());
+            Ok(())
+        }
+        None => {
+            let mut cfg = cli.vblade.to_config()?;
+            if let Some(d) = cli.run.datapath {
+                cfg.datapath = d;
+            }
+            serve(cfg, &cli.run.cores)
+        }
+    }
+}
+
+fn serve(cfg: Config, cores: &[usize]) -> Result<()> {
+    if cfg.datapath == DatapathKind::Xdp {
+        bail!("--datapath xdp: the AF_XDP datapath is not built into this binary yet; use --datapath afpacket or auto");
+    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing signal handlers")?;
+    let server = Server::start(&cfg, cores)?;
+    info!(
+        exports = cfg.exports.len(),
+        "xblade serving; SIGINT or SIGTERM to stop"
+    );
+    let handle = signals.handle();
+    let mut stop_reason = None;
+    while stop_reason.is_none() {
+        for sig in signals.pending() {
+            match sig {
+                SIGHUP => {
+                    info!("SIGHUP: announcing exports again");
+                    server.announce();
+                }
+                s => stop_reason = Some(s),
+            }
+        }
+        if !server.healthy() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    handle.close();
+    info!(signal = ?stop_reason, "stopping: finishing in-flight requests");
+    server.stop().context("a worker failed")?;
+    info!("stopped");
+    Ok(())
+}

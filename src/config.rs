@@ -1,0 +1,290 @@
+//! What the operator asked for: exports, interfaces, datapath. Built from
+//! the vblade-style command line or from a TOML file, validated as a whole
+//! before anything starts, with errors that name the bad value.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::disk::{DiskSpec, Source};
+use crate::wire::{MacAddr, MAX_CONFIG_STRING};
+
+/// Default advertised buffer count: what one AF_PACKET worker absorbs per
+/// initiator without loss (the Linux initiator caps its window at 64).
+pub const DEFAULT_BUFCNT: u16 = 64;
+
+/// Which datapath to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathKind {
+    /// XDP when it attaches, else AF_PACKET (and say why).
+    #[default]
+    Auto,
+    /// AF_PACKET sockets.
+    Afpacket,
+    /// AF_XDP sockets fed by an XDP program.
+    Xdp,
+}
+
+/// One export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSpec {
+    /// Shelf.
+    pub shelf: u16,
+    /// Slot.
+    pub slot: u8,
+    /// Backing store.
+    pub disk: DiskSpec,
+    /// Interfaces it is served on (multipath when several).
+    pub interfaces: Vec<String>,
+    /// Advertised buffer count.
+    pub bufcnt: u16,
+    /// Initial Mac Mask list.
+    pub mac_mask: Vec<MacAddr>,
+    /// Initial config string.
+    pub config_string: Vec<u8>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Exports.
+    pub exports: Vec<ExportSpec>,
+    /// Datapath.
+    pub datapath: DatapathKind,
+}
+
+/// A configuration error; the message names the bad value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// TOML syntax or type error (message carries line and column).
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What toml said, with line and column.
+        message: String,
+    },
+    /// File unreadable.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A semantic error.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Check one export and the whole set.
+pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
+    let bad = |m: String| Err(ConfigError::Invalid(m));
+    if cfg.exports.is_empty() {
+        return bad("no export configured: add an [[export]] table".into());
+    }
+    let mut seen: HashMap<(u16, u8), usize> = HashMap::new();
+    for (i, e) in cfg.exports.iter().enumerate() {
+        let name = format!("export {} ({}.{})", i + 1, e.shelf, e.slot);
+        if e.shelf == 0xffff {
+            return bad(format!(
+                "{name}: shelf 65535 is the broadcast shelf; use 0-65534"
+            ));
+        }
+        if e.slot == 0xff {
+            return bad(format!("{name}: slot 255 is the broadcast slot; use 0-254"));
+        }
+        if e.interfaces.is_empty() {
+            return bad(format!("{name}: no interface given"));
+        }
+        if e.bufcnt < 2 {
+            return bad(format!(
+                "{name}: bufcnt {} is unusable (the Linux initiator needs at least 2)",
+                e.bufcnt
+            ));
+        }
+        if e.config_string.len() > MAX_CONFIG_STRING {
+            return bad(format!(
+                "{name}: config string of {} bytes is longer than 1024",
+                e.config_string.len()
+            ));
+        }
+        if e.mac_mask.len() > crate::target::export::MAX_MASK_ENTRIES {
+            return bad(format!(
+                "{name}: {} Mac Mask entries, at most {}",
+                e.mac_mask.len(),
+                crate::target::export::MAX_MASK_ENTRIES
+            ));
+        }
+        if let Some(j) = seen.insert((e.shelf, e.slot), i) {
+            return bad(format!(
+                "duplicate shelf.slot {}.{} in exports {} and {}",
+                e.shelf,
+                e.slot,
+                j + 1,
+                i + 1
+            ));
+        }
+        let mut ifs = e.interfaces.clone();
+        ifs.sort();
+        ifs.dedup();
+        if ifs.len() != e.interfaces.len() {
+            return bad(format!("{name}: an interface is listed twice"));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    datapath: DatapathKind,
+    /// Default for every export.
+    #[serde(default)]
+    writeback: bool,
+    #[serde(default, rename = "export")]
+    exports: Vec<FileExport>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileExport {
+    shelf: u16,
+    slot: u8,
+    file: String,
+    interfaces: Vec<String>,
+    #[serde(default)]
+    read_only: bool,
+    #[serde(default)]
+    offset: u64,
+    length: Option<u64>,
+    #[serde(default)]
+    direct: bool,
+    #[serde(default)]
+    sync: bool,
+    writeback: Option<bool>,
+    bufcnt: Option<u16>,
+    #[serde(default)]
+    mac_mask: Vec<String>,
+    #[serde(default)]
+    config_string: String,
+}
+
+/// Parse a TOML configuration (see `xblade.example.toml`).
+pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let f: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    let mut exports = Vec::new();
+    for (i, e) in f.exports.into_iter().enumerate() {
+        let mut mask = Vec::new();
+        for m in &e.mac_mask {
+            mask.push(m.parse::<MacAddr>().map_err(|err| {
+                ConfigError::Invalid(format!("export {} ({}.{}): {err}", i + 1, e.shelf, e.slot))
+            })?);
+        }
+        let source = Source::parse(&e.file).map_err(|err| ConfigError::Invalid(err.to_string()))?;
+        exports.push(ExportSpec {
+            shelf: e.shelf,
+            slot: e.slot,
+            disk: DiskSpec {
+                source,
+                offset_sectors: e.offset,
+                length_sectors: e.length,
+                read_only: e.read_only,
+                direct: e.direct,
+                sync: e.sync,
+                writeback: e.writeback.unwrap_or(f.writeback),
+            },
+            interfaces: e.interfaces,
+            bufcnt: e.bufcnt.unwrap_or(DEFAULT_BUFCNT),
+            mac_mask: mask,
+            config_string: e.config_string.into_bytes(),
+        });
+    }
+    let cfg = Config {
+        exports,
+        datapath: f.datapath,
+    };
+    validate(&cfg)?;
+    Ok(cfg)
+}
+
+/// Read and parse a TOML file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    from_toml(path, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+datapath = "afpacket"
+[[export]]
+shelf = 1
+slot = 1
+file = "/var/tmp/a.img"
+interfaces = ["eth1", "eth2"]
+mac_mask = ["02:00:00:00:00:01"]
+config_string = "hello"
+[[export]]
+shelf = 1
+slot = 2
+file = "null:1G"
+interfaces = ["eth1"]
+read_only = true
+offset = 8
+length = 16
+writeback = true
+"#;
+
+    #[test]
+    fn parses() {
+        let c = from_toml(Path::new("x.toml"), GOOD).unwrap();
+        assert_eq!(c.datapath, DatapathKind::Afpacket);
+        assert_eq!(c.exports.len(), 2);
+        assert_eq!(c.exports[0].interfaces, vec!["eth1", "eth2"]);
+        assert_eq!(c.exports[0].bufcnt, DEFAULT_BUFCNT);
+        assert!(!c.exports[0].disk.writeback);
+        assert!(c.exports[1].disk.writeback);
+        assert_eq!(c.exports[1].disk.source, Source::Null { bytes: 1 << 30 });
+        assert_eq!(c.exports[1].disk.length_sectors, Some(16));
+    }
+
+    fn err(text: &str) -> String {
+        from_toml(Path::new("x.toml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn errors_name_the_value() {
+        let dup = GOOD.replace("slot = 2", "slot = 1");
+        assert!(
+            err(&dup).contains("duplicate shelf.slot 1.1"),
+            "{}",
+            err(&dup)
+        );
+        let e = err(&GOOD.replace("slot = 2", "slot = 300"));
+        assert!(e.contains("line") && e.contains("300"), "{e}");
+        let e = err(&GOOD.replace("shelf = 1\nslot = 2", "shelf = 65535\nslot = 2"));
+        assert!(e.contains("65535"), "{e}");
+        let e = err(&GOOD.replace("02:00:00:00:00:01", "02:00:zz"));
+        assert!(e.contains("02:00:zz"), "{e}");
+        let e = err(&GOOD.replace("read_only", "readonly"));
+        assert!(e.contains("readonly"), "{e}");
+        assert!(err("").contains("no export"));
+        let e = err(&GOOD.replace("file = \"null:1G\"", "file = \"null:lots\""));
+        assert!(e.contains("null:lots"), "{e}");
+    }
+}

@@ -1,0 +1,224 @@
+//! The AF_PACKET datapath: one worker thread per interface, a batch of
+//! frames per `recvmmsg`, each handled by the engine with the disk I/O done
+//! in place in the frame, and all replies of the batch sent with one
+//! `sendmmsg`. Portable (any NIC, any kernel), and the fallback when XDP
+//! cannot attach.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use tracing::{debug, info, warn};
+
+use super::iface::IfaceInfo;
+use super::socket::{FramePool, PacketSocket, MAX_BATCH};
+use crate::disk::Disk;
+use crate::stats::{StatsCell, WorkerStats};
+use crate::target::{control, Action, DiskIo, DiskOp, Export, Port, Target};
+use crate::wire::{MacAddr, ATA_DATA_OFFSET};
+
+/// Spare frames for the extra replies of a wildcard request.
+const SPARE: usize = 16;
+/// How often counters are published.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+/// How long a worker sleeps in poll before checking its control channel.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Messages from the control plane to a worker.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// Finish the current batch and return.
+    Stop,
+    /// Send an unsolicited Query Config reply for every export (after a
+    /// resize or a config change).
+    Announce,
+}
+
+/// Everything a worker needs.
+#[derive(Debug)]
+pub struct WorkerSpec {
+    /// Interface served.
+    pub iface: IfaceInfo,
+    /// Exports served on it.
+    pub exports: Vec<Arc<Export>>,
+    /// Their backing stores, in the same order.
+    pub disks: Vec<Arc<Disk>>,
+    /// Control channel.
+    pub control: Receiver<Control>,
+    /// Where counters go.
+    pub stats: StatsCell,
+    /// Core to pin the worker to.
+    pub core: Option<usize>,
+}
+
+/// An opened, ready worker: sockets are bound before the thread starts so
+/// that configuration errors surface at start-up.
+#[derive(Debug)]
+pub struct Worker {
+    spec: WorkerSpec,
+    sock: PacketSocket,
+    engine: Target,
+}
+
+impl Worker {
+    /// Open the socket and build the engine.
+    pub fn open(spec: WorkerSpec) -> io::Result<Worker> {
+        let sock = PacketSocket::open(spec.iface.index)?;
+        let max_frame = spec.iface.mtu as usize + 14;
+        let bufcnt: usize = spec
+            .exports
+            .iter()
+            .map(|e| e.info.bufcnt as usize)
+            .sum::<usize>()
+            .max(16);
+        // Room for bufcnt frames from each of several initiators, counting
+        // the kernel's per-skb overhead.
+        let _ = sock.set_buffers((bufcnt * (max_frame + 1024) * 8).max(4 << 20));
+        let port = Port::new(
+            spec.iface.mac,
+            spec.iface.mtu,
+            (0..spec.exports.len()).collect(),
+        );
+        let engine = Target::new(vec![port], spec.exports.clone());
+        Ok(Worker { spec, sock, engine })
+    }
+
+    /// Run until told to stop.
+    pub fn run(mut self) -> io::Result<()> {
+        if let Some(core) = self.spec.core {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                warn!(core, iface = %self.spec.iface.name, "could not pin worker to core");
+            }
+        }
+        let room = self.spec.iface.mtu as usize + 14;
+        let mut pool = FramePool::new(MAX_BATCH + SPARE, room.max(1514));
+        let mut lens = [0usize; MAX_BATCH];
+        let mut tx: Vec<(usize, usize)> = Vec::with_capacity(MAX_BATCH + SPARE);
+        let mut counters = WorkerStats {
+            iface: self.spec.iface.name.clone(),
+            ..Default::default()
+        };
+        let mut last_publish = Instant::now();
+        self.announce(&mut pool, &mut counters);
+        info!(iface = %self.spec.iface.name, mtu = self.spec.iface.mtu,
+              exports = self.spec.exports.len(), "AF_PACKET worker serving");
+        loop {
+            match self.spec.control.try_recv() {
+                Ok(Control::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => break,
+                Ok(Control::Announce) => self.announce(&mut pool, &mut counters),
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
+            }
+            if last_publish.elapsed() >= PUBLISH_EVERY {
+                self.publish(&mut counters);
+                last_publish = Instant::now();
+            }
+            let n = self.sock.recv_batch(&mut pool, 0, MAX_BATCH, &mut lens)?;
+            if n == 0 {
+                self.sock.poll_readable(POLL_TIMEOUT)?;
+                continue;
+            }
+            counters.rx_frames += n as u64;
+            tx.clear();
+            let mut spare = MAX_BATCH;
+            for (i, &len) in lens.iter().enumerate().take(n) {
+                match self.engine.handle(0, pool.frame_mut(i), len) {
+                    Action::Reply { len, more } => {
+                        tx.push((i, len));
+                        let mut more = more;
+                        while more {
+                            if spare == pool.count() {
+                                self.flush_tx(&pool, &mut tx, &mut counters)?;
+                                spare = MAX_BATCH;
+                            }
+                            match self.engine.next_reply(pool.frame_mut(spare)) {
+                                Some((len, m)) => {
+                                    tx.push((spare, len));
+                                    spare += 1;
+                                    more = m;
+                                }
+                                None => more = false,
+                            }
+                        }
+                    }
+                    Action::Disk(io) => {
+                        let result = self.disk_io(&io, pool.frame_mut(i));
+                        if result.is_err() {
+                            counters.disk_errors += 1;
+                        }
+                        let len = self.engine.complete(&io, result, pool.frame_mut(i));
+                        tx.push((i, len));
+                    }
+                    Action::Drop(reason) => {
+                        debug!(reason = reason.name(), "dropped frame");
+                    }
+                }
+            }
+            self.flush_tx(&pool, &mut tx, &mut counters)?;
+        }
+        self.publish(&mut counters);
+        info!(iface = %self.spec.iface.name, "AF_PACKET worker stopped");
+        Ok(())
+    }
+
+    fn flush_tx(
+        &self,
+        pool: &FramePool,
+        tx: &mut Vec<(usize, usize)>,
+        c: &mut WorkerStats,
+    ) -> io::Result<()> {
+        if tx.is_empty() {
+            return Ok(());
+        }
+        let sent = self.sock.send_batch(pool, tx)?;
+        c.tx_frames += sent as u64;
+        c.tx_dropped += (tx.len() - sent) as u64;
+        tx.clear();
+        Ok(())
+    }
+
+    /// Run a disk operation against the frame, synchronously.
+    fn disk_io(&self, io: &DiskIo, frame: &mut [u8]) -> Result<(), i32> {
+        let disk = &self.spec.disks[io.export];
+        let data = ATA_DATA_OFFSET..ATA_DATA_OFFSET + io.len as usize;
+        let r = match io.op {
+            DiskOp::Read => disk.read_at(&mut frame[data], io.offset),
+            DiskOp::Write => disk.write_at(&frame[data], io.offset),
+            DiskOp::Flush => disk.flush(),
+        };
+        r.map_err(|e| {
+            warn!(op = ?io.op, offset = io.offset, len = io.len, error = %e, "disk I/O failed");
+            e.raw_os_error().unwrap_or(libc::EIO)
+        })
+    }
+
+    /// Unsolicited Query Config replies, as vblade sends at start-up: to
+    /// each Mac Mask entry when the mask is set, else to broadcast.
+    fn announce(&self, pool: &mut FramePool, c: &mut WorkerStats) {
+        let port = &self.engine.ports()[0];
+        let mut list = Vec::new();
+        for e in &self.spec.exports {
+            let mask = e.state().mask.clone();
+            let dsts = if mask.is_empty() {
+                vec![MacAddr::BROADCAST]
+            } else {
+                mask
+            };
+            for dst in dsts {
+                let slot = list.len();
+                if slot >= pool.count() {
+                    break;
+                }
+                if let Some(len) = control::announce(port, e, dst, pool.frame_mut(slot)) {
+                    list.push((slot, len));
+                }
+            }
+        }
+        let _ = self.flush_tx(pool, &mut list, c);
+    }
+
+    fn publish(&self, c: &mut WorkerStats) {
+        c.engine = self.engine.stats.clone();
+        self.spec.stats.store(Arc::new(c.clone()));
+    }
+}
