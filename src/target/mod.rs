@@ -246,9 +246,7 @@ impl Target {
             let find = |from: usize| {
                 (from..port.exports.len()).find(|&i| exports[port.exports[i]].matches(major, minor))
             };
-            let Some(pos) = find(pend.cursor) else {
-                return None;
-            };
+            let pos = find(pend.cursor)?;
             let next = find(pos + 1);
             if let Some(cursor) = next {
                 self.pending = Some(Pending { cursor, ..pend });

@@ -629,7 +629,7 @@ mod props {
             let rx_len = cut.min(len);
             f.resize(1514.max(len), 0xa5);
             let a = t.handle(0, &mut f, rx_len);
-            let mut check_reply = |f: &[u8], len: usize| {
+            let check_reply = |f: &[u8], len: usize| {
                 assert!(len >= 60, "runt reply {len}");
                 assert!(len <= 1514, "reply beyond MTU");
                 let h = aoe::Packet::new_unchecked(&f[14..]);
