@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod disk;
+pub mod fuzzing;
 pub mod initiator;
 pub mod server;
 pub mod stats;
