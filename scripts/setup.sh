@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# setup.sh: install and verify everything xblade needs to build, test and demo.
+#
+# Target: a fresh Debian 12 machine, run as root, with a Rust toolchain (rustup)
+# already present. Idempotent: apt-get runs only when a package is missing, and
+# `apt-get update` only then. Quiet on success (one summary line); on failure it
+# exits non-zero naming what is missing.
+set -euo pipefail
+
+# Non-login root shells (CI) may lack sbin or cargo in PATH.
+for d in /usr/local/sbin /usr/sbin /sbin "${CARGO_HOME:-$HOME/.cargo}/bin"; do
+  if [[ -d $d && :$PATH: != *:$d:* ]]; then PATH=$PATH:$d; fi
+done
+export PATH
+
+PKGS=(
+  clang libclang-dev llvm m4 make libelf-dev zlib1g-dev pkg-config # BPF object + libbpf-sys build
+  iproute2 ethtool procps                                           # ip/veth/netns, sysctl (test harness)
+  vblade aoetools tshark                                            # reference target, AoE tools, capture
+  qemu-system-x86 busybox-static e2fsprogs                          # shared/tools/aoe-client-vm.sh
+  linux-perf python3
+)
+# Commands that must resolve after installation (package -> command checks).
+CMDS=(clang llvm-strip ip ethtool sysctl vblade aoeping aoecfg tshark qemu-system-x86_64 busybox mkfs.ext4 perf python3 cargo rustc)
+
+die() {
+  echo "setup.sh: ERROR: $*" >&2
+  exit 1
+}
+
+is_installed() {
+  dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | grep -q '^ii'
+}
+
+log=$(mktemp /tmp/xblade-setup.XXXXXX.log)
+trap 'rm -f "$log"' EXIT
+
+# Run a command with its output captured; on failure show the tail and die.
+quiet() {
+  if ! "$@" >>"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    die "command failed: $*"
+  fi
+}
+
+# --- 1. Debian packages -------------------------------------------------------
+missing=()
+for p in "${PKGS[@]}"; do
+  is_installed "$p" || missing+=("$p")
+done
+
+installed_now="none"
+if ((${#missing[@]} > 0)); then
+  if [[ $(id -u) -ne 0 ]]; then
+    die "missing Debian packages: ${missing[*]} (run this script as root to install them)"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt_opts=(-y -q -o DPkg::Lock::Timeout=120)
+  quiet apt-get "${apt_opts[@]}" update
+  quiet apt-get "${apt_opts[@]}" install "${missing[@]}"
+  still=()
+  for p in "${missing[@]}"; do
+    is_installed "$p" || still+=("$p")
+  done
+  ((${#still[@]} == 0)) || die "apt-get could not install: ${still[*]}"
+  installed_now="${missing[*]}"
+fi
+
+# --- 2. Rust components -----------------------------------------------------------
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  command -v rustup >/dev/null 2>&1 || die "rustfmt/clippy missing and rustup not found to add them"
+  quiet rustup component add rustfmt clippy
+fi
+
+# --- 3. Verify every needed command -----------------------------------------------
+absent=()
+for c in "${CMDS[@]}"; do
+  command -v "$c" >/dev/null 2>&1 || absent+=("$c")
+done
+cargo fmt --version >/dev/null 2>&1 || absent+=("rustfmt (cargo fmt)")
+cargo clippy --version >/dev/null 2>&1 || absent+=("clippy (cargo clippy)")
+((${#absent[@]} == 0)) || die "missing commands after setup: ${absent[*]}"
+
+echo "setup.sh: ok: ${#PKGS[@]} packages present (installed now: ${installed_now}), $(cargo --version | cut -d' ' -f1-2), rustfmt, clippy"
