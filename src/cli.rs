@@ -50,6 +50,19 @@ enum Command {
         /// Configuration file.
         config: PathBuf,
     },
+    /// Show exports and per-queue counters of running xblade processes.
+    #[command(alias = "status")]
+    Stats {
+        /// Control socket (default: every socket in /run/xblade).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every SECS seconds until interrupted.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<f64>,
+    },
 }
 
 /// Options shared by both forms.
@@ -61,6 +74,13 @@ struct RunArgs {
     /// Pin worker i to core LIST[i] (comma-separated core ids).
     #[arg(long, value_delimiter = ',')]
     cores: Vec<usize>,
+    /// Control socket for `xblade stats` (default /run/xblade/xblade-PID.sock;
+    /// "none" disables it).
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics at ADDR (e.g. 127.0.0.1:9750); off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// vblade's options and positional arguments.
@@ -158,8 +178,13 @@ pub fn main() -> Result<()> {
             if let Some(d) = run.datapath.or(cli.run.datapath) {
                 cfg.datapath = d;
             }
-            serve(cfg, &run.cores)
+            serve(cfg, &run)
         }
+        Some(Command::Stats {
+            socket,
+            json,
+            watch,
+        }) => stats(socket, json, watch),
         Some(Command::CheckConfig { config }) => {
             let cfg = config::load(&config)?;
             for e in &cfg.exports {
@@ -182,18 +207,73 @@ pub fn main() -> Result<()> {
             if let Some(d) = cli.run.datapath {
                 cfg.datapath = d;
             }
-            serve(cfg, &cli.run.cores)
+            serve(cfg, &cli.run)
         }
     }
 }
 
-fn serve(cfg: Config, cores: &[usize]) -> Result<()> {
+fn stats(socket: Option<PathBuf>, json: bool, watch: Option<f64>) -> Result<()> {
+    loop {
+        let sockets = match &socket {
+            Some(s) => vec![s.clone()],
+            None => crate::control::discover_sockets(),
+        };
+        if sockets.is_empty() {
+            bail!(
+                "no running xblade found (no control socket in {})",
+                crate::control::SOCKET_DIR
+            );
+        }
+        let mut found = 0;
+        for s in &sockets {
+            match crate::control::query(s) {
+                Ok(st) => {
+                    found += 1;
+                    if json {
+                        println!("{}", serde_json::to_string(&st)?);
+                    } else {
+                        print!("{}", crate::control::render(&st));
+                    }
+                }
+                Err(e) if socket.is_some() => {
+                    return Err(e).with_context(|| format!("querying {}", s.display()))
+                }
+                // A socket left by a killed process: skip it.
+                Err(_) => {}
+            }
+        }
+        if found == 0 {
+            bail!("no running xblade answered on {:?}", sockets);
+        }
+        match watch {
+            Some(secs) if secs > 0.0 => std::thread::sleep(Duration::from_secs_f64(secs)),
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn serve(cfg: Config, run: &RunArgs) -> Result<()> {
     if cfg.datapath == DatapathKind::Xdp {
         bail!("--datapath xdp: the AF_XDP datapath is not built into this binary yet; use --datapath afpacket or auto");
     }
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
-    let server = Server::start(&cfg, cores)?;
+    let server = Server::start(&cfg, &run.cores)?;
+    let socket = match &run.control_socket {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(p.clone()),
+        None => Some(crate::control::default_socket()),
+    };
+    let _control = crate::control::start(
+        crate::control::Sources {
+            datapath: "afpacket".into(),
+            exports: server.exports.clone(),
+            stats: server.stats.clone(),
+        },
+        socket.as_deref(),
+        run.metrics,
+    )
+    .context("starting the control plane")?;
     info!(
         exports = cfg.exports.len(),
         "xblade serving; SIGINT or SIGTERM to stop"

@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod datapath;
 pub mod disk;
 pub mod fuzzing;
