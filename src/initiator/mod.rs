@@ -2,4 +2,5 @@
 //! integration tests' test initiator and by `xblade bench`.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod request;

@@ -1,0 +1,200 @@
+//! Helpers shared by the AoE integration tests, on top of `tests/common`:
+//! starting the real `xblade` binary in a target namespace, opening an
+//! [`xblade::initiator::client::Client`] in an initiator namespace, hand-made
+//! frames and deterministic test data.
+//!
+//! Use with `mod common; mod aoe_support;` in the test crate.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+use xblade::datapath::iface::IfaceInfo;
+use xblade::initiator::client::{Client, ReplyHeader};
+use xblade::wire::{MacAddr, ETHERTYPE_AOE, SECTOR_SIZE};
+
+use crate::common::{enter_ns, mtu_of, xblade_bin, NetPair, PacketSocket as HarnessSocket, Proc};
+
+/// How long xblade may take to start serving.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Wait used where silence is the expected answer.
+pub const SILENCE: Duration = Duration::from_millis(300);
+
+/// A `MacAddr` from the harness's byte arrays.
+pub fn mac(b: [u8; 6]) -> MacAddr {
+    MacAddr(b)
+}
+
+/// Open a client on `ifname` in namespace `ns`. The interface facts come
+/// from the harness (sysfs in this process shows the root namespace, so
+/// `Client::open` cannot be used from a `setns`ed thread); the socket is
+/// opened inside `ns` and stays there.
+pub fn client_in(ns: &str, ifname: &str) -> Client {
+    let probe = HarnessSocket::open_in(ns, ifname, ETHERTYPE_AOE)
+        .unwrap_or_else(|e| panic!("probe socket on {ifname} in {ns}: {e}"));
+    let info = IfaceInfo {
+        name: ifname.to_string(),
+        index: u32::try_from(probe.ifindex()).expect("ifindex"),
+        mac: MacAddr(probe.mac()),
+        mtu: mtu_of(ns, ifname),
+    };
+    drop(probe);
+    let _g = enter_ns(ns);
+    Client::with_iface(info).unwrap_or_else(|e| panic!("client on {ifname} in {ns}: {e}"))
+}
+
+/// The initiator-side client of link 0.
+pub fn client(pair: &NetPair) -> Client {
+    client_in(pair.initiator_ns(), pair.initiator_if())
+}
+
+/// Start `xblade --datapath afpacket ARGS...` in the pair's target namespace
+/// and wait until it serves.
+pub fn start_xblade(pair: &NetPair, args: &[&str]) -> Proc {
+    let mut all = vec!["--datapath", "afpacket"];
+    all.extend_from_slice(args);
+    let mut p = Proc::spawn_in_ns(pair.target_ns(), xblade_bin(), &all);
+    p.wait_for_log("xblade serving", START_TIMEOUT);
+    p
+}
+
+/// Run `f` with a short timeout and no retransmission: for requests whose
+/// expected answer is silence.
+pub fn quietly<T>(c: &mut Client, f: impl FnOnce(&mut Client) -> T) -> T {
+    let (t, r) = (c.timeout(), c.retries());
+    c.set_timeout(SILENCE);
+    c.set_retries(0);
+    let out = f(c);
+    c.set_timeout(t);
+    c.set_retries(r);
+    out
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), different per seed.
+pub fn rand_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// `n` sectors of the file at sector `lba`, read on the host.
+pub fn file_sectors(path: &Path, lba: u64, n: u64) -> Vec<u8> {
+    let f = fs::File::open(path).expect("open backing file");
+    let mut b = vec![0u8; n as usize * SECTOR_SIZE];
+    f.read_exact_at(&mut b, lba * SECTOR_SIZE as u64)
+        .expect("read backing file");
+    b
+}
+
+/// Fill the whole file with random bytes and return them.
+pub fn fill_random(path: &Path, seed: u64) -> Vec<u8> {
+    let len = fs::metadata(path).expect("stat").len() as usize;
+    let data = rand_bytes(seed, len);
+    fs::write(path, &data).expect("fill backing file");
+    data
+}
+
+/// Assert the file's bytes equal `model`, naming the first differing sector.
+pub fn assert_file_is(path: &Path, model: &[u8]) {
+    let now = fs::read(path).expect("read backing file");
+    assert_eq!(now.len(), model.len(), "backing file changed size");
+    if let Some(i) = now.iter().zip(model).position(|(a, b)| a != b) {
+        panic!(
+            "backing file differs from the expected content at byte {i} (sector {})",
+            i / SECTOR_SIZE
+        );
+    }
+}
+
+/// A hand-made AoE frame: Ethernet header, byte 14 = `ver_flags`, error
+/// byte 0, `major`, `minor`, `command`, `tag`, then `arg` (not padded).
+#[allow(clippy::too_many_arguments)]
+pub fn raw_frame(
+    dst: MacAddr,
+    src: MacAddr,
+    ver_flags: u8,
+    major: u16,
+    minor: u8,
+    command: u8,
+    tag: u32,
+    arg: &[u8],
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(24 + arg.len());
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&ETHERTYPE_AOE.to_be_bytes());
+    f.push(ver_flags);
+    f.push(0);
+    f.extend_from_slice(&major.to_be_bytes());
+    f.push(minor);
+    f.push(command);
+    f.extend_from_slice(&tag.to_be_bytes());
+    f.extend_from_slice(arg);
+    f
+}
+
+/// The 12-byte argument of an IDENTIFY as Linux sends it.
+pub const IDENTIFY_ARG: [u8; 12] = [0, 0, 1, 0xec, 0, 0, 0, 0xa0, 0, 0, 0, 0];
+
+/// Matches any frame carrying `tag` (request or reply, any addressing), so
+/// that "no reply" checks see anything at all that answers.
+pub fn with_tag(tag: u32) -> impl Fn(&[u8]) -> bool {
+    move |f| ReplyHeader::parse(f).is_some_and(|h| h.tag == tag)
+}
+
+/// Every frame in `frames` is at least the 60-byte Ethernet minimum, and
+/// where a reply's natural length is below 60 the filler is zeros (vblade
+/// sends stale buffer bytes there). Error replies (E set) echo the
+/// request's argument, whose length the reply does not state, so only
+/// their size is checked.
+pub fn assert_replies_padded(frames: &[Vec<u8>]) {
+    assert!(!frames.is_empty(), "no frame captured");
+    for f in frames {
+        let head = &f[..f.len().min(40)];
+        assert!(
+            f.len() >= 60,
+            "a {}-byte frame arrived from the target (all must be padded to 60): {head:02x?}",
+            f.len()
+        );
+        let Some(h) = ReplyHeader::parse(f) else {
+            continue;
+        };
+        if h.is_error() || !h.is_response() {
+            continue;
+        }
+        let natural = match h.command {
+            0 if f.len() == 60 => 36,
+            1 => 32 + usize::from(u16::from_be_bytes([f[30], f[31]])),
+            2 => 28 + 8 * usize::from(f[27]),
+            3 => 26 + 6 * usize::from(f[25]),
+            _ => 60,
+        };
+        if natural < 60 {
+            assert!(
+                f[natural..60].iter().all(|&b| b == 0),
+                "reply padding after byte {natural} is not zero: {:02x?}",
+                &f[..60]
+            );
+        }
+    }
+}
+
+/// `discover` waits its whole timeout for further replies: on a veth link
+/// every reply is in within microseconds, so a short window suffices.
+pub fn discover(c: &mut Client, major: u16, minor: u8) -> Vec<xblade::initiator::client::Target> {
+    let t = c.timeout();
+    c.set_timeout(Duration::from_millis(250));
+    let found = c.discover(major, minor);
+    c.set_timeout(t);
+    found.unwrap_or_else(|e| panic!("discover {major:#x}.{minor:#x}: {e}"))
+}
