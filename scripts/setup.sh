@@ -15,6 +15,7 @@ export PATH
 
 PKGS=(
   clang libclang-dev llvm m4 make libelf-dev zlib1g-dev pkg-config # BPF object + libbpf-sys build
+  libbpf-dev                                                        # <bpf/bpf_helpers.h> for bpf/xblade.bpf.c
   iproute2 ethtool procps                                           # ip/veth/netns, sysctl (test harness)
   vblade aoetools tshark                                            # reference target, AoE tools, capture
   qemu-system-x86 busybox-static e2fsprogs                          # shared/tools/aoe-client-vm.sh
@@ -78,6 +79,7 @@ absent=()
 for c in "${CMDS[@]}"; do
   command -v "$c" >/dev/null 2>&1 || absent+=("$c")
 done
+[[ -f /usr/include/bpf/bpf_helpers.h ]] || absent+=("/usr/include/bpf/bpf_helpers.h (libbpf-dev)")
 cargo fmt --version >/dev/null 2>&1 || absent+=("rustfmt (cargo fmt)")
 cargo clippy --version >/dev/null 2>&1 || absent+=("clippy (cargo clippy)")
 ((${#absent[@]} == 0)) || die "missing commands after setup: ${absent[*]}"

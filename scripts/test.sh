@@ -2,7 +2,7 @@
 # test.sh: xblade's whole test suite; CI runs exactly this (via .ci/run).
 #
 # Steps: setup.sh, cargo fmt --check, cargo clippy -D warnings, release build of
-# all targets, cargo test (serial: network tests create namespaces), doc tests,
+# all targets, cargo test (serial: network tests create namespaces), bench smoke run, doc tests,
 # then every tests/scripts/*.sh in order (each must exit 0).
 #
 # Must run as root: the tests create network namespaces and veth pairs.
@@ -116,8 +116,11 @@ else
 fi
 
 step "cargo build --release --all-targets" cargo build --release --all-targets
-step "cargo test --release --all-targets (serial)" \
-  cargo_test cargo test --release --all-targets -- --test-threads=1
+step "cargo test --release (lib, bins, tests; serial)" \
+  cargo_test cargo test --release --lib --bins --tests -- --test-threads=1
+# Criterion benches in test mode: each benchmark runs once (its harness
+# takes no libtest flags).
+step "cargo test --release --benches (smoke)" cargo_test cargo test --release --benches
 step "cargo test --release --doc" cargo_test cargo test --release --doc
 
 # "test result: ok. 3 passed; 0 failed; 1 ignored; ..." -> totals

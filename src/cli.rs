@@ -10,6 +10,9 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::info;
 
 use crate::config::{self, Config, DatapathKind, ExportSpec, DEFAULT_BUFCNT};
+use crate::datapath::xdp::bpf::XdpMode;
+use crate::datapath::xdp::socket::ZeroCopy;
+use crate::datapath::xdp::XdpOptions;
 use crate::disk::{DiskSpec, Source};
 use crate::server::Server;
 use crate::wire::MacAddr;
@@ -50,6 +53,15 @@ enum Command {
         /// Configuration file.
         config: PathBuf,
     },
+    /// Print the xblade TOML equivalent of vblade's persistence files.
+    ImportVblade {
+        /// Directory of vblade persistence files.
+        #[arg(long, default_value = "/etc/vblade.conf.d")]
+        dir: PathBuf,
+        /// Write the TOML here instead of standard output.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
     /// Show exports and per-queue counters of running xblade processes.
     #[command(alias = "status")]
     Stats {
@@ -81,6 +93,41 @@ struct RunArgs {
     /// Serve Prometheus metrics at ADDR (e.g. 127.0.0.1:9750); off by default.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// XDP: queues served per interface, one worker each (default: the
+    /// interface's rx queue count).
+    #[arg(long, value_name = "N")]
+    queues: Option<u32>,
+    /// XDP attach mode: auto (native, else generic), native, skb.
+    #[arg(long, value_enum, value_name = "MODE")]
+    xdp_mode: Option<XdpMode>,
+    /// AF_XDP zero-copy: auto (try it, else copy mode), on, off.
+    #[arg(long, value_enum, value_name = "MODE")]
+    zero_copy: Option<ZeroCopy>,
+    /// XDP: busy-poll the NIC from the workers (SO_PREFER_BUSY_POLL,
+    /// SO_BUSY_POLL) instead of relying on need_wakeup.
+    #[arg(long)]
+    busy_poll: bool,
+    /// XDP: drop AoE requests for shelf.slots not served here in the XDP
+    /// program (default: pass them to the kernel stack).
+    #[arg(long)]
+    xdp_drop_foreign: bool,
+}
+
+impl RunArgs {
+    /// Let the command line override the configuration's XDP options.
+    fn apply_xdp(&self, x: &mut XdpOptions) {
+        if self.queues.is_some() {
+            x.queues = self.queues;
+        }
+        if let Some(m) = self.xdp_mode {
+            x.mode = m;
+        }
+        if let Some(z) = self.zero_copy {
+            x.zero_copy = z;
+        }
+        x.busy_poll |= self.busy_poll;
+        x.drop_foreign |= self.xdp_drop_foreign;
+    }
 }
 
 /// vblade's options and positional arguments.
@@ -125,6 +172,45 @@ struct VbladeArgs {
     file: Option<String>,
 }
 
+/// Parse a vblade-style argument vector (`xblade [options] SHELF SLOT NETIF
+/// FILE`) into an export, exactly as the command line would.
+pub fn parse_vblade_args(argv: &[String]) -> Result<ExportSpec> {
+    #[derive(Debug, Parser)]
+    #[command(name = "vblade")]
+    struct Only {
+        #[command(flatten)]
+        vblade: VbladeArgs,
+    }
+    let only = Only::try_parse_from(argv).map_err(|e| {
+        let msg = e.to_string();
+        anyhow::anyhow!(
+            "{}",
+            msg.lines()
+                .next()
+                .unwrap_or("bad arguments")
+                .trim_start_matches("error: ")
+        )
+    })?;
+    let mut cfg = only.vblade.to_config()?;
+    Ok(cfg.exports.remove(0))
+}
+
+fn import_vblade(dir: &std::path::Path, output: Option<&std::path::Path>) -> Result<()> {
+    let r = crate::import_vblade::import_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?;
+    for s in &r.skipped {
+        eprintln!("xblade: skipped {}: {}", s.path.display(), s.reason);
+    }
+    match output {
+        Some(p) => {
+            std::fs::write(p, &r.toml).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!("xblade: wrote {} export(s) to {}", r.exports, p.display());
+        }
+        None => print!("{}", r.toml),
+    }
+    Ok(())
+}
+
 impl VbladeArgs {
     fn to_config(&self) -> Result<Config> {
         let (Some(shelf), Some(slot), Some(netif), Some(file)) =
@@ -152,6 +238,7 @@ impl VbladeArgs {
                 config_string: Vec::new(),
             }],
             datapath: DatapathKind::Auto,
+            xdp: XdpOptions::default(),
         };
         config::validate(&cfg)?;
         Ok(cfg)
@@ -178,6 +265,8 @@ pub fn main() -> Result<()> {
             if let Some(d) = run.datapath.or(cli.run.datapath) {
                 cfg.datapath = d;
             }
+            run.apply_xdp(&mut cfg.xdp);
+            config::validate(&cfg)?;
             serve(cfg, &run)
         }
         Some(Command::Stats {
@@ -185,6 +274,7 @@ pub fn main() -> Result<()> {
             json,
             watch,
         }) => stats(socket, json, watch),
+        Some(Command::ImportVblade { dir, output }) => import_vblade(&dir, output.as_deref()),
         Some(Command::CheckConfig { config }) => {
             let cfg = config::load(&config)?;
             for e in &cfg.exports {
@@ -207,6 +297,8 @@ pub fn main() -> Result<()> {
             if let Some(d) = cli.run.datapath {
                 cfg.datapath = d;
             }
+            cli.run.apply_xdp(&mut cfg.xdp);
+            config::validate(&cfg)?;
             serve(cfg, &cli.run)
         }
     }
@@ -253,9 +345,6 @@ fn stats(socket: Option<PathBuf>, json: bool, watch: Option<f64>) -> Result<()> 
 }
 
 fn serve(cfg: Config, run: &RunArgs) -> Result<()> {
-    if cfg.datapath == DatapathKind::Xdp {
-        bail!("--datapath xdp: the AF_XDP datapath is not built into this binary yet; use --datapath afpacket or auto");
-    }
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
     let server = Server::start(&cfg, &run.cores)?;
@@ -266,7 +355,7 @@ fn serve(cfg: Config, run: &RunArgs) -> Result<()> {
     };
     let _control = crate::control::start(
         crate::control::Sources {
-            datapath: "afpacket".into(),
+            datapath: server.datapath.clone(),
             exports: server.exports.clone(),
             stats: server.stats.clone(),
         },

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::datapath::xdp::bpf::XdpMode;
+use crate::datapath::xdp::socket::ZeroCopy;
+use crate::datapath::xdp::XdpOptions;
 use crate::disk::{DiskSpec, Source};
 use crate::wire::{MacAddr, MAX_CONFIG_STRING};
 
@@ -54,6 +57,8 @@ pub struct Config {
     pub exports: Vec<ExportSpec>,
     /// Datapath.
     pub datapath: DatapathKind,
+    /// Options of the XDP datapath (TOML `[xdp]`, command line flags).
+    pub xdp: XdpOptions,
 }
 
 /// A configuration error; the message names the bad value.
@@ -68,7 +73,7 @@ pub enum ConfigError {
         message: String,
     },
     /// File unreadable.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {}", path.display())]
     Read {
         /// File.
         path: PathBuf,
@@ -85,6 +90,14 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     let bad = |m: String| Err(ConfigError::Invalid(m));
     if cfg.exports.is_empty() {
         return bad("no export configured: add an [[export]] table".into());
+    }
+    if let Some(q) = cfg.xdp.queues {
+        if !(1..=crate::datapath::xdp::bpf::MAX_QUEUES).contains(&q) {
+            return bad(format!(
+                "xdp queues {q}: use 1-{}",
+                crate::datapath::xdp::bpf::MAX_QUEUES
+            ));
+        }
     }
     let mut seen: HashMap<(u16, u8), usize> = HashMap::new();
     for (i, e) in cfg.exports.iter().enumerate() {
@@ -148,6 +161,26 @@ struct FileConfig {
     writeback: bool,
     #[serde(default, rename = "export")]
     exports: Vec<FileExport>,
+    #[serde(default)]
+    xdp: FileXdp,
+}
+
+/// `[xdp]`: options of the XDP datapath.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileXdp {
+    /// Queues per interface (default: the interface's rx queue count).
+    queues: Option<u32>,
+    /// auto | native | skb
+    #[serde(default)]
+    mode: XdpMode,
+    /// auto | on | off
+    #[serde(default)]
+    zero_copy: ZeroCopy,
+    #[serde(default)]
+    busy_poll: bool,
+    #[serde(default)]
+    drop_foreign: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,6 +243,13 @@ pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let cfg = Config {
         exports,
         datapath: f.datapath,
+        xdp: XdpOptions {
+            queues: f.xdp.queues,
+            mode: f.xdp.mode,
+            zero_copy: f.xdp.zero_copy,
+            busy_poll: f.xdp.busy_poll,
+            drop_foreign: f.xdp.drop_foreign,
+        },
     };
     validate(&cfg)?;
     Ok(cfg)
@@ -265,6 +305,33 @@ writeback = true
         from_toml(Path::new("x.toml"), text)
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn xdp_table() {
+        let c = from_toml(
+            Path::new("x.toml"),
+            &format!("{GOOD}\n[xdp]\nqueues = 2\nmode = \"skb\"\nzero_copy = \"off\"\nbusy_poll = true\ndrop_foreign = true\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.xdp,
+            XdpOptions {
+                queues: Some(2),
+                mode: XdpMode::Skb,
+                zero_copy: ZeroCopy::Off,
+                busy_poll: true,
+                drop_foreign: true,
+            }
+        );
+        assert_eq!(
+            from_toml(Path::new("x.toml"), GOOD).unwrap().xdp,
+            XdpOptions::default()
+        );
+        let e = err(&format!("{GOOD}\n[xdp]\nmode = \"turbo\"\n"));
+        assert!(e.contains("turbo"), "{e}");
+        let e = err(&format!("{GOOD}\n[xdp]\nqueues = 0\n"));
+        assert!(e.contains("queues 0"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod control;
 pub mod datapath;
 pub mod disk;
 pub mod fuzzing;
+pub mod import_vblade;
 pub mod initiator;
 pub mod server;
 pub mod stats;

@@ -29,6 +29,67 @@ pub struct WorkerStats {
     pub disk_in_flight: u64,
     /// Engine counters.
     pub engine: EngineStats,
+    /// AF_XDP and XDP-program counters (XDP datapath only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<XdpStats>,
+}
+
+/// Counters of one AF_XDP queue: the kernel's (`xdp_statistics`), the XDP
+/// program's for this rx queue (`bpf_*`), and the worker's own.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct XdpStats {
+    /// How the program is attached: "native" or "skb".
+    pub mode: &'static str,
+    /// The socket is bound in zero-copy mode.
+    pub zero_copy: bool,
+    /// Busy polling instead of need_wakeup.
+    pub busy_poll: bool,
+    /// Kernel: frames dropped for any reason (no room, bad size).
+    pub rx_dropped: u64,
+    /// Kernel: invalid RX descriptors.
+    pub rx_invalid_descs: u64,
+    /// Kernel: invalid TX descriptors.
+    pub tx_invalid_descs: u64,
+    /// Kernel: frames dropped because the RX ring was full.
+    pub rx_ring_full: u64,
+    /// Kernel: times the fill ring was empty when a frame arrived.
+    pub rx_fill_ring_empty: u64,
+    /// Kernel: times the TX ring was empty on a kick.
+    pub tx_ring_empty: u64,
+    /// XDP program: frames redirected to this queue's socket.
+    pub bpf_redirected: u64,
+    /// XDP program: non-AoE frames passed to the stack.
+    pub bpf_passed_non_aoe: u64,
+    /// XDP program: AoE for shelf.slots not served, passed to the stack.
+    pub bpf_passed_foreign: u64,
+    /// XDP program: same, dropped (drop_foreign).
+    pub bpf_dropped_foreign: u64,
+    /// XDP program: AoE with no socket on the queue.
+    pub bpf_no_socket: u64,
+    /// XDP program: AoE header not linear.
+    pub bpf_short: u64,
+    /// XDP program: AoE behind a VLAN tag, passed.
+    pub bpf_vlan: u64,
+    /// XDP program: AoE responses, passed.
+    pub bpf_response: u64,
+    /// Frames of more fragments than the worker handles, dropped.
+    pub rx_oversize: u64,
+    /// RX descriptors at an unexpected chunk offset, dropped.
+    pub rx_bad_desc: u64,
+    /// Times the worker could not restock the fill ring (no free chunk
+    /// beyond the reserve).
+    pub fill_starved: u64,
+    /// Requests held back because the disk budget (slots, bounce slots or
+    /// reply chunks) was full; RX pauses meanwhile.
+    pub backpressure: u64,
+    /// Extra control replies not sent for lack of a free chunk.
+    pub reply_no_chunk: u64,
+    /// TX kicks (sendto).
+    pub tx_kicks: u64,
+    /// Kicks or fill wakeups that failed with a link error (down, busy).
+    pub wakeup_errors: u64,
+    /// Multi-buffer frames received (more than one fragment).
+    pub rx_multi_buffer: u64,
 }
 
 /// Where a worker publishes its counters.

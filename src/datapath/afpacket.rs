@@ -8,14 +8,12 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use tracing::{debug, info, warn};
 
-use super::iface::IfaceInfo;
-use super::socket::{FramePool, PacketSocket, MAX_BATCH};
-use crate::disk::Disk;
-use crate::stats::{StatsCell, WorkerStats};
-use crate::target::{control, Action, DiskIo, DiskOp, Export, Port, Target};
+use super::socket::{is_transient, FramePool, PacketSocket, MAX_BATCH};
+pub use super::{Control, WorkerSpec};
+use crate::stats::WorkerStats;
+use crate::target::{control, Action, DiskIo, DiskOp, Port, Target};
 use crate::wire::{MacAddr, ATA_DATA_OFFSET};
 
 /// Spare frames for the extra replies of a wildcard request.
@@ -24,33 +22,6 @@ const SPARE: usize = 16;
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 /// How long a worker sleeps in poll before checking its control channel.
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// Messages from the control plane to a worker.
-#[derive(Debug, Clone)]
-pub enum Control {
-    /// Finish the current batch and return.
-    Stop,
-    /// Send an unsolicited Query Config reply for every export (after a
-    /// resize or a config change).
-    Announce,
-}
-
-/// Everything a worker needs.
-#[derive(Debug)]
-pub struct WorkerSpec {
-    /// Interface served.
-    pub iface: IfaceInfo,
-    /// Exports served on it.
-    pub exports: Vec<Arc<Export>>,
-    /// Their backing stores, in the same order.
-    pub disks: Vec<Arc<Disk>>,
-    /// Control channel.
-    pub control: Receiver<Control>,
-    /// Where counters go.
-    pub stats: StatsCell,
-    /// Core to pin the worker to.
-    pub core: Option<usize>,
-}
 
 /// An opened, ready worker: sockets are bound before the thread starts so
 /// that configuration errors surface at start-up.
@@ -100,6 +71,8 @@ impl Worker {
             ..Default::default()
         };
         let mut last_publish = Instant::now();
+        let mut link_up = true;
+        self.follow_mtu(pool.frame(0).len());
         self.announce(&mut pool, &mut counters);
         info!(iface = %self.spec.iface.name, mtu = self.spec.iface.mtu,
               exports = self.spec.exports.len(), "AF_PACKET worker serving");
@@ -110,12 +83,35 @@ impl Worker {
                 Err(crossbeam_channel::TryRecvError::Empty) => {}
             }
             if last_publish.elapsed() >= PUBLISH_EVERY {
+                self.follow_mtu(pool.frame(0).len());
                 self.publish(&mut counters);
                 last_publish = Instant::now();
             }
-            let n = self.sock.recv_batch(&mut pool, 0, MAX_BATCH, &mut lens)?;
+            let n = match self.sock.recv_batch(&mut pool, 0, MAX_BATCH, &mut lens) {
+                Ok(n) => {
+                    if !link_up && n > 0 {
+                        info!(iface = %self.spec.iface.name, "link back: serving again");
+                        link_up = true;
+                    }
+                    n
+                }
+                Err(e) if is_transient(&e) => {
+                    // A down link is not the end of the target: the other
+                    // paths keep serving and this one resumes when it is up.
+                    if link_up {
+                        warn!(iface = %self.spec.iface.name, error = %e, "link unusable: waiting for it");
+                        link_up = false;
+                    }
+                    std::thread::sleep(POLL_TIMEOUT);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if n == 0 {
-                self.sock.poll_readable(POLL_TIMEOUT)?;
+                match self.sock.poll_readable(POLL_TIMEOUT) {
+                    Err(e) if !is_transient(&e) => return Err(e),
+                    _ => {}
+                }
                 continue;
             }
             counters.rx_frames += n as u64;
@@ -177,10 +173,28 @@ impl Worker {
         Ok(())
     }
 
+    /// Advertise and accept what the interface's current MTU allows, capped
+    /// by the frame room this worker allocated (an MTU raised at runtime
+    /// takes effect up to that room; lowered, at once).
+    fn follow_mtu(&mut self, room: usize) {
+        let mtu = self.spec.iface.current_mtu().unwrap_or(self.spec.iface.mtu);
+        let cap = crate::wire::max_sectors_for_mtu(room.min(u32::MAX as usize) as u32);
+        let port = &self.engine.ports()[0];
+        if port.mtu != mtu || port.max_sectors > cap {
+            self.engine.set_port_mtu(0, mtu, cap);
+            info!(iface = %self.spec.iface.name, mtu,
+                  max_sectors = self.engine.ports()[0].max_sectors, "MTU now in effect");
+        }
+    }
+
     /// Run a disk operation against the frame, synchronously.
     fn disk_io(&self, io: &DiskIo, frame: &mut [u8]) -> Result<(), i32> {
         let disk = &self.spec.disks[io.export];
         let data = ATA_DATA_OFFSET..ATA_DATA_OFFSET + io.len as usize;
+        if data.end > frame.len() {
+            // Cannot happen while max_sectors fits the room; refuse, never panic.
+            return Err(libc::EINVAL);
+        }
         let r = match io.op {
             DiskOp::Read => disk.read_at(&mut frame[data], io.offset),
             DiskOp::Write => disk.write_at(&frame[data], io.offset),

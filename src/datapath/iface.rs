@@ -25,7 +25,7 @@ pub enum IfaceError {
     #[error("unknown network interface {0:?} (not found in this network namespace)")]
     Unknown(String),
     /// Sysfs could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Sysfs {
         /// File.
         path: String,

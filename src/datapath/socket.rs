@@ -214,6 +214,7 @@ impl PacketSocket {
             let e = io::Error::last_os_error();
             return match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                // The caller decides how to wait out a down link (is_transient).
                 _ => Err(e),
             };
         }
@@ -244,15 +245,18 @@ impl PacketSocket {
                 msgs[i].msg_hdr.msg_iov = &mut iov[i];
                 msgs[i].msg_hdr.msg_iovlen = 1;
             }
-            let mut sent = 0;
-            while sent < n {
+            // `done` counts messages handled: sent, or skipped because the
+            // link refused that one frame (larger than an MTU lowered at
+            // runtime); `sent` only those that left.
+            let (mut done, mut sent) = (0, 0);
+            while done < n {
                 // SAFETY: the headers point at live slots of `pool`, which the
                 // kernel only reads during the call.
                 let r = unsafe {
                     libc::sendmmsg(
                         self.fd.as_raw_fd(),
-                        msgs[sent..].as_mut_ptr(),
-                        (n - sent) as u32,
+                        msgs[done..].as_mut_ptr(),
+                        (n - done) as u32,
                         0,
                     )
                 };
@@ -260,17 +264,35 @@ impl PacketSocket {
                     let e = io::Error::last_os_error();
                     match e.raw_os_error() {
                         Some(libc::EINTR) => continue,
-                        Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::ENETDOWN)
-                        | Some(libc::ENXIO) => return Ok(total + sent),
+                        Some(libc::EMSGSIZE) => done += 1,
+                        _ if is_transient(&e) => return Ok(total + sent),
                         _ => return Err(e),
                     }
+                    continue;
                 }
+                done += r as usize;
                 sent += r as usize;
             }
             total += sent;
         }
         Ok(total)
     }
+}
+
+/// Errors that a down, flapping or congested link produces: they pass, and
+/// AoE initiators retransmit, so a worker waits them out instead of dying.
+pub fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ENETDOWN
+                | libc::ENXIO
+                | libc::ENODEV
+                | libc::ENOBUFS
+                | libc::EAGAIN
+                | libc::ENOMEM
+        )
+    )
 }
 
 /// Frame buffers for the AF_PACKET datapath, laid out so that frame byte 36

@@ -161,6 +161,15 @@ impl Target {
         &self.ports
     }
 
+    /// Apply a new MTU to `port`: sectors per request follow it, capped at
+    /// `cap` (what the datapath's buffers can carry).
+    pub fn set_port_mtu(&mut self, port: usize, mtu: u32, cap: u8) {
+        if let Some(p) = self.ports.get_mut(port) {
+            p.mtu = mtu;
+            p.max_sectors = crate::wire::max_sectors_for_mtu(mtu).min(cap);
+        }
+    }
+
     /// The exports.
     pub fn exports(&self) -> &[Arc<Export>] {
         &self.exports

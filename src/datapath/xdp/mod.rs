@@ -1,0 +1,1310 @@
+//! The AF_XDP datapath: an XDP program per interface steers AoE requests
+//! into one AF_XDP socket per (interface, queue); each socket is served by
+//! one worker thread, pinned to a core, with its own UMEM, its own io_uring
+//! and its own engine. Nothing is shared on the request path.
+//!
+//! Frame life cycle (chunk states in [`umem`]):
+//!
+//! 1. Free chunks go to the fill ring (kept stocked, minus a reserve for
+//!    reply tails and extra replies).
+//! 2. A request arrives on RX as one or more fragments (multi-buffer: each
+//!    fragment in its own chunk at chunk + 476). The engine parses it in
+//!    place in the first fragment's chunk.
+//! 3. Replies are built in place: control replies go straight to TX; a disk
+//!    request becomes one io_uring operation whose memory is the frame
+//!    itself. READ data lands at frame byte 36 = chunk + 512; a jumbo READ
+//!    reply takes extra free chunks for its tail fragments and is read with
+//!    one READV (the tails start at chunk + 476). WRITE data leaves from the
+//!    request's fragments. Under O_DIRECT, pieces that are not 512-aligned
+//!    (jumbo tails, multi-fragment writes) go through an aligned bounce slot.
+//! 4. TX completions return chunks to the free list.
+//!
+//! Backpressure: the io_uring slab has a fixed number of slots. When a
+//! request cannot start (no slot, no bounce slot, no reply chunk) it waits
+//! in a short FIFO and the worker stops taking frames off the RX ring until
+//! it has started; frames then wait in the RX ring, and beyond that the
+//! kernel drops them (counted as `rx_dropped`/`rx_fill_ring_empty`).
+//!
+//! No allocation happens per request: every table, queue and staging array
+//! is sized when the worker opens.
+
+pub mod bounce;
+pub mod bpf;
+pub mod socket;
+pub mod umem;
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+use xsk_rs::FrameDesc;
+
+use self::bounce::Bounce;
+use self::bpf::{Attached, BpfError, XdpLink, XdpMode, XdpProgram};
+use self::socket::{Xsk, XskOptions, ZeroCopy};
+use self::umem::{ChunkState, ChunkTable, CHUNK_SIZE, DATA_OFFSET, ROOM};
+use super::iface::IfaceInfo;
+use super::{Control, WorkerSpec};
+use crate::disk::uring::{self, Dir, Op, Seg, Uring};
+use crate::disk::Disk;
+use crate::stats::{WorkerStats, XdpStats};
+use crate::target::{control, Action, DiskIo, DiskOp, Port, Target};
+use crate::wire::{MacAddr, ATA_DATA_OFFSET, SECTOR_SIZE};
+
+/// XDP_PKT_CONTD: more fragments of this frame follow (private in xsk-rs).
+pub const XDP_PKT_CONTD: u32 = 1;
+/// RX descriptors taken per batch.
+pub const BATCH: usize = 64;
+/// Most fragments of one frame the worker handles (frames up to 5 * 3620
+/// bytes); longer frames are dropped and counted.
+pub const MAX_FRAGS: usize = 5;
+/// Most sectors per ATA request the datapath can carry in MAX_FRAGS chunks.
+pub const MAX_SECTORS: u8 = ((MAX_FRAGS * ROOM - ATA_DATA_OFFSET) / SECTOR_SIZE) as u8;
+/// Entries of each ring (fill, completion, RX, TX).
+const RING: u32 = 2048;
+/// UMEM chunks per socket (16 MiB).
+const CHUNKS: u32 = 4096;
+/// Disk operations in flight per worker (io_uring slots).
+const DISK_SLOTS: u32 = 128;
+/// io_uring fixed-buffer indexes.
+const UMEM_BUF: u16 = 0;
+const BOUNCE_BUF: u16 = 1;
+/// How often counters are published.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+/// Longest sleep in poll before checking the control channel.
+const POLL_TIMEOUT_MS: i32 = 100;
+/// How long a stopping worker waits for its last TX completions.
+const STOP_TX_GRACE: Duration = Duration::from_secs(1);
+/// Idle turns spent kicking TX while the kernel has not taken every
+/// descriptor, before sleeping 1 ms at a time.
+const SPIN_TURNS: u32 = 64;
+
+const _: () = assert!(MAX_FRAGS <= uring::MAX_SEGS);
+
+/// Options of the XDP datapath (command line `--queues`, `--xdp-mode`,
+/// `--zero-copy`, `--busy-poll`, `--xdp-drop-foreign`; TOML `[xdp]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct XdpOptions {
+    /// Queues served per interface (default: its rx queue count).
+    pub queues: Option<u32>,
+    /// Attach mode.
+    pub mode: XdpMode,
+    /// Zero-copy policy.
+    pub zero_copy: ZeroCopy,
+    /// Busy polling.
+    pub busy_poll: bool,
+    /// Drop (rather than pass to the stack) AoE requests for shelf.slots
+    /// not served here.
+    pub drop_foreign: bool,
+}
+
+/// Hint the CPU to load the cache line at `p` (no-op off x86_64).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Chunks a frame of `len` bytes occupies.
+fn frags_for(len: usize) -> usize {
+    len.div_ceil(ROOM).max(1)
+}
+
+/// Largest buffer count worth advertising on an interface of `mtu`: the
+/// largest requests the port accepts, as many as one queue's RX ring holds
+/// while the disk is busy (further ones would be dropped by the kernel).
+pub fn max_bufcnt(mtu: u32) -> u16 {
+    let sectors = crate::wire::max_sectors_for_mtu(mtu).min(MAX_SECTORS) as usize;
+    let frame = ATA_DATA_OFFSET + sectors * SECTOR_SIZE;
+    let per_request = frags_for(frame) as u32;
+    (RING / per_request).min(u32::from(u16::MAX)) as u16
+}
+
+/// Why XDP could not be set up on an interface.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// Program load or attach.
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    /// Socket, UMEM or io_uring.
+    #[error("queue {queue}: {source}")]
+    Queue {
+        /// Queue.
+        queue: u32,
+        /// Cause.
+        source: io::Error,
+    },
+}
+
+/// The program attached to one interface. Dropping it detaches the program
+/// (drop it after the interface's workers have stopped).
+#[derive(Debug)]
+pub struct XdpInterface {
+    link: XdpLink,
+    prog: Arc<XdpProgram>,
+    queues: u32,
+}
+
+impl XdpInterface {
+    /// Load and attach the program on `iface`, steering requests for
+    /// `targets` (shelf, slot).
+    pub fn attach(
+        iface: &IfaceInfo,
+        targets: &[(u16, u8)],
+        opts: &XdpOptions,
+    ) -> Result<XdpInterface, XdpError> {
+        raise_memlock();
+        let real = iface.rx_queues();
+        let queues = opts.queues.unwrap_or(real).clamp(1, bpf::MAX_QUEUES);
+        if queues < real {
+            warn!(iface = %iface.name, queues, rx_queues = real,
+                  "serving fewer queues than the interface has: AoE frames hashed to the others go to the kernel stack unanswered");
+        }
+        let prog = XdpProgram::load(targets, opts.drop_foreign)?;
+        let link = prog.attach(iface.index, opts.mode)?;
+        info!(iface = %iface.name, mode = link.mode().name(), queues,
+              "XDP program attached (bpf_link)");
+        Ok(XdpInterface {
+            link,
+            prog: Arc::new(prog),
+            queues,
+        })
+    }
+
+    /// Queues to serve.
+    pub fn queues(&self) -> u32 {
+        self.queues
+    }
+
+    /// Mode the program runs in.
+    pub fn mode(&self) -> Attached {
+        self.link.mode()
+    }
+}
+
+/// Lift RLIMIT_MEMLOCK: the UMEM is charged to it twice (AF_XDP and the
+/// io_uring registration) for processes without CAP_IPC_LOCK.
+fn raise_memlock() {
+    let inf = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct, which lives for the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf) } != 0 {
+        debug!(error = %io::Error::last_os_error(), "could not lift RLIMIT_MEMLOCK");
+    }
+}
+
+/// The fragments of one frame: chunk ids and lengths, in order.
+#[derive(Debug, Clone, Copy, Default)]
+struct Frags {
+    n: u8,
+    chunk: [u32; MAX_FRAGS],
+    len: [u16; MAX_FRAGS],
+}
+
+impl Frags {
+    fn one(c: u32, len: usize) -> Frags {
+        let mut f = Frags::default();
+        f.push(c, len);
+        f
+    }
+
+    /// Append a fragment; false when full.
+    fn push(&mut self, c: u32, len: usize) -> bool {
+        let i = self.n as usize;
+        if i == MAX_FRAGS {
+            return false;
+        }
+        self.chunk[i] = c;
+        self.len[i] = len as u16;
+        self.n += 1;
+        true
+    }
+
+    fn chunks(&self) -> &[u32] {
+        &self.chunk[..self.n as usize]
+    }
+
+    fn head(&self) -> u32 {
+        self.chunk[0]
+    }
+
+    fn total(&self) -> usize {
+        self.len[..self.n as usize]
+            .iter()
+            .map(|&l| l as usize)
+            .sum()
+    }
+}
+
+/// A disk operation in flight: the request, the chunks it owns (head first;
+/// then a READ's reply tails or a WRITE's request fragments) and its bounce
+/// slot.
+#[derive(Debug, Clone, Copy)]
+struct IoToken {
+    io: DiskIo,
+    frags: Frags,
+    bounce: Option<u16>,
+}
+
+/// Backing store of an export as the worker uses it.
+#[derive(Debug, Clone, Copy)]
+enum Store {
+    /// Complete at once: zeros for reads, writes dropped.
+    Null,
+    File {
+        /// io_uring fixed-file index.
+        fixed: u32,
+        /// Byte offset of the export in the file.
+        base: u64,
+        /// O_DIRECT: UMEM pieces must be 512-aligned.
+        direct: bool,
+        /// O_DIRECT with a memory alignment above 512: everything bounces.
+        bounce_all: bool,
+    },
+}
+
+/// A frame being reassembled from RX fragments.
+#[derive(Debug, Default)]
+struct Partial {
+    frags: Frags,
+    /// More fragments than MAX_FRAGS, or a descriptor at a bad offset:
+    /// release the rest and drop.
+    bad: bool,
+    /// Why it is bad.
+    oversize: bool,
+}
+
+/// An opened worker for one queue; sockets are bound before the thread
+/// starts so that errors surface at start-up.
+pub struct Worker {
+    // Field order is drop order: the ring waits for in-flight operations
+    // before the bounce area and the UMEM they point into go away.
+    uring: Option<Uring<IoToken>>,
+    bounce: Option<Bounce>,
+    xsk: Xsk,
+    prog: Arc<XdpProgram>,
+    chunks: ChunkTable,
+    engine: Target,
+    spec: WorkerSpec,
+    queue: u32,
+    mode: Attached,
+    busy_poll: bool,
+    stores: Vec<Store>,
+    /// Free chunks kept off the fill ring for reply tails and extra replies.
+    reserve: usize,
+    rx_buf: Vec<FrameDesc>,
+    comp_buf: Vec<FrameDesc>,
+    fill_buf: Vec<FrameDesc>,
+    /// Descriptors waiting for room on the TX ring, whole frames only.
+    tx_q: Vec<FrameDesc>,
+    /// TX descriptors produced and not yet completed.
+    tx_outstanding: usize,
+    partial: Partial,
+    /// Disk requests that could not start yet, in arrival order.
+    deferred: VecDeque<(Frags, DiskIo)>,
+    stats: WorkerStats,
+    xstats: XdpStats,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("iface", &self.spec.iface.name)
+            .field("queue", &self.queue)
+            .field("chunks", &self.chunks)
+            .finish()
+    }
+}
+
+impl Worker {
+    /// Open queue `queue` of the interface `ifc` is attached to.
+    pub fn open(
+        spec: WorkerSpec,
+        queue: u32,
+        ifc: &XdpInterface,
+        opts: &XdpOptions,
+    ) -> Result<Worker, XdpError> {
+        let qerr = |source| XdpError::Queue { queue, source };
+        let xopts = XskOptions {
+            chunks: CHUNKS,
+            ring: RING,
+            zero_copy: match (opts.zero_copy, ifc.mode()) {
+                // Generic XDP cannot feed a zero-copy socket.
+                (ZeroCopy::Auto, Attached::Skb) => ZeroCopy::Off,
+                (z, _) => z,
+            },
+            busy_poll: opts.busy_poll,
+        };
+        let xsk = Xsk::open(&spec.iface.name, queue, &xopts).map_err(qerr)?;
+        let mut port = Port::new(
+            spec.iface.mac,
+            spec.iface.mtu,
+            (0..spec.exports.len()).collect(),
+        );
+        port.max_sectors = port.max_sectors.min(MAX_SECTORS);
+        let max_reply = ATA_DATA_OFFSET + usize::from(port.max_sectors) * SECTOR_SIZE;
+        let reply_frags = frags_for(max_reply.max(port.max_frame()));
+
+        // Stores, io_uring files, bounce needs.
+        let mut stores = Vec::with_capacity(spec.disks.len());
+        let mut files = Vec::new();
+        let mut need_bounce = false;
+        for d in &spec.disks {
+            match &**d {
+                Disk::Null(_) => stores.push(Store::Null),
+                Disk::File(f) => {
+                    let fd = f.file().as_raw_fd();
+                    let mut bounce_all = false;
+                    if f.direct() {
+                        need_bounce = true;
+                        if let Some((mem, off)) = uring::dio_alignment(fd) {
+                            if mem > 512 {
+                                warn!(path = %f.path().display(), mem_align = mem,
+                                      "O_DIRECT needs more than 512-byte aligned memory: every transfer goes through the bounce area");
+                                bounce_all = true;
+                            }
+                            if off > 512 {
+                                warn!(path = %f.path().display(), offset_align = off,
+                                      "O_DIRECT needs offsets aligned beyond one sector: smaller requests will fail");
+                            }
+                        }
+                    }
+                    stores.push(Store::File {
+                        fixed: files.len() as u32,
+                        base: f.base(),
+                        direct: f.direct(),
+                        bounce_all,
+                    });
+                    files.push(fd);
+                }
+            }
+        }
+        let bounce = if need_bounce {
+            Some(Bounce::new(DISK_SLOTS as u16, max_reply).map_err(qerr)?)
+        } else {
+            None
+        };
+        let uring = if files.is_empty() {
+            None
+        } else {
+            let mut bufs = vec![libc::iovec {
+                iov_base: xsk.base().cast(),
+                iov_len: xsk.umem_len(),
+            }];
+            if let Some(b) = &bounce {
+                bufs.push(b.iovec());
+            }
+            // SAFETY: the UMEM (owned by `xsk`) and the bounce area are
+            // fields of the Worker declared after `uring`, so they are
+            // dropped after it, and the ring's Drop waits for every
+            // operation in flight.
+            Some(unsafe { Uring::new(DISK_SLOTS, &files, &bufs) }.map_err(qerr)?)
+        };
+        let engine = Target::new(vec![port], spec.exports.clone());
+        let chunks = ChunkTable::new(xsk.chunks());
+        let reserve = DISK_SLOTS as usize * (reply_frags - 1) + 2 * BATCH;
+        let stats = WorkerStats {
+            iface: spec.iface.name.clone(),
+            queue,
+            ..Default::default()
+        };
+        let xstats = XdpStats {
+            mode: ifc.mode().name(),
+            zero_copy: xsk.zero_copy(),
+            busy_poll: opts.busy_poll,
+            ..Default::default()
+        };
+        info!(iface = %spec.iface.name, queue, mode = ifc.mode().name(),
+              zero_copy = xsk.zero_copy(), busy_poll = opts.busy_poll,
+              "AF_XDP socket ready ({} mode)", if xsk.zero_copy() { "zero-copy" } else { "copy" });
+        let n = xsk.chunks() as usize;
+        let mut w = Worker {
+            uring,
+            bounce,
+            prog: ifc.prog.clone(),
+            chunks,
+            engine,
+            queue,
+            mode: ifc.mode(),
+            busy_poll: opts.busy_poll,
+            stores,
+            reserve,
+            rx_buf: vec![FrameDesc::default(); BATCH],
+            comp_buf: vec![FrameDesc::default(); RING as usize],
+            fill_buf: Vec::with_capacity(RING as usize),
+            tx_q: Vec::with_capacity(n),
+            tx_outstanding: 0,
+            partial: Partial::default(),
+            deferred: VecDeque::with_capacity(BATCH),
+            stats,
+            xstats,
+            spec,
+            xsk,
+        };
+        // Stock the fill ring before the XDP program may steer frames here.
+        w.refill().map_err(qerr)?;
+        ifc.prog
+            .register_socket(queue, w.xsk.fd())
+            .map_err(|e| qerr(io::Error::other(e.to_string())))?;
+        Ok(w)
+    }
+
+    /// Run until told to stop; then finish in-flight work and return.
+    pub fn run(mut self) -> io::Result<()> {
+        if let Some(core) = self.spec.core {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                warn!(core, iface = %self.spec.iface.name, queue = self.queue,
+                      "could not pin worker to core");
+            }
+        }
+        self.refill()?;
+        self.announce();
+        info!(iface = %self.spec.iface.name, queue = self.queue, mtu = self.spec.iface.mtu,
+              max_sectors = self.engine.ports()[0].max_sectors,
+              exports = self.spec.exports.len(), mode = self.mode.name(),
+              "AF_XDP worker serving");
+        let mut last_publish = Instant::now();
+        let mut stopping: Option<Instant> = None;
+        let mut idle_turns = 0u32;
+        let mut turn = 0u32;
+        loop {
+            turn = turn.wrapping_add(1);
+            if stopping.is_none() && (turn % 64 == 0 || idle_turns > 0) {
+                match self.spec.control.try_recv() {
+                    Ok(Control::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        info!(iface = %self.spec.iface.name, queue = self.queue,
+                              in_flight = self.in_flight(), "stopping: draining in-flight requests");
+                        stopping = Some(Instant::now());
+                    }
+                    Ok(Control::Announce) => self.announce(),
+                    Err(crossbeam_channel::TryRecvError::Empty) => {}
+                }
+            }
+            if last_publish.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+                last_publish = Instant::now();
+            }
+
+            let n_comp = self.reap_tx();
+            let n_io = self.reap_disk()?;
+            self.run_deferred()?;
+            let n_rx = if stopping.is_none() && self.deferred.is_empty() {
+                self.receive()?
+            } else {
+                0
+            };
+            if self.busy_poll && n_rx == 0 && stopping.is_none() {
+                // No need_wakeup flags: drive the NIC's NAPI from here.
+                let r = self.xsk.fq.wakeup(self.xsk.rx.fd_mut(), 0);
+                self.tolerate(r)?;
+            }
+            self.submit_disk()?;
+            let produced = self.flush_tx();
+            let untaken = self.kick(produced, idle_turns)?;
+            let filled = if stopping.is_none() {
+                self.refill()?
+            } else {
+                0
+            };
+
+            if let Some(t) = stopping {
+                let disk_done = self.deferred.is_empty() && self.in_flight() == 0;
+                let tx_done = self.tx_q.is_empty()
+                    && (self.tx_outstanding == 0 || t.elapsed() > STOP_TX_GRACE);
+                if disk_done && tx_done {
+                    break;
+                }
+            }
+            let busy = n_rx > 0 || n_comp > 0 || n_io > 0 || produced > 0 || filled > 0;
+            if busy {
+                idle_turns = 0;
+                continue;
+            }
+            idle_turns = idle_turns.saturating_add(1);
+            if untaken && idle_turns < SPIN_TURNS {
+                // The kernel still has descriptors to transmit: kick again.
+                continue;
+            }
+            let owed = self.tx_outstanding > 0 || !self.tx_q.is_empty();
+            let timeout = if owed && idle_turns < SPIN_TURNS + 100 {
+                1
+            } else {
+                POLL_TIMEOUT_MS
+            };
+            let rx = stopping.is_none() && self.deferred.is_empty();
+            self.wait(timeout, rx)?;
+            if stopping.is_some() && owed {
+                // Collect the last completions.
+                idle_turns = 0;
+            }
+        }
+        self.release_partial();
+        self.publish();
+        info!(iface = %self.spec.iface.name, queue = self.queue,
+              tx_unconfirmed = self.tx_outstanding, "AF_XDP worker stopped");
+        Ok(())
+    }
+
+    fn in_flight(&self) -> usize {
+        self.uring.as_ref().map_or(0, Uring::in_flight)
+    }
+
+    /// Sleep until the socket has frames (if `rx`), a disk operation
+    /// completes, or `timeout_ms` passes.
+    fn wait(&mut self, timeout_ms: i32, rx: bool) -> io::Result<()> {
+        let mut fds = [
+            libc::pollfd {
+                fd: if rx { self.xsk.fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.uring.as_ref().map_or(-1, Uring::event_fd),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a live array of two pollfds; negative fds are
+        // ignored by poll(2).
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        if fds[1].revents != 0 {
+            if let Some(u) = &self.uring {
+                u.clear_event();
+            }
+        }
+        Ok(())
+    }
+
+    // ---- fill and completion rings -------------------------------------
+
+    /// Put free chunks (beyond the reserve) on the fill ring.
+    fn refill(&mut self) -> io::Result<usize> {
+        let spare = self.chunks.free_len().saturating_sub(self.reserve);
+        let room = self.xsk.fq.nb_free(spare.max(1) as u32) as usize;
+        let k = spare.min(room).min(self.fill_buf.capacity());
+        if k == 0 {
+            if spare == 0 && room > 0 {
+                self.xstats.fill_starved += 1;
+            }
+            return Ok(0);
+        }
+        self.fill_buf.clear();
+        for _ in 0..k {
+            let Some(c) = self.chunks.alloc(ChunkState::InFill) else {
+                break;
+            };
+            self.fill_buf.push(self.xsk.fill_desc(c));
+        }
+        // SAFETY: every descriptor names a chunk of this UMEM that the table
+        // just moved from Free to InFill: nobody else uses it until it comes
+        // back on RX.
+        let done = unsafe { self.xsk.fq.produce(&self.fill_buf) };
+        if done != self.fill_buf.len() {
+            // All-or-nothing and sized to the free room: cannot happen, but
+            // never lose chunks if it does.
+            for d in &self.fill_buf {
+                self.chunks
+                    .release(Xsk::chunk_of(d.addr()), ChunkState::InFill);
+            }
+            return Ok(0);
+        }
+        if self.xsk.fq.needs_wakeup() {
+            let r = self.xsk.fq.wakeup(self.xsk.rx.fd_mut(), 0);
+            self.tolerate(r)?;
+        }
+        Ok(done)
+    }
+
+    /// Return completed TX chunks to the free list.
+    fn reap_tx(&mut self) -> usize {
+        if self.tx_outstanding == 0 {
+            return 0;
+        }
+        // SAFETY: the completion ring returns descriptors of this UMEM that
+        // we produced on TX; consume() only writes into `comp_buf`.
+        let n = unsafe { self.xsk.cq.consume(&mut self.comp_buf) };
+        for d in &self.comp_buf[..n] {
+            self.chunks
+                .release(Xsk::chunk_of(d.addr()), ChunkState::InTx);
+        }
+        self.tx_outstanding -= n;
+        n
+    }
+
+    // ---- TX -------------------------------------------------------------
+
+    /// Queue `len` bytes of chunk `c` (one-fragment frame) for TX.
+    fn post_one(&mut self, c: u32, len: usize, from: ChunkState) {
+        if from != ChunkState::InTx {
+            self.chunks.transition(c, from, ChunkState::InTx);
+        }
+        // SAFETY: chunk `c` is InTx in our table and only in our staging
+        // queue: not yet on the kernel's TX ring, no reference into it.
+        let d = unsafe { self.xsk.tx_desc(c, len, false) };
+        self.tx_q.push(d);
+    }
+
+    /// Queue a frame of `len` bytes spread over `frags` (each holding ROOM
+    /// bytes but the last) for TX.
+    fn post_frags(&mut self, frags: &[u32], len: usize, from: ChunkState) {
+        let mut left = len;
+        for (i, &c) in frags.iter().enumerate() {
+            let l = left.min(ROOM);
+            left -= l;
+            self.chunks.transition(c, from, ChunkState::InTx);
+            // SAFETY: as in post_one: `c` is ours and not on any ring yet.
+            let d = unsafe { self.xsk.tx_desc(c, l, i + 1 < frags.len()) };
+            self.tx_q.push(d);
+        }
+        debug_assert_eq!(left, 0, "reply longer than its chunks");
+    }
+
+    /// Produce as many whole queued frames as the TX ring takes.
+    fn flush_tx(&mut self) -> usize {
+        if self.tx_q.is_empty() {
+            return 0;
+        }
+        let room = self.xsk.tx.nb_free(self.tx_q.len() as u32) as usize;
+        let mut k = room.min(self.tx_q.len());
+        // produce() is all-or-nothing, and a frame's fragments must go in
+        // together: cut after a last fragment.
+        while k > 0 && self.tx_q[k - 1].options() & XDP_PKT_CONTD != 0 {
+            k -= 1;
+        }
+        if k == 0 {
+            return 0;
+        }
+        // SAFETY: every queued descriptor names an InTx chunk of this UMEM
+        // whose frame is complete; the kernel owns it until it completes.
+        let done = unsafe { self.xsk.tx.produce(&self.tx_q[..k]) };
+        if done != k {
+            return 0;
+        }
+        let frames = self.tx_q[..k]
+            .iter()
+            .filter(|d| d.options() & XDP_PKT_CONTD == 0)
+            .count();
+        self.stats.tx_frames += frames as u64;
+        self.tx_outstanding += k;
+        self.tx_q.drain(..k);
+        k
+    }
+
+    /// Wake the kernel for TX. Copy mode only transmits inside sendto (at
+    /// most 32 descriptors per call), so kick while the kernel has not taken
+    /// every produced descriptor; returns true in that case (the caller
+    /// keeps turning). With everything taken but completions still owed,
+    /// kick once as the worker goes idle: on veth the completion of a reply
+    /// comes when the peer frees the frame, which a kick lets run.
+    fn kick(&mut self, produced: usize, idle_turns: u32) -> io::Result<bool> {
+        if self.tx_outstanding == 0 {
+            return Ok(false);
+        }
+        let untaken = produced > 0 || self.xsk.tx.nb_free_exact() < RING;
+        if !(untaken || idle_turns == 1) || !(self.busy_poll || self.xsk.tx.needs_wakeup()) {
+            return Ok(false);
+        }
+        let r = self.xsk.tx.wakeup();
+        self.tolerate(r)?;
+        self.xstats.tx_kicks += 1;
+        Ok(untaken)
+    }
+
+    /// A wakeup failed: errors of a down, flapping or congested link pass
+    /// (the rings keep their descriptors, initiators retransmit); anything
+    /// else ends the worker.
+    fn tolerate(&mut self, r: io::Result<()>) -> io::Result<()> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(
+                        libc::ENETDOWN
+                            | libc::ENXIO
+                            | libc::ENODEV
+                            | libc::ENOBUFS
+                            | libc::EAGAIN
+                            | libc::EBUSY
+                            | libc::ENOMEM
+                            | libc::EINTR
+                    )
+                ) =>
+            {
+                self.xstats.wakeup_errors += 1;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    // ---- RX -------------------------------------------------------------
+
+    /// Take a batch off the RX ring and handle every complete frame.
+    fn receive(&mut self) -> io::Result<usize> {
+        // SAFETY: the RX ring hands back descriptors of this UMEM that we
+        // put on the fill ring; consume() only writes into `rx_buf`.
+        let n = unsafe { self.xsk.rx.consume(&mut self.rx_buf) };
+        // The kernel wrote these frames from another CPU (the NAPI one), so
+        // the first touch of each header misses the cache: start every
+        // header's load now so that the misses of a batch overlap.
+        for d in &self.rx_buf[..n] {
+            prefetch(self.xsk.base().wrapping_add(d.addr()));
+        }
+        for i in 0..n {
+            let d = self.rx_buf[i];
+            let c = Xsk::chunk_of(d.addr());
+            self.chunks
+                .transition(c, ChunkState::InFill, ChunkState::Rx);
+            let len = d.lengths().data();
+            if d.addr() % CHUNK_SIZE as usize != DATA_OFFSET || len > ROOM {
+                self.partial.bad = true;
+                self.xstats.rx_bad_desc += 1;
+                self.chunks.release(c, ChunkState::Rx);
+            } else if self.partial.bad || !self.partial.frags.push(c, len) {
+                if !self.partial.bad {
+                    self.partial.oversize = true;
+                }
+                self.partial.bad = true;
+                self.chunks.release(c, ChunkState::Rx);
+            }
+            if d.has_more_frames() {
+                continue;
+            }
+            let p = std::mem::take(&mut self.partial);
+            self.stats.rx_frames += 1;
+            if p.bad {
+                if p.oversize {
+                    self.xstats.rx_oversize += 1;
+                }
+                self.release_frags(p.frags.chunks(), ChunkState::Rx);
+                continue;
+            }
+            if p.frags.n > 1 {
+                self.xstats.rx_multi_buffer += 1;
+            }
+            self.handle_frame(p.frags)?;
+        }
+        Ok(n)
+    }
+
+    fn release_frags(&mut self, frags: &[u32], from: ChunkState) {
+        for &c in frags {
+            self.chunks.release(c, from);
+        }
+    }
+
+    fn release_partial(&mut self) {
+        let p = std::mem::take(&mut self.partial);
+        self.release_frags(p.frags.chunks(), ChunkState::Rx);
+    }
+
+    /// Run the engine on a received frame.
+    fn handle_frame(&mut self, frags: Frags) -> io::Result<()> {
+        let head = frags.head();
+        // SAFETY: `head` is in state Rx: the kernel handed it to us and it
+        // is on no ring; this is the only reference into it.
+        let frame = unsafe { self.xsk.room(head) };
+        match self.engine.handle(0, frame, frags.total()) {
+            Action::Reply { len, more } => {
+                self.release_frags(&frags.chunks()[1..], ChunkState::Rx);
+                self.post_one(head, len, ChunkState::Rx);
+                if more {
+                    self.more_replies();
+                }
+            }
+            Action::Drop(reason) => {
+                debug!(reason = reason.name(), "dropped frame");
+                self.release_frags(frags.chunks(), ChunkState::Rx);
+            }
+            Action::Disk(io) => {
+                // Keep arrival order: nothing overtakes a deferred request
+                // (a FLUSH must follow the writes before it).
+                if !self.deferred.is_empty() || !self.start_io(frags, io)? {
+                    self.xstats.backpressure += 1;
+                    self.deferred.push_back((frags, io));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Further replies of a wildcard control request, each in a free chunk.
+    fn more_replies(&mut self) {
+        loop {
+            let Some(c) = self.chunks.alloc(ChunkState::InTx) else {
+                self.xstats.reply_no_chunk += 1;
+                return;
+            };
+            // SAFETY: `c` was just taken off the free list (InTx, staged by
+            // us only): no ring holds it, no other reference exists.
+            let out = unsafe { self.xsk.room(c) };
+            match self.engine.next_reply(out) {
+                Some((len, more)) => {
+                    self.post_one(c, len, ChunkState::InTx);
+                    if !more {
+                        return;
+                    }
+                }
+                None => {
+                    self.chunks.release(c, ChunkState::InTx);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Unsolicited Query Config replies (start-up, SIGHUP), as the
+    /// AF_PACKET worker sends them; queue 0's worker speaks for the
+    /// interface.
+    fn announce(&mut self) {
+        if self.queue != 0 {
+            return;
+        }
+        let exports = self.spec.exports.clone();
+        for e in &exports {
+            let mask = e.state().mask.clone();
+            let dsts = if mask.is_empty() {
+                vec![MacAddr::BROADCAST]
+            } else {
+                mask
+            };
+            for dst in dsts {
+                let Some(c) = self.chunks.alloc(ChunkState::InTx) else {
+                    self.xstats.reply_no_chunk += 1;
+                    return;
+                };
+                // SAFETY: fresh chunk off the free list, staged by us only.
+                let out = unsafe { self.xsk.room(c) };
+                match control::announce(&self.engine.ports()[0], e, dst, out) {
+                    Some(len) => self.post_one(c, len, ChunkState::InTx),
+                    None => self.chunks.release(c, ChunkState::InTx),
+                }
+            }
+        }
+        self.flush_tx();
+        let _ = self.kick(1, 0);
+    }
+
+    // ---- disk -----------------------------------------------------------
+
+    fn run_deferred(&mut self) -> io::Result<()> {
+        while let Some(&(frags, io)) = self.deferred.front() {
+            if !self.start_io(frags, io)? {
+                break;
+            }
+            self.deferred.pop_front();
+        }
+        Ok(())
+    }
+
+    fn submit_disk(&mut self) -> io::Result<()> {
+        if let Some(u) = &mut self.uring {
+            u.submit()?;
+        }
+        Ok(())
+    }
+
+    fn reap_disk(&mut self) -> io::Result<usize> {
+        let Some(mut u) = self.uring.take() else {
+            return Ok(0);
+        };
+        let n = u.reap(|tok, res| self.complete(tok, res));
+        self.stats.disk_in_flight = u.in_flight() as u64;
+        self.uring = Some(u);
+        Ok(n)
+    }
+
+    /// Start a disk request; false (nothing changed) when it must wait for
+    /// resources.
+    fn start_io(&mut self, frags: Frags, io: DiskIo) -> io::Result<bool> {
+        match self.stores[io.export] {
+            Store::Null => Ok(self.null_io(frags, io)),
+            Store::File {
+                fixed,
+                base,
+                direct,
+                bounce_all,
+            } => Ok(self.file_io(frags, io, fixed, base, direct, bounce_all)),
+        }
+    }
+
+    /// Take `n` free chunks as a READ reply's tails (state Disk).
+    fn alloc_tails(&mut self, n: usize, into: &mut Frags) {
+        for _ in 0..n {
+            let c = self
+                .chunks
+                .alloc(ChunkState::Disk)
+                .expect("free chunks checked by the caller");
+            into.push(c, ROOM);
+        }
+    }
+
+    /// The null store: complete at once.
+    fn null_io(&mut self, frags: Frags, io: DiskIo) -> bool {
+        let mut own = Frags::one(frags.head(), 0);
+        if io.op == DiskOp::Read {
+            let tails = frags_for(ATA_DATA_OFFSET + io.len as usize) - 1;
+            if self.chunks.free_len() < tails {
+                return false;
+            }
+            self.release_frags(&frags.chunks()[1..], ChunkState::Rx);
+            self.chunks
+                .transition(own.head(), ChunkState::Rx, ChunkState::Disk);
+            self.alloc_tails(tails, &mut own);
+            let mut left = io.len as usize;
+            for (i, &c) in own.chunks().iter().enumerate() {
+                let start = if i == 0 { ATA_DATA_OFFSET } else { 0 };
+                let n = left.min(ROOM - start);
+                // SAFETY: the head and the tails are Disk chunks owned by
+                // this request with no operation in flight.
+                let room = unsafe { self.xsk.room(c) };
+                room[start..start + n].fill(0);
+                left -= n;
+            }
+        } else {
+            self.release_frags(&frags.chunks()[1..], ChunkState::Rx);
+            self.chunks
+                .transition(own.head(), ChunkState::Rx, ChunkState::Disk);
+        }
+        self.complete(
+            IoToken {
+                io,
+                frags: own,
+                bounce: None,
+            },
+            Ok(()),
+        );
+        true
+    }
+
+    /// A file store: one io_uring operation.
+    #[allow(clippy::too_many_arguments)]
+    fn file_io(
+        &mut self,
+        frags: Frags,
+        io: DiskIo,
+        fixed: u32,
+        base: u64,
+        direct: bool,
+        bounce_all: bool,
+    ) -> bool {
+        let Some(ring) = &self.uring else {
+            return false;
+        };
+        if ring.is_full() {
+            return false;
+        }
+        let head = frags.head();
+        let len = io.len as usize;
+        let offset = base + io.offset;
+        let mut segs = [Seg::EMPTY; MAX_FRAGS];
+        let mut tok = IoToken {
+            io,
+            frags: Frags::one(head, 0),
+            bounce: None,
+        };
+        let (dir, nseg, buf) = match io.op {
+            DiskOp::Flush => {
+                self.release_frags(&frags.chunks()[1..], ChunkState::Rx);
+                self.chunks
+                    .transition(head, ChunkState::Rx, ChunkState::Disk);
+                // SAFETY: a flush names no memory.
+                let pushed = unsafe { self.uring_push(fixed, 0, Op::Flush, tok) };
+                return pushed;
+            }
+            DiskOp::Read => {
+                let tails = frags_for(ATA_DATA_OFFSET + len) - 1;
+                let bounce = bounce_all || (direct && tails > 0);
+                if self.chunks.free_len() < tails
+                    || (bounce && !self.bounce.as_ref().is_some_and(Bounce::has_free))
+                {
+                    return false;
+                }
+                self.release_frags(&frags.chunks()[1..], ChunkState::Rx);
+                self.chunks
+                    .transition(head, ChunkState::Rx, ChunkState::Disk);
+                self.alloc_tails(tails, &mut tok.frags);
+                let data = self.xsk.frame_ptr(head).wrapping_add(ATA_DATA_OFFSET);
+                if bounce_all {
+                    let b = self.take_bounce(&mut tok);
+                    segs[0] = Seg {
+                        ptr: b,
+                        len: io.len,
+                    };
+                    (Dir::Read, 1, Some(BOUNCE_BUF))
+                } else if tails == 0 {
+                    segs[0] = Seg {
+                        ptr: data,
+                        len: io.len,
+                    };
+                    (Dir::Read, 1, Some(UMEM_BUF))
+                } else if direct {
+                    // O_DIRECT exception: the tails start at chunk + 476,
+                    // not 512-aligned, so they are read into the aligned
+                    // bounce slot and copied into place on completion. The
+                    // head's 7 sectors still land directly at chunk + 512.
+                    let head_len = ROOM - ATA_DATA_OFFSET;
+                    let b = self.take_bounce(&mut tok);
+                    segs[0] = Seg {
+                        ptr: data,
+                        len: head_len as u32,
+                    };
+                    segs[1] = Seg {
+                        ptr: b,
+                        len: (len - head_len) as u32,
+                    };
+                    // Two registered buffers: plain READV.
+                    (Dir::Read, 2, None)
+                } else {
+                    // Page cache: one READV straight into the reply's
+                    // fragments (head at chunk + 512, tails at chunk + 476).
+                    let mut left = len;
+                    let mut n = 0;
+                    for (i, &c) in tok.frags.chunks().iter().enumerate() {
+                        let (p, room) = if i == 0 {
+                            (data, ROOM - ATA_DATA_OFFSET)
+                        } else {
+                            (self.xsk.frame_ptr(c), ROOM)
+                        };
+                        let l = left.min(room);
+                        segs[i] = Seg {
+                            ptr: p,
+                            len: l as u32,
+                        };
+                        left -= l;
+                        n += 1;
+                    }
+                    (Dir::Read, n, Some(UMEM_BUF))
+                }
+            }
+            DiskOp::Write => {
+                // Which fragments hold the `len` data bytes.
+                let mut pieces = [Seg::EMPTY; MAX_FRAGS];
+                let mut used = 0;
+                let mut left = len;
+                for (i, &c) in frags.chunks().iter().enumerate() {
+                    if left == 0 {
+                        break;
+                    }
+                    let start = if i == 0 { ATA_DATA_OFFSET } else { 0 };
+                    let have = (frags.len[i] as usize).saturating_sub(start);
+                    let l = left.min(have);
+                    pieces[i] = Seg {
+                        ptr: self.xsk.frame_ptr(c).wrapping_add(start),
+                        len: l as u32,
+                    };
+                    left -= l;
+                    used = i + 1;
+                }
+                debug_assert_eq!(left, 0, "the engine checked the payload length");
+                let bounce = bounce_all || (direct && used > 1);
+                if bounce && !self.bounce.as_ref().is_some_and(Bounce::has_free) {
+                    return false;
+                }
+                // Fragments past the data (padding) are not needed.
+                self.release_frags(&frags.chunks()[used..], ChunkState::Rx);
+                for &c in &frags.chunks()[..used] {
+                    self.chunks.transition(c, ChunkState::Rx, ChunkState::Disk);
+                    if c != head {
+                        tok.frags.push(c, 0);
+                    }
+                }
+                if bounce {
+                    // O_DIRECT and fragments at chunk + 476 (or a device
+                    // wanting more than 512-byte alignment): gather the data
+                    // into the aligned bounce slot and write it from there.
+                    let b = self.take_bounce(&mut tok);
+                    let mut at = 0usize;
+                    for p in &pieces[..used] {
+                        // SAFETY: the source is a received fragment owned by
+                        // this request (Disk, no operation yet); the
+                        // destination is this request's bounce slot, at
+                        // least `len` bytes; they do not overlap.
+                        unsafe { std::ptr::copy_nonoverlapping(p.ptr, b.add(at), p.len as usize) };
+                        at += p.len as usize;
+                    }
+                    segs[0] = Seg {
+                        ptr: b,
+                        len: io.len,
+                    };
+                    (Dir::Write, 1, Some(BOUNCE_BUF))
+                } else {
+                    // Single fragment: WRITE_FIXED from chunk + 512. Several
+                    // (page cache): WRITEV_FIXED over the fragments.
+                    segs[..used].copy_from_slice(&pieces[..used]);
+                    (Dir::Write, used, Some(UMEM_BUF))
+                }
+            }
+        };
+        let op = Op::Rw {
+            dir,
+            segs: &segs[..nseg],
+            fixed: buf,
+        };
+        // SAFETY: every segment lies in a chunk this request owns in state
+        // Disk (head, READ reply tails, WRITE fragments) or in its bounce
+        // slot; the token carries them, and neither the chunks nor the slot
+        // are touched or recycled until reap_disk() hands the token back.
+        // UMEM_BUF segments are inside the registered UMEM, BOUNCE_BUF ones
+        // inside the registered bounce area.
+        unsafe { self.uring_push(fixed, offset, op, tok) }
+    }
+
+    fn take_bounce(&mut self, tok: &mut IoToken) -> *mut u8 {
+        let b = self
+            .bounce
+            .as_mut()
+            .expect("bounce area exists for O_DIRECT stores");
+        let s = b.alloc().expect("bounce slot checked by the caller");
+        tok.bounce = Some(s);
+        b.ptr(s)
+    }
+
+    /// Push an operation whose resources are already taken. A refusal
+    /// cannot happen (the slab was checked); if it does, the request fails
+    /// with EBUSY rather than leak its chunks.
+    ///
+    /// # Safety
+    ///
+    /// As [`Uring::push`].
+    unsafe fn uring_push(&mut self, fixed: u32, offset: u64, op: Op<'_>, tok: IoToken) -> bool {
+        let ring = self.uring.as_mut().expect("file stores have a ring");
+        // SAFETY: the caller's contract.
+        if let Err(tok) = unsafe { ring.push(fixed, offset, op, tok) } {
+            warn!("io_uring refused an operation with a free slot");
+            self.complete(tok, Err(libc::EBUSY));
+        }
+        self.stats.disk_in_flight = self.in_flight() as u64;
+        true
+    }
+
+    /// A disk operation finished: copy bounced READ data into place, free
+    /// what the reply does not need, build the reply and queue it.
+    fn complete(&mut self, tok: IoToken, res: Result<(), i32>) {
+        let IoToken { io, frags, bounce } = tok;
+        let head = frags.head();
+        if let (Some(s), DiskOp::Read, Ok(())) = (bounce, io.op, res) {
+            let b = self.bounce.as_ref().expect("bounce area").ptr(s);
+            let bounce_all = matches!(
+                self.stores[io.export],
+                Store::File {
+                    bounce_all: true,
+                    ..
+                }
+            );
+            let mut src = 0usize;
+            let mut left = io.len as usize;
+            for (i, &c) in frags.chunks().iter().enumerate() {
+                let start = if i == 0 { ATA_DATA_OFFSET } else { 0 };
+                let n = left.min(ROOM - start);
+                if i > 0 || bounce_all {
+                    // SAFETY: `c` is a Disk chunk of this request whose
+                    // operation has completed; the bounce slot holds the
+                    // data read for it; no other reference exists.
+                    let dst = unsafe { self.xsk.room(c) };
+                    // SAFETY: the slot holds at least io.len bytes.
+                    let from = unsafe { std::slice::from_raw_parts(b.add(src), n) };
+                    dst[start..start + n].copy_from_slice(from);
+                    // The slot holds only what was bounced: everything, or
+                    // the data after the head's.
+                    src += n;
+                }
+                left -= n;
+            }
+        }
+        if let Some(s) = bounce {
+            if let Some(b) = self.bounce.as_mut() {
+                b.release(s);
+            }
+        }
+        if let Err(errno) = res {
+            self.stats.disk_errors += 1;
+            warn!(op = ?io.op, offset = io.offset, len = io.len,
+                  error = %io::Error::from_raw_os_error(errno), "disk I/O failed");
+        }
+        // WRITE fragments and a failed READ's tails are not part of the reply.
+        if io.op != DiskOp::Read || res.is_err() {
+            self.release_frags(&frags.chunks()[1..], ChunkState::Disk);
+        }
+        // SAFETY: the head is a Disk chunk whose operation has completed.
+        let frame = unsafe { self.xsk.room(head) };
+        let len = self.engine.complete(&io, res, frame);
+        if io.op == DiskOp::Read && res.is_ok() {
+            self.post_frags(frags.chunks(), len, ChunkState::Disk);
+        } else {
+            self.post_one(head, len, ChunkState::Disk);
+        }
+    }
+
+    // ---- counters -------------------------------------------------------
+
+    fn publish(&mut self) {
+        if let Ok(k) = self.xsk.rx.fd().xdp_statistics() {
+            self.xstats.rx_dropped = k.rx_dropped();
+            self.xstats.rx_invalid_descs = k.rx_invalid_descs();
+            self.xstats.tx_invalid_descs = k.tx_invalid_descs();
+            self.xstats.rx_ring_full = k.rx_ring_full();
+            self.xstats.rx_fill_ring_empty = k.rx_fill_ring_empty_descs();
+            self.xstats.tx_ring_empty = k.tx_ring_empty_descs();
+        }
+        let b = self.prog.counters(self.queue);
+        self.xstats.bpf_redirected = b.redirected;
+        self.xstats.bpf_passed_non_aoe = b.passed_non_aoe;
+        self.xstats.bpf_passed_foreign = b.passed_foreign;
+        self.xstats.bpf_dropped_foreign = b.dropped_foreign;
+        self.xstats.bpf_no_socket = b.no_socket;
+        self.xstats.bpf_short = b.short;
+        self.xstats.bpf_vlan = b.vlan;
+        self.xstats.bpf_response = b.response;
+        self.stats.disk_in_flight = self.in_flight() as u64;
+        self.stats.engine = self.engine.stats.clone();
+        self.stats.xdp = Some(self.xstats.clone());
+        self.spec.stats.store(Arc::new(self.stats.clone()));
+        debug_assert!(self.chunks.check().is_ok(), "{:?}", self.chunks.check());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_and_limits() {
+        assert_eq!(frags_for(60), 1);
+        assert_eq!(frags_for(ROOM), 1);
+        assert_eq!(frags_for(ROOM + 1), 2);
+        // MTU 9000: 17 sectors = 8740 bytes on the wire = 3 fragments.
+        assert_eq!(frags_for(36 + 17 * 512), 3);
+        assert_eq!(MAX_SECTORS, 35);
+        assert_eq!(max_bufcnt(1500), RING as u16);
+        assert_eq!(max_bufcnt(9000), (RING / 3) as u16);
+    }
+
+    #[test]
+    fn frags_hold_at_most_max() {
+        let mut f = Frags::default();
+        for i in 0..MAX_FRAGS as u32 {
+            assert!(f.push(i, 100));
+        }
+        assert!(!f.push(9, 1));
+        assert_eq!(f.total(), 100 * MAX_FRAGS);
+        assert_eq!(f.chunks(), &[0, 1, 2, 3, 4]);
+    }
+}

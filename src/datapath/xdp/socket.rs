@@ -1,0 +1,352 @@
+//! One AF_XDP socket with its own UMEM (xsk-rs), bound to one queue of one
+//! interface in copy or zero-copy mode, and raw access to the UMEM's chunks.
+
+use std::error::Error as _;
+use std::io;
+use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info};
+use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use super::umem::{CHUNK_SIZE, DATA_OFFSET, FRAME_HEADROOM, ROOM};
+
+/// Zero-copy policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ZeroCopy {
+    /// Try zero-copy, fall back to copy mode (and say which).
+    #[default]
+    Auto,
+    /// Zero-copy or fail.
+    On,
+    /// Copy mode.
+    Off,
+}
+
+/// Socket sizing and options.
+#[derive(Debug, Clone, Copy)]
+pub struct XskOptions {
+    /// UMEM chunks.
+    pub chunks: u32,
+    /// Entries of each of the four rings.
+    pub ring: u32,
+    /// Zero-copy policy.
+    pub zero_copy: ZeroCopy,
+    /// SO_PREFER_BUSY_POLL + SO_BUSY_POLL instead of need_wakeup.
+    pub busy_poll: bool,
+}
+
+// Socket options not in every libc release.
+const SOL_XDP: libc::c_int = 283;
+const XDP_OPTIONS: libc::c_int = 8;
+const XDP_OPTIONS_ZEROCOPY: u32 = 1;
+const SO_BUSY_POLL: libc::c_int = 46;
+const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+/// Microseconds a syscall on the socket may busy-poll the NIC.
+const BUSY_POLL_USECS: libc::c_int = 20;
+
+/// An open AF_XDP socket and its UMEM.
+pub struct Xsk {
+    /// Fill ring.
+    pub fq: FillQueue,
+    /// Completion ring.
+    pub cq: CompQueue,
+    /// TX ring.
+    pub tx: TxQueue,
+    /// RX ring.
+    pub rx: RxQueue,
+    /// One descriptor per chunk (at chunk + [`DATA_OFFSET`]), as templates
+    /// for the fill and TX rings.
+    descs: Box<[FrameDesc]>,
+    /// First byte of the UMEM mapping.
+    base: *mut u8,
+    /// Bound in zero-copy mode.
+    zero_copy: bool,
+    /// Declared last: dropped after the rings that reference it.
+    umem: Umem,
+}
+
+impl std::fmt::Debug for Xsk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Xsk")
+            .field("chunks", &self.descs.len())
+            .field("zero_copy", &self.zero_copy)
+            .finish()
+    }
+}
+
+// SAFETY: `base` points into the UMEM mapping kept alive by `umem` (an Arc
+// inside xsk-rs), which moves with this struct; the xsk-rs ring types are
+// Send. Only the owning worker thread uses the socket.
+unsafe impl Send for Xsk {}
+
+fn errno_of(e: &xsk_rs::socket::SocketCreateError) -> Option<i32> {
+    e.source()
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .and_then(io::Error::raw_os_error)
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl Xsk {
+    /// Create a UMEM of `opts.chunks` chunks and bind a socket to
+    /// `ifname`/`queue`.
+    pub fn open(ifname: &str, queue: u32, opts: &XskOptions) -> io::Result<Xsk> {
+        match opts.zero_copy {
+            ZeroCopy::Off => Xsk::open_with(ifname, queue, opts, false),
+            ZeroCopy::On => Xsk::open_with(ifname, queue, opts, true),
+            ZeroCopy::Auto => match Xsk::open_with(ifname, queue, opts, true) {
+                Ok(x) => Ok(x),
+                Err(e) => {
+                    info!(iface = ifname, queue, reason = %e,
+                          "zero-copy bind refused; using copy mode");
+                    Xsk::open_with(ifname, queue, opts, false)
+                }
+            },
+        }
+    }
+
+    fn open_with(ifname: &str, queue: u32, opts: &XskOptions, zc: bool) -> io::Result<Xsk> {
+        let bad = |what: &str, e: &dyn std::error::Error| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {}", chain(e)))
+        };
+        let qsize = QueueSize::new(opts.ring).map_err(|e| bad("ring size", &e))?;
+        let ucfg = UmemConfig::builder()
+            .frame_size(FrameSize::new(CHUNK_SIZE).map_err(|e| bad("chunk size", &e))?)
+            .frame_headroom(FRAME_HEADROOM)
+            .fill_queue_size(qsize)
+            .comp_queue_size(qsize)
+            .build()
+            .map_err(|e| bad("UMEM config", &e))?;
+        let n = NonZeroU32::new(opts.chunks).ok_or_else(|| io::Error::other("zero chunks"))?;
+        let (umem, descs) = Umem::new(ucfg, n, false).map_err(|e| {
+            let errno = e
+                .source()
+                .and_then(|s| s.downcast_ref::<io::Error>())
+                .and_then(io::Error::raw_os_error);
+            io::Error::new(
+                errno.map_or(io::ErrorKind::Other, |c| {
+                    io::Error::from_raw_os_error(c).kind()
+                }),
+                format!(
+                    "creating the UMEM ({} MiB): {}",
+                    (opts.chunks * CHUNK_SIZE) >> 20,
+                    chain(&e)
+                ),
+            )
+        })?;
+        let mut flags = if zc {
+            BindFlags::XDP_ZEROCOPY
+        } else {
+            BindFlags::XDP_COPY
+        } | BindFlags::XDP_USE_SG;
+        if !opts.busy_poll {
+            flags |= BindFlags::XDP_USE_NEED_WAKEUP;
+        }
+        let scfg = SocketConfig::builder()
+            .rx_queue_size(qsize)
+            .tx_queue_size(qsize)
+            .bind_flags(flags)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .build();
+        let ifc = ifname
+            .parse()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name"))?;
+        let start = Instant::now();
+        let (tx, rx, rings) = loop {
+            // SAFETY: `umem` is fresh and used by no other socket; the
+            // socket is bound to one interface queue, served only by the
+            // worker that will own this struct.
+            match unsafe { Socket::new(scfg, &umem, &ifc, queue) } {
+                Ok(s) => break s,
+                // The previous socket's pool on this queue is freed by
+                // deferred work (~10-20 ms after close): retry.
+                Err(e)
+                    if errno_of(&e) == Some(libc::EBUSY)
+                        && start.elapsed() < Duration::from_secs(2) =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => {
+                    let kind = errno_of(&e).map_or(io::ErrorKind::Other, |c| {
+                        io::Error::from_raw_os_error(c).kind()
+                    });
+                    return Err(io::Error::new(
+                        kind,
+                        format!(
+                            "AF_XDP socket on {ifname} queue {queue} ({} mode): {}",
+                            if zc { "zero-copy" } else { "copy" },
+                            chain(&e)
+                        ),
+                    ));
+                }
+            }
+        };
+        let (fq, cq) =
+            rings.ok_or_else(|| io::Error::other("socket got no fill/completion rings"))?;
+        let mut d0 = descs[0];
+        debug_assert_eq!(d0.addr(), DATA_OFFSET);
+        // xsk-rs exposes no base pointer: take the data pointer of chunk 0's
+        // fresh descriptor and step back by its UMEM offset (platform notes
+        // §1 (b)).
+        // SAFETY: `d0` describes chunk 0 of this UMEM, which no ring holds
+        // yet; the slice is dropped at the end of the statement.
+        let p = unsafe { umem.data_mut(&mut d0) }
+            .contents_mut()
+            .as_mut_ptr();
+        let base = p.wrapping_sub(d0.addr());
+        let x = Xsk {
+            fq,
+            cq,
+            tx,
+            rx,
+            descs: descs.into_boxed_slice(),
+            base,
+            zero_copy: false,
+            umem,
+        };
+        let zero_copy = x.query_zero_copy().unwrap_or(zc);
+        if zc && !zero_copy {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the kernel bound the socket in copy mode",
+            ));
+        }
+        if opts.busy_poll {
+            x.set_busy_poll()?;
+        }
+        debug!(iface = ifname, queue, zero_copy, "AF_XDP socket bound");
+        Ok(Xsk { zero_copy, ..x })
+    }
+
+    fn query_zero_copy(&self) -> io::Result<bool> {
+        let mut v = [0u32; 1];
+        let mut len = 4 as libc::socklen_t;
+        // SAFETY: `v` is writable for `len` bytes and outlives the call; the
+        // fd is the socket owned by `self`.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                SOL_XDP,
+                XDP_OPTIONS,
+                v.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(v[0] & XDP_OPTIONS_ZEROCOPY != 0)
+    }
+
+    fn set_busy_poll(&self) -> io::Result<()> {
+        for (opt, val) in [
+            (SO_PREFER_BUSY_POLL, 1),
+            (SO_BUSY_POLL, BUSY_POLL_USECS),
+            (SO_BUSY_POLL_BUDGET, super::BATCH as libc::c_int),
+        ] {
+            // SAFETY: `val` is a live c_int for the call; the fd is ours.
+            let rc = unsafe {
+                libc::setsockopt(
+                    self.fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    std::ptr::addr_of!(val).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::other(format!(
+                    "busy poll socket option {opt}: {}",
+                    io::Error::last_os_error()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The socket descriptor (for the XSKMAP and poll).
+    pub fn fd(&self) -> RawFd {
+        self.rx.fd().as_raw_fd()
+    }
+
+    /// Bound in zero-copy mode.
+    pub fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    /// Number of chunks.
+    pub fn chunks(&self) -> u32 {
+        self.descs.len() as u32
+    }
+
+    /// Size of the UMEM mapping in bytes.
+    pub fn umem_len(&self) -> usize {
+        self.descs.len() * CHUNK_SIZE as usize
+    }
+
+    /// First byte of the UMEM mapping (for io_uring buffer registration).
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    /// Chunk holding UMEM offset `addr`.
+    pub fn chunk_of(addr: usize) -> u32 {
+        (addr / CHUNK_SIZE as usize) as u32
+    }
+
+    /// Frame byte 0 of chunk `c` (chunk + [`DATA_OFFSET`]).
+    pub fn frame_ptr(&self, c: u32) -> *mut u8 {
+        debug_assert!(c < self.chunks());
+        self.base
+            .wrapping_add(c as usize * CHUNK_SIZE as usize + DATA_OFFSET)
+    }
+
+    /// The frame room of chunk `c`: ROOM bytes from chunk + DATA_OFFSET.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns `c` per its chunk table (Rx; Disk with no operation
+    /// in flight; or freshly allocated and not yet on a ring) and holds no
+    /// other reference into it while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn room(&self, c: u32) -> &mut [u8] {
+        // SAFETY: the chunk lies inside the UMEM mapping, which lives as long
+        // as `self`; exclusive access is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.frame_ptr(c), ROOM) }
+    }
+
+    /// The descriptor to put chunk `c` on the fill ring.
+    pub fn fill_desc(&self, c: u32) -> FrameDesc {
+        self.descs[c as usize]
+    }
+
+    /// A TX descriptor for `len` bytes of chunk `c` at chunk + DATA_OFFSET,
+    /// with XDP_PKT_CONTD when `more` fragments follow.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns chunk `c` (it is not on any ring) and holds no
+    /// reference into it.
+    pub unsafe fn tx_desc(&self, c: u32, len: usize, more: bool) -> FrameDesc {
+        let mut d = self.descs[c as usize];
+        // SAFETY: the caller owns the chunk (this function's contract); the
+        // cursor only records the length in the descriptor.
+        unsafe { self.umem.data_mut(&mut d) }.cursor().set_pos(len);
+        d.set_options(if more { super::XDP_PKT_CONTD } else { 0 });
+        d
+    }
+}

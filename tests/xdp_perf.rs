@@ -1,0 +1,349 @@
+//! Measurement, not a pass/fail test (hence `#[ignore]`): user-space and
+//! kernel CPU time per request of one datapath worker, from
+//! /proc/PID/task/TID/stat (utime, stime) against the replies counted over
+//! the same interval. perf has no hardware counters on the dev VM.
+//!
+//! A flooder in the initiator namespace, pinned to CPU 0, keeps a window of
+//! READ requests in flight through an AF_PACKET socket (sendmmsg and
+//! recvmmsg); the target's worker is pinned to CPU 1.
+//!
+//! ```text
+//! cargo test --release --test xdp_perf -- --ignored --nocapture --test-threads=1
+//! ```
+//!
+//! Prefixes: xx20..xx29.
+
+mod aoe_support;
+mod common;
+mod xdp_support;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use common::{enter_ns, sparse_file, NetPair};
+use xdp_support::*;
+
+/// Seconds measured per scenario.
+const SECS: f64 = 5.0;
+const WINDOW: usize = 64;
+
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf takes no memory.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// (utime, stime) in clock ticks of the thread of `pid` named `comm`.
+fn thread_times(pid: u32, comm: &str) -> (u64, u64) {
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+        let p = e.unwrap().path();
+        let name = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        if name.trim() != comm {
+            continue;
+        }
+        let stat = std::fs::read_to_string(p.join("stat")).unwrap();
+        // Fields after the ")" of the command: state is field 3; utime and
+        // stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        return (f[11].parse().unwrap(), f[12].parse().unwrap());
+    }
+    panic!("no thread {comm:?} in process {pid}");
+}
+
+struct Raw {
+    fd: OwnedFd,
+}
+
+impl Raw {
+    fn open(ns: &str, ifname: &str) -> Raw {
+        let _g = enter_ns(ns);
+        let c = std::ffi::CString::new(ifname).unwrap();
+        // SAFETY: valid C string for the call.
+        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) } as i32;
+        assert!(ifindex > 0);
+        let proto = 0x88a2u16.to_be();
+        // SAFETY: plain socket(2).
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+        assert!(fd >= 0);
+        // SAFETY: a fresh descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: all-zero sockaddr_ll is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex;
+        // SAFETY: sll is initialised and its size is passed.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                std::ptr::addr_of!(sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(rc, 0);
+        let one: libc::c_int = 1;
+        // PACKET_IGNORE_OUTGOING (23): do not see our own requests.
+        // SAFETY: `one` lives for the call.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                23,
+                std::ptr::addr_of!(one).cast(),
+                4,
+            );
+            let big: libc::c_int = 8 << 20;
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                std::ptr::addr_of!(big).cast(),
+                4,
+            );
+        }
+        Raw { fd }
+    }
+
+    fn send_batch(&self, frames: &[Vec<u8>]) -> usize {
+        let mut iov: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec {
+                iov_base: f.as_ptr() as *mut libc::c_void,
+                iov_len: f.len(),
+            })
+            .collect();
+        // SAFETY: all-zero mmsghdr is valid.
+        let mut msgs: Vec<libc::mmsghdr> = (0..frames.len())
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
+        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: msgs point at iovecs over live frames.
+        let n =
+            unsafe { libc::sendmmsg(self.fd.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as u32, 0) };
+        n.max(0) as usize
+    }
+
+    /// Count AoE responses received (non-blocking), at most `bufs.len()`.
+    fn recv_batch(&self, bufs: &mut [Vec<u8>]) -> usize {
+        let mut iov: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: all-zero mmsghdr is valid.
+        let mut msgs: Vec<libc::mmsghdr> = (0..bufs.len())
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
+        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: msgs point at iovecs over live buffers.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                msgs.len() as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n <= 0 {
+            return 0;
+        }
+        (0..n as usize)
+            .filter(|&i| msgs[i].msg_len >= 24 && bufs[i][14] & 0x08 != 0)
+            .count()
+    }
+
+    fn poll(&self, ms: i32) {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd.
+        unsafe { libc::poll(&mut p, 1, ms) };
+    }
+}
+
+/// READ requests of `sectors` at rotating LBAs below `span` sectors.
+fn requests(dst: [u8; 6], src: [u8; 6], sectors: u8, span: u64) -> Vec<Vec<u8>> {
+    (0..1024u32)
+        .map(|i| {
+            let lba = (u64::from(i) * 97 * u64::from(sectors)) % (span - u64::from(sectors));
+            let mut f = aoe_support::raw_frame(
+                xblade::wire::MacAddr(dst),
+                xblade::wire::MacAddr(src),
+                0x10,
+                1,
+                1,
+                0,
+                i + 1,
+                &[
+                    0x40,
+                    0,
+                    sectors,
+                    0x24,
+                    lba as u8,
+                    (lba >> 8) as u8,
+                    (lba >> 16) as u8,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            );
+            f.resize(60, 0);
+            f
+        })
+        .collect()
+}
+
+/// Flood for `secs` (after a warm-up), measuring the worker named `comm`
+/// of `pid` over the same interval. Prints one line.
+fn measure(label: &str, pair: &NetPair, pid: u32, comm: &str, sectors: u8, span: u64) {
+    let raw = Raw::open(pair.initiator_ns(), pair.initiator_if());
+    let reqs = requests(pair.target_mac(), pair.initiator_mac(), sectors, span);
+    let mut bufs = vec![vec![0u8; 9100]; 64];
+    core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
+    let run = |dur: Duration, bufs: &mut Vec<Vec<u8>>| -> (u64, u64) {
+        let (mut sent, mut got) = (0u64, 0u64);
+        let mut next = 0usize;
+        let end = Instant::now() + dur;
+        let mut last_progress = Instant::now();
+        while Instant::now() < end {
+            let out = (sent - got) as usize;
+            if out < WINDOW {
+                let k = (WINDOW - out).min(32);
+                let start = next % reqs.len();
+                let k = k.min(reqs.len() - start);
+                let n = raw.send_batch(&reqs[start..start + k]);
+                next += n;
+                sent += n as u64;
+            }
+            let r = raw.recv_batch(bufs) as u64;
+            if r > 0 {
+                got += r;
+                last_progress = Instant::now();
+            } else if (sent - got) as usize >= WINDOW {
+                raw.poll(1);
+                if last_progress.elapsed() > Duration::from_millis(50) {
+                    // Lost frames: forget them.
+                    sent = got;
+                    last_progress = Instant::now();
+                }
+            }
+        }
+        (sent, got)
+    };
+    run(Duration::from_millis(500), &mut bufs);
+    let (u0, s0) = thread_times(pid, comm);
+    let t0 = Instant::now();
+    let (_, got) = run(Duration::from_secs_f64(SECS), &mut bufs);
+    let dt = t0.elapsed().as_secs_f64();
+    let (u1, s1) = thread_times(pid, comm);
+    let tick_ns = 1e9 / ticks_per_sec();
+    let user_ns = (u1 - u0) as f64 * tick_ns / got as f64;
+    let sys_ns = (s1 - s0) as f64 * tick_ns / got as f64;
+    println!(
+        "{label:<44} {:>9.0} req/s  user {:>6.0} ns/req  sys {:>6.0} ns/req  (worker CPU {:.0}%)",
+        got as f64 / dt,
+        user_ns,
+        sys_ns,
+        ((u1 - u0) + (s1 - s0)) as f64 * tick_ns / 1e9 / dt * 100.0
+    );
+}
+
+fn scenario(prefix: &str, mtu: u32, datapath: &str, store: &str, sectors: u8, label: &str) {
+    let pair = NetPair::new(prefix, mtu);
+    let file;
+    let backing = if store == "file" {
+        file = sparse_file(64 << 20);
+        aoe_support::fill_random(&file, 1);
+        file.to_str().unwrap().to_string()
+    } else {
+        "null:64M".to_string()
+    };
+    let mut args = vec!["--cores", "1"];
+    if datapath == "xdp" {
+        args.extend(["--xdp-mode", "native"]);
+    }
+    let tif = pair.target_if().to_string();
+    args.extend(["1", "1", &tif, &backing]);
+    let xb = start_with(&pair, datapath, &args);
+    let comm = if datapath == "xdp" {
+        format!("xblade-{tif}-q0")
+    } else {
+        format!("xblade-{tif}")
+    };
+    measure(
+        label,
+        &pair,
+        xb.proc.pid(),
+        &comm,
+        sectors,
+        (64 << 20) / 512,
+    );
+    let w = xb.worker0();
+    assert_eq!(w["disk_errors"], 0, "{w}");
+}
+
+#[test]
+#[ignore = "measurement: run with --release --ignored --nocapture"]
+fn ns_per_request() {
+    scenario(
+        "xx20",
+        1500,
+        "xdp",
+        "null",
+        1,
+        "xdp native  null  1-sector READ  MTU 1500",
+    );
+    scenario(
+        "xx21",
+        1500,
+        "xdp",
+        "file",
+        1,
+        "xdp native  file  1-sector READ  MTU 1500",
+    );
+    scenario(
+        "xx22",
+        9000,
+        "xdp",
+        "null",
+        17,
+        "xdp native  null 17-sector READ  MTU 9000",
+    );
+    scenario(
+        "xx23",
+        9000,
+        "xdp",
+        "file",
+        17,
+        "xdp native  file 17-sector READ  MTU 9000",
+    );
+    scenario(
+        "xx24",
+        1500,
+        "afpacket",
+        "null",
+        1,
+        "afpacket    null  1-sector READ  MTU 1500",
+    );
+    scenario(
+        "xx25",
+        1500,
+        "afpacket",
+        "file",
+        1,
+        "afpacket    file  1-sector READ  MTU 1500",
+    );
+}
