@@ -24,7 +24,7 @@ use crate::target::{Export, ExportInfo, ExportState};
 #[derive(Debug, Error)]
 pub enum StartError {
     /// Backing store.
-    #[error("export {shelf}.{slot}: {source}")]
+    #[error("export {shelf}.{slot}")]
     Disk {
         /// Shelf.
         shelf: u16,
@@ -34,7 +34,7 @@ pub enum StartError {
         source: DiskError,
     },
     /// Interface.
-    #[error("export {shelf}.{slot}: {source}")]
+    #[error("export {shelf}.{slot}")]
     Iface {
         /// Shelf.
         shelf: u16,
@@ -44,7 +44,7 @@ pub enum StartError {
         source: IfaceError,
     },
     /// Socket.
-    #[error("interface {iface}: {source}")]
+    #[error("interface {iface}")]
     Socket {
         /// Interface.
         iface: String,
@@ -52,7 +52,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The XDP datapath was required and could not start.
-    #[error("interface {iface}: XDP datapath: {source}")]
+    #[error("interface {iface}: XDP datapath")]
     Xdp {
         /// Interface.
         iface: String,

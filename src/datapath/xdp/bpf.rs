@@ -104,7 +104,7 @@ pub enum BpfError {
     #[error("loading the XDP program: {0}")]
     Load(String),
     /// A map update failed.
-    #[error("XDP program map {map}: {source}")]
+    #[error("XDP program map {map}")]
     Map {
         /// Which map.
         map: &'static str,

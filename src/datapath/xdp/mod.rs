@@ -135,7 +135,7 @@ pub enum XdpError {
     #[error(transparent)]
     Bpf(#[from] BpfError),
     /// Socket, UMEM or io_uring.
-    #[error("queue {queue}: {source}")]
+    #[error("queue {queue}")]
     Queue {
         /// Queue.
         queue: u32,
