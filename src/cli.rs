@@ -1,20 +1,19 @@
 //! The command line: vblade's positional form for drop-in use in scripts,
 //! plus subcommands. Errors here are `anyhow`, for the operator.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use tracing::info;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::config::{self, Config, DatapathKind, ExportSpec, DEFAULT_BUFCNT};
+use crate::config::{
+    self, Config, DatapathKind, ExportSpec, DEFAULT_BUFCNT, DEFAULT_SIZE_CHECK_SECS,
+};
 use crate::datapath::xdp::bpf::XdpMode;
 use crate::datapath::xdp::socket::ZeroCopy;
 use crate::datapath::xdp::XdpOptions;
 use crate::disk::{DiskSpec, Source};
-use crate::server::Server;
 use crate::wire::MacAddr;
 
 /// xblade: an ATA-over-Ethernet target.
@@ -62,8 +61,21 @@ enum Command {
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
     },
-    /// Show exports and per-queue counters of running xblade processes.
-    #[command(alias = "status")]
+    /// Show running xblade processes: exports, interfaces, workers (queue,
+    /// core, datapath, XDP mode), counters, disk I/O in flight.
+    Status {
+        /// Control socket (default: every socket in /run/xblade).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every SECS seconds until interrupted.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<f64>,
+    },
+    /// Show per-worker counters of running xblade processes (with --watch,
+    /// also per-second rates).
     Stats {
         /// Control socket (default: every socket in /run/xblade).
         #[arg(long)]
@@ -75,6 +87,36 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         watch: Option<f64>,
     },
+    /// Re-read the size of an export's backing store: grow the export if the
+    /// store grew (and announce it so initiators re-read the capacity).
+    /// Shrinking is refused.
+    Resize {
+        /// The export: SHELF.SLOT (or eSHELF.SLOT).
+        #[arg(value_name = "SHELF.SLOT", value_parser = parse_target)]
+        target: (u16, u8),
+        /// Control socket (default: every socket in /run/xblade).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Re-read the configuration file of `xblade serve` and apply it live:
+    /// added exports start, removed ones stop, changed ones take read_only,
+    /// mac_mask and config_string; a bad file changes nothing.
+    Reload {
+        /// Control socket (default: every socket in /run/xblade).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Write the manual pages (xblade.8 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Output directory.
+        #[arg(long, default_value = "target/man")]
+        dir: PathBuf,
+    },
+    // ---- xblade bench (src/bench/) ----
+    /// Benchmark an AoE target from this host (`xblade bench compare`:
+    /// side-by-side comparison with vblade).
+    Bench(Box<crate::bench::BenchCli>),
 }
 
 /// Options shared by both forms.
@@ -111,6 +153,11 @@ struct RunArgs {
     /// program (default: pass them to the kernel stack).
     #[arg(long)]
     xdp_drop_foreign: bool,
+    /// Check the backing stores' sizes every SECS seconds and grow exports
+    /// whose store grew (0: only on `xblade resize` or SIGHUP; default 5,
+    /// or `size_check_interval` in the configuration).
+    #[arg(long, value_name = "SECS")]
+    size_check: Option<u64>,
 }
 
 impl RunArgs {
@@ -239,6 +286,7 @@ impl VbladeArgs {
             }],
             datapath: DatapathKind::Auto,
             xdp: XdpOptions::default(),
+            size_check_secs: DEFAULT_SIZE_CHECK_SECS,
         };
         config::validate(&cfg)?;
         Ok(cfg)
@@ -261,19 +309,30 @@ pub fn main() -> Result<()> {
     init_logging();
     match cli.command {
         Some(Command::Serve { config, run }) => {
-            let mut cfg = config::load(&config)?;
-            if let Some(d) = run.datapath.or(cli.run.datapath) {
-                cfg.datapath = d;
-            }
-            run.apply_xdp(&mut cfg.xdp);
-            config::validate(&cfg)?;
-            serve(cfg, &run)
+            let top = cli.run.datapath;
+            let cfg = load_serve_config(&config, &run, top)?;
+            let loader: crate::service::Loader = {
+                let (config, run) = (config.clone(), run.clone());
+                Box::new(move || load_serve_config(&config, &run, top))
+            };
+            serve(cfg, &run, Some((config, loader)))
         }
+        Some(Command::Status {
+            socket,
+            json,
+            watch,
+        }) => status(socket, json, watch, true),
         Some(Command::Stats {
             socket,
             json,
             watch,
-        }) => stats(socket, json, watch),
+        }) => status(socket, json, watch, false),
+        Some(Command::Resize { target, socket }) => {
+            send_command(socket, crate::control::Command::Resize(target.0, target.1))
+        }
+        Some(Command::Reload { socket }) => send_command(socket, crate::control::Command::Reload),
+        Some(Command::Man { dir }) => write_man(&dir),
+        Some(Command::Bench(b)) => crate::bench::main(*b),
         Some(Command::ImportVblade { dir, output }) => import_vblade(&dir, output.as_deref()),
         Some(Command::CheckConfig { config }) => {
             let cfg = config::load(&config)?;
@@ -290,6 +349,9 @@ pub fn main() -> Result<()> {
                 );
             }
             println!("{}: ok, {} export(s)", config.display(), cfg.exports.len());
+            if cfg.exports.is_empty() {
+                println!("(no export: xblade serve would start idle and serve what a reload adds)");
+            }
             Ok(())
         }
         None => {
@@ -298,34 +360,137 @@ pub fn main() -> Result<()> {
                 cfg.datapath = d;
             }
             cli.run.apply_xdp(&mut cfg.xdp);
+            if let Some(s) = cli.run.size_check {
+                cfg.size_check_secs = s;
+            }
             config::validate(&cfg)?;
-            serve(cfg, &cli.run)
+            serve(cfg, &cli.run, None)
         }
     }
 }
 
-fn stats(socket: Option<PathBuf>, json: bool, watch: Option<f64>) -> Result<()> {
-    loop {
-        let sockets = match &socket {
-            Some(s) => vec![s.clone()],
-            None => crate::control::discover_sockets(),
-        };
-        if sockets.is_empty() {
-            bail!(
-                "no running xblade found (no control socket in {})",
-                crate::control::SOCKET_DIR
-            );
+fn parse_target(s: &str) -> Result<(u16, u8), String> {
+    crate::control::parse_target(s)
+        .ok_or_else(|| format!("{s:?}: expected SHELF.SLOT, e.g. 1.2 (shelf 0-65534, slot 0-254)"))
+}
+
+/// The configuration of `xblade serve`: the file, then the command line's
+/// overrides; validated. Also what a reload re-reads.
+fn load_serve_config(path: &Path, run: &RunArgs, top: Option<DatapathKind>) -> Result<Config> {
+    let mut cfg = config::load(path)?;
+    if let Some(d) = run.datapath.or(top) {
+        cfg.datapath = d;
+    }
+    run.apply_xdp(&mut cfg.xdp);
+    if let Some(s) = run.size_check {
+        cfg.size_check_secs = s;
+    }
+    config::validate(&cfg)?;
+    Ok(cfg)
+}
+
+/// Write xblade.8 and xblade-SUBCOMMAND.8 (visible subcommands) into `dir`.
+fn write_man(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cmd = Cli::command().name("xblade");
+    let mut pages = vec![("xblade".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let name = format!("xblade-{}", sub.get_name());
+        let c = sub
+            .clone()
+            .display_name(name.clone())
+            .bin_name(format!("xblade {}", sub.get_name()));
+        pages.push((name, c));
+    }
+    for (name, c) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(c)
+            .section("8")
+            .manual("System Administration")
+            .source(format!("xblade {}", env!("CARGO_PKG_VERSION")))
+            .render(&mut out)?;
+        let path = dir.join(format!("{name}.8"));
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("xblade: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The control sockets to talk to: the one given, or every one found.
+fn sockets(socket: &Option<PathBuf>) -> Result<Vec<PathBuf>> {
+    let v = match socket {
+        Some(s) => vec![s.clone()],
+        None => crate::control::discover_sockets(),
+    };
+    if v.is_empty() {
+        bail!(
+            "no running xblade found (no control socket in {}; --socket PATH names one)",
+            crate::control::SOCKET_DIR
+        );
+    }
+    Ok(v)
+}
+
+/// `xblade resize` / `xblade reload`: ask every running xblade (or the one
+/// at `socket`); succeed if one did it.
+fn send_command(socket: Option<PathBuf>, cmd: crate::control::Command) -> Result<()> {
+    let mut done = 0;
+    let mut refusals = Vec::new();
+    for s in sockets(&socket)? {
+        match crate::control::command(&s, &cmd) {
+            Ok(Ok(m)) => {
+                println!("{m}");
+                done += 1;
+            }
+            Ok(Err(e)) => refusals.push(format!("{}: {e}", s.display())),
+            Err(e) if socket.is_some() => {
+                return Err(e).with_context(|| format!("asking {}", s.display()))
+            }
+            // A socket left by a killed process.
+            Err(_) => {}
         }
+    }
+    if done == 0 {
+        match refusals.len() {
+            0 => bail!("no running xblade answered"),
+            1 if socket.is_some() => bail!(
+                "{}",
+                refusals[0]
+                    .split_once(": ")
+                    .map_or(refusals[0].as_str(), |x| x.1)
+            ),
+            _ => bail!("{}", refusals.join("\n")),
+        }
+    }
+    Ok(())
+}
+
+/// `xblade status` (`full`) and `xblade stats`.
+fn status(socket: Option<PathBuf>, json: bool, watch: Option<f64>, full: bool) -> Result<()> {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut prev: Vec<(PathBuf, crate::control::Status, Instant)> = Vec::new();
+    loop {
+        let list = sockets(&socket)?;
         let mut found = 0;
-        for s in &sockets {
+        let mut out = String::new();
+        let mut now = Vec::new();
+        for s in &list {
             match crate::control::query(s) {
                 Ok(st) => {
                     found += 1;
                     if json {
-                        println!("{}", serde_json::to_string(&st)?);
+                        out.push_str(&serde_json::to_string(&st)?);
+                        out.push('\n');
+                    } else if full {
+                        out.push_str(&crate::control::render_status(&st));
                     } else {
-                        print!("{}", crate::control::render(&st));
+                        let p = prev
+                            .iter()
+                            .find(|(q, _, _)| q == s)
+                            .map(|(_, st, t)| (st, t.elapsed().as_secs_f64()));
+                        out.push_str(&crate::control::render_counters(&st, p));
                     }
+                    now.push((s.clone(), st, Instant::now()));
                 }
                 Err(e) if socket.is_some() => {
                     return Err(e).with_context(|| format!("querying {}", s.display()))
@@ -335,58 +500,46 @@ fn stats(socket: Option<PathBuf>, json: bool, watch: Option<f64>) -> Result<()> 
             }
         }
         if found == 0 {
-            bail!("no running xblade answered on {:?}", sockets);
+            bail!("no running xblade answered on {:?}", list);
         }
         match watch {
-            Some(secs) if secs > 0.0 => std::thread::sleep(Duration::from_secs_f64(secs)),
-            _ => return Ok(()),
+            Some(secs) if secs > 0.0 => {
+                if tty && !json {
+                    // Clear the screen: a live view.
+                    print!("\x1b[H\x1b[2J");
+                }
+                print!("{out}");
+                if !tty || json {
+                    println!();
+                }
+                prev = now;
+                std::thread::sleep(Duration::from_secs_f64(secs));
+            }
+            _ => {
+                print!("{out}");
+                return Ok(());
+            }
         }
     }
 }
 
-fn serve(cfg: Config, run: &RunArgs) -> Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .context("installing signal handlers")?;
-    let server = Server::start(&cfg, &run.cores)?;
-    let socket = match &run.control_socket {
+fn serve(
+    cfg: Config,
+    run: &RunArgs,
+    config: Option<(PathBuf, crate::service::Loader)>,
+) -> Result<()> {
+    let control_socket = match &run.control_socket {
         Some(p) if p.as_os_str() == "none" => None,
         Some(p) => Some(p.clone()),
         None => Some(crate::control::default_socket()),
     };
-    let _control = crate::control::start(
-        crate::control::Sources {
-            datapath: server.datapath.clone(),
-            exports: server.exports.clone(),
-            stats: server.stats.clone(),
+    crate::service::run(
+        cfg,
+        crate::service::Options {
+            cores: run.cores.clone(),
+            control_socket,
+            metrics: run.metrics,
+            config,
         },
-        socket.as_deref(),
-        run.metrics,
     )
-    .context("starting the control plane")?;
-    info!(
-        exports = cfg.exports.len(),
-        "xblade serving; SIGINT or SIGTERM to stop"
-    );
-    let handle = signals.handle();
-    let mut stop_reason = None;
-    while stop_reason.is_none() {
-        for sig in signals.pending() {
-            match sig {
-                SIGHUP => {
-                    info!("SIGHUP: announcing exports again");
-                    server.announce();
-                }
-                s => stop_reason = Some(s),
-            }
-        }
-        if !server.healthy() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    handle.close();
-    info!(signal = ?stop_reason, "stopping: finishing in-flight requests");
-    server.stop().context("a worker failed")?;
-    info!("stopped");
-    Ok(())
 }

@@ -18,6 +18,10 @@ use crate::wire::{MacAddr, MAX_CONFIG_STRING};
 /// initiator without loss (the Linux initiator caps its window at 64).
 pub const DEFAULT_BUFCNT: u16 = 64;
 
+/// Default seconds between checks of the backing stores' sizes (online
+/// resize).
+pub const DEFAULT_SIZE_CHECK_SECS: u64 = 5;
+
 /// Which datapath to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -59,6 +63,10 @@ pub struct Config {
     pub datapath: DatapathKind,
     /// Options of the XDP datapath (TOML `[xdp]`, command line flags).
     pub xdp: XdpOptions,
+    /// Seconds between checks of the backing stores' sizes: an export whose
+    /// store grew is resized and announced (0: only on `xblade resize` or
+    /// SIGHUP).
+    pub size_check_secs: u64,
 }
 
 /// A configuration error; the message names the bad value.
@@ -85,12 +93,15 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Check one export and the whole set.
+/// Check one export and the whole set. A configuration without exports is
+/// valid: `xblade serve` then starts idle and serves what a reload adds.
 pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
-    let bad = |m: String| Err(ConfigError::Invalid(m));
-    if cfg.exports.is_empty() {
-        return bad("no export configured: add an [[export]] table".into());
-    }
+    validate_indexed(cfg).map_err(|(_, m)| ConfigError::Invalid(m))
+}
+
+/// [`validate`], saying which export (index) is at fault, if one is.
+fn validate_indexed(cfg: &Config) -> Result<(), (Option<usize>, String)> {
+    let bad = |m: String| Err((None, m));
     if let Some(q) = cfg.xdp.queues {
         if !(1..=crate::datapath::xdp::bpf::MAX_QUEUES).contains(&q) {
             return bad(format!(
@@ -102,6 +113,7 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
     let mut seen: HashMap<(u16, u8), usize> = HashMap::new();
     for (i, e) in cfg.exports.iter().enumerate() {
         let name = format!("export {} ({}.{})", i + 1, e.shelf, e.slot);
+        let bad = |m: String| Err((Some(i), m));
         if e.shelf == 0xffff {
             return bad(format!(
                 "{name}: shelf 65535 is the broadcast shelf; use 0-65534"
@@ -156,6 +168,8 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
 struct FileConfig {
     #[serde(default)]
     datapath: DatapathKind,
+    /// Seconds between backing-store size checks (0: off).
+    size_check_interval: Option<u64>,
     /// Default for every export.
     #[serde(default)]
     writeback: bool,
@@ -207,21 +221,52 @@ struct FileExport {
     config_string: String,
 }
 
-/// Parse a TOML configuration (see `xblade.example.toml`).
+/// 1-based line of the `n`th (0-based) `[[export]]` header in `text`.
+fn export_line(text: &str, n: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l: String = l.chars().filter(|c| !c.is_whitespace()).collect();
+            l.starts_with("[[export]]")
+        })
+        .nth(n)
+        .map(|(k, _)| k + 1)
+}
+
+/// Parse a TOML configuration (see `xblade.example.toml`). Errors name the
+/// file and line: toml's own, or the `[[export]]` table at fault.
 pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let f: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.into(),
         message: e.to_string(),
     })?;
+    let at = |i: Option<usize>, message: String| match i.and_then(|i| export_line(text, i)) {
+        Some(line) => ConfigError::Parse {
+            path: path.into(),
+            message: format!("line {line}: {message}"),
+        },
+        None => ConfigError::Parse {
+            path: path.into(),
+            message,
+        },
+    };
     let mut exports = Vec::new();
     for (i, e) in f.exports.into_iter().enumerate() {
         let mut mask = Vec::new();
         for m in &e.mac_mask {
             mask.push(m.parse::<MacAddr>().map_err(|err| {
-                ConfigError::Invalid(format!("export {} ({}.{}): {err}", i + 1, e.shelf, e.slot))
+                at(
+                    Some(i),
+                    format!("export {} ({}.{}): {err}", i + 1, e.shelf, e.slot),
+                )
             })?);
         }
-        let source = Source::parse(&e.file).map_err(|err| ConfigError::Invalid(err.to_string()))?;
+        let source = Source::parse(&e.file).map_err(|err| {
+            at(
+                Some(i),
+                format!("export {} ({}.{}): {err}", i + 1, e.shelf, e.slot),
+            )
+        })?;
         exports.push(ExportSpec {
             shelf: e.shelf,
             slot: e.slot,
@@ -250,8 +295,9 @@ pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
             busy_poll: f.xdp.busy_poll,
             drop_foreign: f.xdp.drop_foreign,
         },
+        size_check_secs: f.size_check_interval.unwrap_or(DEFAULT_SIZE_CHECK_SECS),
     };
-    validate(&cfg)?;
+    validate_indexed(&cfg).map_err(|(i, m)| at(i, m))?;
     Ok(cfg)
 }
 
@@ -350,7 +396,18 @@ writeback = true
         assert!(e.contains("02:00:zz"), "{e}");
         let e = err(&GOOD.replace("read_only", "readonly"));
         assert!(e.contains("readonly"), "{e}");
-        assert!(err("").contains("no export"));
+        // No export at all is valid: serve starts idle.
+        assert!(from_toml(Path::new("x.toml"), "")
+            .unwrap()
+            .exports
+            .is_empty());
+        // Semantic errors name the line of the export's table.
+        let e = err(&GOOD.replace("slot = 2", "slot = 1"));
+        assert!(e.starts_with("x.toml: line 10: duplicate"), "{e}");
+        let e = err(&GOOD.replace("interfaces = [\"eth1\"]", "interfaces = []"));
+        assert!(e.contains("line 10: export 2 (1.2): no interface"), "{e}");
+        let e = err(&GOOD.replace("02:00:00:00:00:01", "02:00:zz"));
+        assert!(e.contains("line 3:"), "{e}");
         let e = err(&GOOD.replace("file = \"null:1G\"", "file = \"null:lots\""));
         assert!(e.contains("null:lots"), "{e}");
     }

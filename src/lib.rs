@@ -8,7 +8,10 @@
 //! - [`datapath`]: AF_PACKET (and AF_XDP) loops that move frames between the
 //!   NIC, the engine and the disk.
 //! - [`config`], [`cli`]: what the operator asked for.
+//! - [`server`], [`service`], [`control`], [`sdnotify`]: running, changing
+//!   (reload, resize) and watching a target; systemd integration.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -17,7 +20,9 @@ pub mod disk;
 pub mod fuzzing;
 pub mod import_vblade;
 pub mod initiator;
+pub mod sdnotify;
 pub mod server;
+pub mod service;
 pub mod stats;
 pub mod target;
 pub mod wire;

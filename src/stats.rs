@@ -27,6 +27,9 @@ pub struct WorkerStats {
     pub disk_errors: u64,
     /// Disk operations in flight right now.
     pub disk_in_flight: u64,
+    /// Times the worker published its counters (a few times a second while
+    /// its loop runs: the liveness the systemd watchdog relies on).
+    pub publishes: u64,
     /// Engine counters.
     pub engine: EngineStats,
     /// AF_XDP and XDP-program counters (XDP datapath only).

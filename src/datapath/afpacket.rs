@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::socket::{is_transient, FramePool, PacketSocket, MAX_BATCH};
-pub use super::{Control, WorkerSpec};
+pub use super::{Control, Reconfig, WorkerSpec};
 use crate::stats::WorkerStats;
 use crate::target::{control, Action, DiskIo, DiskOp, Port, Target};
 use crate::wire::{MacAddr, ATA_DATA_OFFSET};
@@ -73,13 +73,19 @@ impl Worker {
         let mut last_publish = Instant::now();
         let mut link_up = true;
         self.follow_mtu(pool.frame(0).len());
-        self.announce(&mut pool, &mut counters);
+        self.announce(&mut pool, &mut counters, None);
         info!(iface = %self.spec.iface.name, mtu = self.spec.iface.mtu,
               exports = self.spec.exports.len(), "AF_PACKET worker serving");
         loop {
             match self.spec.control.try_recv() {
                 Ok(Control::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => break,
-                Ok(Control::Announce) => self.announce(&mut pool, &mut counters),
+                Ok(Control::Announce) => self.announce(&mut pool, &mut counters, None),
+                Ok(Control::AnnounceExports(list)) => {
+                    self.announce(&mut pool, &mut counters, Some(&list))
+                }
+                // Between batches: every request of the last one was
+                // answered (disk I/O is synchronous here), nothing is in flight.
+                Ok(Control::Reconfigure(r)) => self.reconfigure(r, &mut pool, &mut counters),
                 Err(crossbeam_channel::TryRecvError::Empty) => {}
             }
             if last_publish.elapsed() >= PUBLISH_EVERY {
@@ -206,12 +212,27 @@ impl Worker {
         })
     }
 
+    /// Serve a new export set.
+    fn reconfigure(&mut self, r: Reconfig, pool: &mut FramePool, c: &mut WorkerStats) {
+        self.spec.exports = r.exports.clone();
+        self.spec.disks = r.disks;
+        self.engine.set_exports(r.exports);
+        info!(iface = %self.spec.iface.name, exports = self.spec.exports.len(),
+              "AF_PACKET worker: new export set in force");
+        self.announce(pool, c, Some(&r.announce));
+        let _ = r.done.send(Ok(()));
+    }
+
     /// Unsolicited Query Config replies, as vblade sends at start-up: to
-    /// each Mac Mask entry when the mask is set, else to broadcast.
-    fn announce(&self, pool: &mut FramePool, c: &mut WorkerStats) {
+    /// each Mac Mask entry when the mask is set, else to broadcast. `only`
+    /// limits them to these exports (shelf, slot).
+    fn announce(&self, pool: &mut FramePool, c: &mut WorkerStats, only: Option<&[(u16, u8)]>) {
         let port = &self.engine.ports()[0];
         let mut list = Vec::new();
         for e in &self.spec.exports {
+            if only.is_some_and(|o| !o.contains(&(e.info.shelf, e.info.slot))) {
+                continue;
+            }
             let mask = e.state().mask.clone();
             let dsts = if mask.is_empty() {
                 vec![MacAddr::BROADCAST]
@@ -232,6 +253,7 @@ impl Worker {
     }
 
     fn publish(&self, c: &mut WorkerStats) {
+        c.publishes += 1;
         c.engine = self.engine.stats.clone();
         self.spec.stats.store(Arc::new(c.clone()));
     }

@@ -18,7 +18,7 @@ pub mod xdp;
 
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::disk::Disk;
 use crate::stats::StatsCell;
@@ -34,6 +34,28 @@ pub enum Control {
     /// Send an unsolicited Query Config reply for every export (after a
     /// resize or a config change).
     Announce,
+    /// Send an unsolicited Query Config reply for these exports (shelf,
+    /// slot) if this worker serves them (after an online resize).
+    AnnounceExports(Vec<(u16, u8)>),
+    /// Serve a new export set (live reconfiguration). The worker applies it
+    /// between batches once no disk operation is in flight (the requests in
+    /// hand complete against the old set and their replies go out), then
+    /// announces the exports named in it and answers on `done`.
+    Reconfigure(Reconfig),
+}
+
+/// A worker's new export set.
+#[derive(Debug, Clone)]
+pub struct Reconfig {
+    /// Exports to serve, in order.
+    pub exports: Vec<Arc<Export>>,
+    /// Their backing stores, in the same order.
+    pub disks: Vec<Arc<Disk>>,
+    /// Exports (shelf, slot) to announce once the set is in force.
+    pub announce: Vec<(u16, u8)>,
+    /// Told once the new set is in force, or why it could not be applied
+    /// (the worker then keeps the old one).
+    pub done: Sender<Result<(), String>>,
 }
 
 /// Everything a worker needs.

@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{export_sectors, DiskError, DiskSpec, Source};
 use crate::wire::SECTOR_SIZE;
@@ -17,7 +18,10 @@ pub struct FileDisk {
     path: PathBuf,
     /// Byte offset of the export in the store.
     base: u64,
-    sectors: u64,
+    /// Exported capacity; grows online ([`FileDisk::grow`]), never shrinks.
+    sectors: AtomicU64,
+    /// The operator fixed the length (`-l`, `length =`): no online growth.
+    fixed_length: bool,
     direct: bool,
 }
 
@@ -68,14 +72,28 @@ impl FileDisk {
             file,
             path: path.clone(),
             base: spec.offset_sectors * SECTOR_SIZE as u64,
-            sectors,
+            sectors: AtomicU64::new(sectors),
+            fixed_length: spec.length_sectors.is_some(),
             direct: spec.direct,
         })
     }
 
     /// Capacity in sectors.
     pub fn sectors(&self) -> u64 {
+        self.sectors.load(Ordering::Acquire)
+    }
+
+    /// The export has an operator-fixed length and does not follow the store.
+    pub fn fixed_length(&self) -> bool {
+        self.fixed_length
+    }
+
+    /// Accept requests up to `sectors` (online growth). Refuses to shrink:
+    /// returns the capacity in force afterwards.
+    pub fn grow(&self, sectors: u64) -> u64 {
         self.sectors
+            .fetch_max(sectors, Ordering::AcqRel)
+            .max(sectors)
     }
 
     /// Path opened.
@@ -108,7 +126,7 @@ impl FileDisk {
 
     fn check(&self, len: usize, offset: u64) -> io::Result<u64> {
         let end = offset.checked_add(len as u64);
-        if end.is_none_or(|e| e > self.sectors * SECTOR_SIZE as u64) {
+        if end.is_none_or(|e| e > self.sectors() * SECTOR_SIZE as u64) {
             // The engine never asks for this; refuse rather than trust it.
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
@@ -166,6 +184,15 @@ mod tests {
         d.read_at(&mut b, 512).unwrap();
         assert_eq!(b, [7u8; 512]);
         d.flush().unwrap();
+        let Disk::File(f) = &d else { unreachable!() };
+        assert!(f.fixed_length());
+        assert_eq!(f.grow(6), 6);
+        assert_eq!(f.grow(5), 6, "never shrinks");
+        d.write_at(&[9u8; 512], 5 * 512).unwrap();
+        assert!(
+            d.write_at(&[1u8; 512], 6 * 512).is_err(),
+            "past the grown end"
+        );
         let mut s = spec(dir.clone());
         s.length_sectors = Some(15);
         assert!(matches!(

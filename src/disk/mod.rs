@@ -158,6 +158,25 @@ impl Disk {
         }
     }
 
+    /// What the store could export now (online resize): the sectors past
+    /// the export's offset. `None` when the export does not follow its
+    /// store: a null store, or an operator-fixed length.
+    pub fn probe_sectors(&self) -> Option<io::Result<u64>> {
+        match self {
+            Disk::File(f) if !f.fixed_length() => Some(f.probe_sectors()),
+            _ => None,
+        }
+    }
+
+    /// Accept requests up to `sectors` from now on (online growth; never
+    /// shrinks). Returns the capacity in force.
+    pub fn grow(&self, sectors: u64) -> u64 {
+        match self {
+            Disk::File(f) => f.grow(sectors),
+            Disk::Null(n) => n.sectors(),
+        }
+    }
+
     /// Read `buf.len()` bytes at `offset` (inside the export).
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         match self {

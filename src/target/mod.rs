@@ -175,6 +175,18 @@ impl Target {
         &self.exports
     }
 
+    /// Serve `exports` from now on, every one on every port (a live
+    /// reconfiguration; the datapath calls it between batches, with no
+    /// disk operation in flight, since a [`DiskIo`] names its export by
+    /// index). Counters carry on.
+    pub fn set_exports(&mut self, exports: Vec<Arc<Export>>) {
+        for p in &mut self.ports {
+            p.exports = (0..exports.len()).collect();
+        }
+        self.exports = exports;
+        self.pending = None;
+    }
+
     /// Handle one received frame.
     ///
     /// `frame` is the writable buffer holding the request at offset 0; its

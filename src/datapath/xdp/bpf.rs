@@ -129,6 +129,16 @@ pub struct XdpProgram {
     prog: OwnedFd,
     xsks: MapHandle,
     counters: MapHandle,
+    targets: MapHandle,
+}
+
+/// Key of the `targets` map: struct target_key { u16 major; u8 minor; u8
+/// pad; }, host order.
+fn target_key(major: u16, minor: u8) -> [u8; 4] {
+    let mut key = [0u8; 4];
+    key[..2].copy_from_slice(&major.to_ne_bytes());
+    key[2] = minor;
+    key
 }
 
 fn map(obj: &Object, name: &'static str) -> Result<MapHandle, BpfError> {
@@ -160,11 +170,7 @@ impl XdpProgram {
         let tmap = map(&obj, "targets")?;
         let config = map(&obj, "config")?;
         for &(major, minor) in targets {
-            // struct target_key { u16 major; u8 minor; u8 pad; }, host order.
-            let mut key = [0u8; 4];
-            key[..2].copy_from_slice(&major.to_ne_bytes());
-            key[2] = minor;
-            tmap.update(&key, &[1u8], MapFlags::ANY)
+            tmap.update(&target_key(major, minor), &[1u8], MapFlags::ANY)
                 .map_err(|source| BpfError::Map {
                     map: "targets",
                     source,
@@ -185,6 +191,26 @@ impl XdpProgram {
             prog,
             xsks,
             counters,
+            targets: tmap,
+        })
+    }
+
+    /// Start (`serve`) or stop steering requests for `major.minor` to the
+    /// sockets (live reconfiguration).
+    pub fn set_target(&self, major: u16, minor: u8, serve: bool) -> Result<(), BpfError> {
+        let key = target_key(major, minor);
+        let r = if serve {
+            self.targets.update(&key, &[1u8], MapFlags::ANY)
+        } else {
+            match self.targets.delete(&key) {
+                // Absent already: nothing to stop.
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+                r => r,
+            }
+        };
+        r.map_err(|source| BpfError::Map {
+            map: "targets",
+            source,
         })
     }
 

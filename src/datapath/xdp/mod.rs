@@ -47,7 +47,7 @@ use self::bpf::{Attached, BpfError, XdpLink, XdpMode, XdpProgram};
 use self::socket::{Xsk, XskOptions, ZeroCopy};
 use self::umem::{ChunkState, ChunkTable, CHUNK_SIZE, DATA_OFFSET, ROOM};
 use super::iface::IfaceInfo;
-use super::{Control, WorkerSpec};
+use super::{Control, Reconfig, WorkerSpec};
 use crate::disk::uring::{self, Dir, Op, Seg, Uring};
 use crate::disk::Disk;
 use crate::stats::{WorkerStats, XdpStats};
@@ -188,6 +188,12 @@ impl XdpInterface {
     pub fn mode(&self) -> Attached {
         self.link.mode()
     }
+
+    /// Start or stop steering requests for `shelf.slot` to this interface's
+    /// sockets (live reconfiguration).
+    pub fn set_target(&self, shelf: u16, slot: u8, serve: bool) -> Result<(), XdpError> {
+        Ok(self.prog.set_target(shelf, slot, serve)?)
+    }
 }
 
 /// Lift RLIMIT_MEMLOCK: the UMEM is charged to it twice (AF_XDP and the
@@ -284,6 +290,89 @@ struct Partial {
     oversize: bool,
 }
 
+/// The disk side of a worker: one store per export, the bounce area for
+/// O_DIRECT pieces that are not 512-aligned, and the io_uring with the
+/// files registered in store order. Built at open and again, with nothing
+/// in flight, when the export set changes.
+struct DiskSide {
+    // Field order is drop order: the ring (which waits for in-flight
+    // operations) before the bounce area it points into.
+    uring: Option<Uring<IoToken>>,
+    bounce: Option<Bounce>,
+    stores: Vec<Store>,
+}
+
+impl DiskSide {
+    /// Open the disk side for `disks` on `xsk`'s UMEM.
+    ///
+    /// # Safety
+    ///
+    /// `xsk` (its UMEM, registered with the ring) must outlive the returned
+    /// ring: keep both in a Worker, whose `xsk` field is declared after
+    /// `uring`.
+    unsafe fn open(disks: &[Arc<Disk>], xsk: &Xsk, max_reply: usize) -> io::Result<DiskSide> {
+        let mut stores = Vec::with_capacity(disks.len());
+        let mut files = Vec::new();
+        let mut need_bounce = false;
+        for d in disks {
+            match &**d {
+                Disk::Null(_) => stores.push(Store::Null),
+                Disk::File(f) => {
+                    let fd = f.file().as_raw_fd();
+                    let mut bounce_all = false;
+                    if f.direct() {
+                        need_bounce = true;
+                        if let Some((mem, off)) = uring::dio_alignment(fd) {
+                            if mem > 512 {
+                                warn!(path = %f.path().display(), mem_align = mem,
+                                          "O_DIRECT needs more than 512-byte aligned memory: every transfer goes through the bounce area");
+                                bounce_all = true;
+                            }
+                            if off > 512 {
+                                warn!(path = %f.path().display(), offset_align = off,
+                                          "O_DIRECT needs offsets aligned beyond one sector: smaller requests will fail");
+                            }
+                        }
+                    }
+                    stores.push(Store::File {
+                        fixed: files.len() as u32,
+                        base: f.base(),
+                        direct: f.direct(),
+                        bounce_all,
+                    });
+                    files.push(fd);
+                }
+            }
+        }
+        let bounce = if need_bounce {
+            Some(Bounce::new(DISK_SLOTS as u16, max_reply)?)
+        } else {
+            None
+        };
+        let uring = if files.is_empty() {
+            None
+        } else {
+            let mut bufs = vec![libc::iovec {
+                iov_base: xsk.base().cast(),
+                iov_len: xsk.umem_len(),
+            }];
+            if let Some(b) = &bounce {
+                bufs.push(b.iovec());
+            }
+            // SAFETY: the bounce area is a field of DiskSide (then of the
+            // Worker) declared after `uring`, so it is dropped after the
+            // ring, whose Drop waits for every operation in flight; the
+            // UMEM outlives the ring by this function's contract.
+            Some(unsafe { Uring::new(DISK_SLOTS, &files, &bufs) }?)
+        };
+        Ok(DiskSide {
+            uring,
+            bounce,
+            stores,
+        })
+    }
+}
+
 /// An opened worker for one queue; sockets are bound before the thread
 /// starts so that errors surface at start-up.
 pub struct Worker {
@@ -300,6 +389,8 @@ pub struct Worker {
     mode: Attached,
     busy_poll: bool,
     stores: Vec<Store>,
+    /// Largest reply (bytes) a disk request can produce: sizes bounce slots.
+    max_reply: usize,
     /// Free chunks kept off the fill ring for reply tails and extra replies.
     reserve: usize,
     rx_buf: Vec<FrameDesc>,
@@ -355,61 +446,9 @@ impl Worker {
         let max_reply = ATA_DATA_OFFSET + usize::from(port.max_sectors) * SECTOR_SIZE;
         let reply_frags = frags_for(max_reply.max(port.max_frame()));
 
-        // Stores, io_uring files, bounce needs.
-        let mut stores = Vec::with_capacity(spec.disks.len());
-        let mut files = Vec::new();
-        let mut need_bounce = false;
-        for d in &spec.disks {
-            match &**d {
-                Disk::Null(_) => stores.push(Store::Null),
-                Disk::File(f) => {
-                    let fd = f.file().as_raw_fd();
-                    let mut bounce_all = false;
-                    if f.direct() {
-                        need_bounce = true;
-                        if let Some((mem, off)) = uring::dio_alignment(fd) {
-                            if mem > 512 {
-                                warn!(path = %f.path().display(), mem_align = mem,
-                                      "O_DIRECT needs more than 512-byte aligned memory: every transfer goes through the bounce area");
-                                bounce_all = true;
-                            }
-                            if off > 512 {
-                                warn!(path = %f.path().display(), offset_align = off,
-                                      "O_DIRECT needs offsets aligned beyond one sector: smaller requests will fail");
-                            }
-                        }
-                    }
-                    stores.push(Store::File {
-                        fixed: files.len() as u32,
-                        base: f.base(),
-                        direct: f.direct(),
-                        bounce_all,
-                    });
-                    files.push(fd);
-                }
-            }
-        }
-        let bounce = if need_bounce {
-            Some(Bounce::new(DISK_SLOTS as u16, max_reply).map_err(qerr)?)
-        } else {
-            None
-        };
-        let uring = if files.is_empty() {
-            None
-        } else {
-            let mut bufs = vec![libc::iovec {
-                iov_base: xsk.base().cast(),
-                iov_len: xsk.umem_len(),
-            }];
-            if let Some(b) = &bounce {
-                bufs.push(b.iovec());
-            }
-            // SAFETY: the UMEM (owned by `xsk`) and the bounce area are
-            // fields of the Worker declared after `uring`, so they are
-            // dropped after it, and the ring's Drop waits for every
-            // operation in flight.
-            Some(unsafe { Uring::new(DISK_SLOTS, &files, &bufs) }.map_err(qerr)?)
-        };
+        // SAFETY: `xsk` moves into the Worker below, whose `xsk` field is
+        // declared after `uring` and `bounce`.
+        let side = unsafe { DiskSide::open(&spec.disks, &xsk, max_reply) }.map_err(qerr)?;
         let engine = Target::new(vec![port], spec.exports.clone());
         let chunks = ChunkTable::new(xsk.chunks());
         let reserve = DISK_SLOTS as usize * (reply_frags - 1) + 2 * BATCH;
@@ -428,6 +467,11 @@ impl Worker {
               zero_copy = xsk.zero_copy(), busy_poll = opts.busy_poll,
               "AF_XDP socket ready ({} mode)", if xsk.zero_copy() { "zero-copy" } else { "copy" });
         let n = xsk.chunks() as usize;
+        let DiskSide {
+            uring,
+            bounce,
+            stores,
+        } = side;
         let mut w = Worker {
             uring,
             bounce,
@@ -438,6 +482,7 @@ impl Worker {
             mode: ifc.mode(),
             busy_poll: opts.busy_poll,
             stores,
+            max_reply,
             reserve,
             rx_buf: vec![FrameDesc::default(); BATCH],
             comp_buf: vec![FrameDesc::default(); RING as usize],
@@ -468,13 +513,15 @@ impl Worker {
             }
         }
         self.refill()?;
-        self.announce();
+        self.announce(None);
         info!(iface = %self.spec.iface.name, queue = self.queue, mtu = self.spec.iface.mtu,
               max_sectors = self.engine.ports()[0].max_sectors,
               exports = self.spec.exports.len(), mode = self.mode.name(),
               "AF_XDP worker serving");
         let mut last_publish = Instant::now();
         let mut stopping: Option<Instant> = None;
+        // A new export set waiting for the disk side to drain.
+        let mut reconf: Option<Reconfig> = None;
         let mut idle_turns = 0u32;
         let mut turn = 0u32;
         loop {
@@ -486,7 +533,16 @@ impl Worker {
                               in_flight = self.in_flight(), "stopping: draining in-flight requests");
                         stopping = Some(Instant::now());
                     }
-                    Ok(Control::Announce) => self.announce(),
+                    Ok(Control::Announce) => self.announce(None),
+                    Ok(Control::AnnounceExports(list)) => self.announce(Some(&list)),
+                    Ok(Control::Reconfigure(r)) => {
+                        info!(iface = %self.spec.iface.name, queue = self.queue,
+                              in_flight = self.in_flight(), deferred = self.deferred.len(),
+                              "new export set: finishing the requests in hand first");
+                        // A newer set replaces one still waiting (whose
+                        // sender then sees its answer channel close).
+                        reconf = Some(r);
+                    }
                     Err(crossbeam_channel::TryRecvError::Empty) => {}
                 }
             }
@@ -498,17 +554,25 @@ impl Worker {
             let n_comp = self.reap_tx();
             let n_io = self.reap_disk()?;
             self.run_deferred()?;
-            let n_rx = if stopping.is_none() && self.deferred.is_empty() {
-                self.receive()?
-            } else {
-                0
-            };
-            if self.busy_poll && n_rx == 0 && stopping.is_none() {
+            // While a new export set waits, frames stay in the RX ring: the
+            // engine must not start requests against the old set.
+            let rx = stopping.is_none() && reconf.is_none() && self.deferred.is_empty();
+            let n_rx = if rx { self.receive()? } else { 0 };
+            if self.busy_poll && n_rx == 0 && stopping.is_none() && reconf.is_none() {
                 // No need_wakeup flags: drive the NIC's NAPI from here.
                 let r = self.xsk.fq.wakeup(self.xsk.rx.fd_mut(), 0);
                 self.tolerate(r)?;
             }
             self.submit_disk()?;
+            if reconf.is_some() && self.deferred.is_empty() && self.in_flight() == 0 {
+                // Every operation against the old stores has completed (its
+                // reply is queued): the old ring can go.
+                if let Some(r) = reconf.take() {
+                    self.reconfigure(r);
+                }
+                idle_turns = 0;
+                continue;
+            }
             let produced = self.flush_tx();
             let untaken = self.kick(produced, idle_turns)?;
             let filled = if stopping.is_none() {
@@ -541,7 +605,7 @@ impl Worker {
             } else {
                 POLL_TIMEOUT_MS
             };
-            let rx = stopping.is_none() && self.deferred.is_empty();
+            let rx = stopping.is_none() && reconf.is_none() && self.deferred.is_empty();
             self.wait(timeout, rx)?;
             if stopping.is_some() && owed {
                 // Collect the last completions.
@@ -870,15 +934,60 @@ impl Worker {
         }
     }
 
+    /// Serve a new export set: a new disk side (stores, bounce area,
+    /// io_uring with the new files), then the engine's export list. Called
+    /// with nothing in flight and nothing deferred; on failure the old set
+    /// stays in force and `done` says why.
+    fn reconfigure(&mut self, r: Reconfig) {
+        // SAFETY: the new ring goes into `self.uring`, declared before
+        // `self.xsk`, whose UMEM it registers.
+        let side = unsafe { DiskSide::open(&r.disks, &self.xsk, self.max_reply) };
+        let side = match side {
+            Ok(side) => side,
+            Err(e) => {
+                warn!(iface = %self.spec.iface.name, queue = self.queue, error = %e,
+                      "new export set refused: cannot set up its disk side; the old set stays");
+                let _ = r.done.send(Err(format!(
+                    "{} queue {}: disk side: {e}",
+                    self.spec.iface.name, self.queue
+                )));
+                return;
+            }
+        };
+        debug_assert_eq!(self.in_flight(), 0);
+        // Nothing in flight: the old ring first, then the bounce area it
+        // pointed into, then the new ones in their place.
+        self.uring = None;
+        self.bounce = None;
+        let DiskSide {
+            uring,
+            bounce,
+            stores,
+        } = side;
+        self.uring = uring;
+        self.bounce = bounce;
+        self.stores = stores;
+        self.spec.exports = r.exports.clone();
+        self.spec.disks = r.disks;
+        self.engine.set_exports(r.exports);
+        info!(iface = %self.spec.iface.name, queue = self.queue,
+              exports = self.spec.exports.len(), "AF_XDP worker: new export set in force");
+        self.announce(Some(&r.announce));
+        let _ = r.done.send(Ok(()));
+    }
+
     /// Unsolicited Query Config replies (start-up, SIGHUP), as the
     /// AF_PACKET worker sends them; queue 0's worker speaks for the
-    /// interface.
-    fn announce(&mut self) {
+    /// interface. `only` limits them to these exports (shelf, slot).
+    fn announce(&mut self, only: Option<&[(u16, u8)]>) {
         if self.queue != 0 {
             return;
         }
         let exports = self.spec.exports.clone();
         for e in &exports {
+            if only.is_some_and(|o| !o.contains(&(e.info.shelf, e.info.slot))) {
+                continue;
+            }
             let mask = e.state().mask.clone();
             let dsts = if mask.is_empty() {
                 vec![MacAddr::BROADCAST]
@@ -1274,6 +1383,7 @@ impl Worker {
         self.xstats.bpf_vlan = b.vlan;
         self.xstats.bpf_response = b.response;
         self.stats.disk_in_flight = self.in_flight() as u64;
+        self.stats.publishes += 1;
         self.stats.engine = self.engine.stats.clone();
         self.stats.xdp = Some(self.xstats.clone());
         self.spec.stats.store(Arc::new(self.stats.clone()));

@@ -1,0 +1,230 @@
+//! `xblade serve` (and the vblade form) as a long-running service: start
+//! the [`Server`], the control plane, then loop on signals, control-socket
+//! commands, the periodic size check and the systemd watchdog until told to
+//! stop.
+//!
+//! - SIGINT/SIGTERM: stop after the requests in hand are answered.
+//! - SIGHUP: reload the configuration file (when there is one), grow the
+//!   exports whose store grew, and announce every export again.
+//! - `xblade reload`, `xblade resize SHELF.SLOT`: over the control socket,
+//!   answered with what was done or why not.
+//! - Every `size_check_interval` seconds: grow and announce exports whose
+//!   store grew.
+//! - Under systemd (`Type=notify`): READY=1 once serving, STATUS= lines,
+//!   WATCHDOG=1 every half `WatchdogSec` while every worker runs and still
+//!   publishes its counters, STOPPING=1 on the way out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::control::{Command, Request};
+use crate::sdnotify::{watchdog_interval, Notifier};
+use crate::server::Server;
+
+/// Re-reads the configuration for a reload (file plus command-line
+/// overrides, validated).
+pub type Loader = Box<dyn Fn() -> Result<Config>>;
+
+/// How to run.
+pub struct Options {
+    /// Pin worker i to core `cores[i]`.
+    pub cores: Vec<usize>,
+    /// Control socket (`None`: none).
+    pub control_socket: Option<PathBuf>,
+    /// Prometheus endpoint.
+    pub metrics: Option<SocketAddr>,
+    /// The configuration file and how to reload it (`None`: vblade form,
+    /// nothing to reload).
+    pub config: Option<(PathBuf, Loader)>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("cores", &self.cores)
+            .field("control_socket", &self.control_socket)
+            .field("metrics", &self.metrics)
+            .field("config", &self.config.as_ref().map(|c| &c.0))
+            .finish()
+    }
+}
+
+fn status_line(server: &Server) -> String {
+    format!(
+        "STATUS=serving {} export(s) on {} interface(s), datapath {}",
+        server.export_count(),
+        server.iface_count(),
+        server.datapath()
+    )
+}
+
+/// Reload from `loader` into `server`; the message for the operator.
+fn reload(server: &mut Server, loader: &Loader) -> Result<String, String> {
+    let cfg = loader().map_err(|e| format!("configuration refused, nothing changed: {e:#}"))?;
+    let r = server.reload(&cfg)?;
+    let mut m = if r.applied.is_empty() {
+        "reloaded: nothing to change".to_string()
+    } else {
+        format!("reloaded: {}", r.applied.join("; "))
+    };
+    if !r.needs_restart.is_empty() {
+        m.push_str(&format!(
+            "; needs a restart (not applied): {}",
+            r.needs_restart.join("; ")
+        ));
+    }
+    if server.export_count() == 0 {
+        m.push_str("; no export configured: serving nothing");
+    }
+    Ok(m)
+}
+
+/// Serve `cfg` until SIGINT/SIGTERM or a worker failure.
+pub fn run(cfg: Config, opts: Options) -> Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing signal handlers")?;
+    let notifier = Notifier::from_env();
+    let watchdog = watchdog_interval();
+    let mut server = Server::start(&cfg, &opts.cores)?;
+    let config_path = opts.config.as_ref().map(|c| c.0.clone());
+    if cfg.exports.is_empty() {
+        warn!(config = ?config_path,
+              "no export configured: serving nothing until exports are added and xblade is reloaded (xblade reload, or SIGHUP)");
+    }
+    let (req_tx, req_rx) = crossbeam_channel::bounded::<Request>(4);
+    let reloads = Arc::new(AtomicU64::new(0));
+    let _control = crate::control::start(
+        crate::control::Sources {
+            inventory: server.inventory(),
+            requests: Some(req_tx),
+            config: config_path.clone(),
+            reloads: Arc::clone(&reloads),
+            started: Instant::now(),
+        },
+        opts.control_socket.as_deref(),
+        opts.metrics,
+    )
+    .context("starting the control plane")?;
+    info!(
+        exports = cfg.exports.len(),
+        datapath = %server.datapath(),
+        "xblade serving; SIGINT or SIGTERM to stop, SIGHUP or xblade reload to reload"
+    );
+    let notify = |s: &str| {
+        if let Some(n) = &notifier {
+            n.notify(s);
+        }
+    };
+    notify(&format!("READY=1\n{}", status_line(&server)));
+    if let Some(w) = watchdog {
+        info!(interval = ?w, "systemd watchdog: pinging while the workers are healthy");
+    }
+
+    let handle = signals.handle();
+    let mut stop_reason = None;
+    let mut last_ping: Option<Instant> = None;
+    let mut last_size_check = Instant::now();
+    let mut stalled = false;
+    let mut failed = false;
+    while stop_reason.is_none() {
+        for sig in signals.pending() {
+            match sig {
+                SIGHUP => {
+                    info!("SIGHUP: reloading, checking sizes, announcing exports again");
+                    if let Some((_, loader)) = &opts.config {
+                        match reload(&mut server, loader) {
+                            Ok(m) => {
+                                reloads.fetch_add(1, Ordering::Relaxed);
+                                info!("{m}");
+                            }
+                            Err(e) => error!("{e}"),
+                        }
+                        notify(&status_line(&server));
+                    }
+                    server.check_sizes();
+                    server.announce();
+                }
+                s => stop_reason = Some(s),
+            }
+        }
+        // Without a control socket the sender is gone and recv_timeout
+        // returns at once: sleep instead, or this loop would spin.
+        let req = match req_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(req) => Some(req),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(50));
+                None
+            }
+        };
+        if let Some(req) = req {
+            let answer = match req.command {
+                Command::Resize(shelf, slot) => server.resize(shelf, slot),
+                Command::Reload => match &opts.config {
+                    None => {
+                        Err("started without --config (vblade form): nothing to reload".to_string())
+                    }
+                    Some((_, loader)) => {
+                        let r = reload(&mut server, loader);
+                        match &r {
+                            Ok(m) => {
+                                reloads.fetch_add(1, Ordering::Relaxed);
+                                info!("{m}");
+                            }
+                            Err(e) => error!("{e}"),
+                        }
+                        notify(&status_line(&server));
+                        r
+                    }
+                },
+            };
+            let _ = req.reply.send(answer);
+        }
+        let size_every = server.config().size_check_secs;
+        if size_every > 0 && last_size_check.elapsed() >= Duration::from_secs(size_every) {
+            server.check_sizes();
+            last_size_check = Instant::now();
+        }
+        let health = server.health();
+        if !health.alive {
+            failed = true;
+            break;
+        }
+        if health.responsive == stalled {
+            stalled = !health.responsive;
+            if stalled {
+                warn!("a worker has not turned its loop for seconds (stuck disk?): the systemd watchdog is no longer pinged");
+                notify("STATUS=a worker is stuck");
+            } else {
+                info!("every worker turns its loop again");
+                notify(&status_line(&server));
+            }
+        }
+        if let Some(w) = watchdog {
+            if health.responsive && last_ping.is_none_or(|t| t.elapsed() >= w / 2) {
+                notify("WATCHDOG=1");
+                last_ping = Some(Instant::now());
+            }
+        }
+    }
+    handle.close();
+    notify("STOPPING=1");
+    if failed {
+        error!("a worker stopped: shutting down");
+    }
+    info!(signal = ?stop_reason, "stopping: finishing in-flight requests");
+    server.stop().context("a worker failed")?;
+    if failed {
+        anyhow::bail!("a worker stopped unexpectedly (see the log above)");
+    }
+    info!("stopped");
+    Ok(())
+}
