@@ -58,6 +58,17 @@ fn reply_nodata(t: &mut Target, frame: &mut [u8], r: Regs) -> Action {
     }
 }
 
+/// Finish an ATA reply carrying an AoE error (header already emitted): the
+/// request's argument is echoed, zero-padded to 60 bytes.
+fn aoe_error_reply(t: &mut Target, frame: &mut [u8]) -> Action {
+    t.stats.aoe_errors += 1;
+    t.stats.replies += 1;
+    Action::Reply {
+        len: pad_to_min(frame, ATA_DATA_OFFSET),
+        more: false,
+    }
+}
+
 /// Handle an ATA request for export `e` received on `port`.
 pub(super) fn handle(
     t: &mut Target,
@@ -78,6 +89,7 @@ pub(super) fn handle(
     if avail < ATA_DATA_OFFSET {
         // No room for the 12-byte argument: a malformed request, answered
         // with AoE error 2 and whatever part of the argument arrived.
+        frame[avail..ATA_DATA_OFFSET].fill(0);
         emit_reply_header(
             frame,
             p,
@@ -87,13 +99,7 @@ pub(super) fn handle(
             tag,
             Some(aoe::ErrorCode::BadArg),
         );
-        t.stats.aoe_errors += 1;
-        t.stats.replies += 1;
-        frame[avail..ATA_DATA_OFFSET].fill(0);
-        return Action::Reply {
-            len: pad_to_min(frame, ATA_DATA_OFFSET),
-            more: false,
-        };
+        return aoe_error_reply(t, frame);
     }
     let req = ata::Packet::new_unchecked(&frame[ARG_OFFSET..avail]);
     let op = ata::Opcode::from(req.cmd_status());
@@ -109,12 +115,7 @@ pub(super) fn handle(
             tag,
             Some(aoe::ErrorCode::Reserved),
         );
-        t.stats.aoe_errors += 1;
-        t.stats.replies += 1;
-        return Action::Reply {
-            len: pad_to_min(frame, ATA_DATA_OFFSET),
-            more: false,
-        };
+        return aoe_error_reply(t, frame);
     }
     emit_reply_header(frame, p, src, &export.info, aoe::Command::Ata, tag, None);
     let max_sectors = p.max_sectors;
