@@ -7,7 +7,8 @@
 #
 # Builds the release binary, starts `xblade --datapath afpacket 1 1 xbd-t FILE`
 # in xbdemo-t, then from xbdemo-i shows discovery (Query Config), ATA IDENTIFY
-# and a config-string round trip with aoetools. Everything it creates (both
+# and a config-string round trip with aoetools, then a verified read/write run
+# with xblade bench --verify. Everything it creates (both
 # namespaces, the backing file, the xblade process) is removed on any exit,
 # Ctrl-C included. Must run as root.
 #
@@ -163,10 +164,8 @@ echo "    running, pid $target_pid, exporting e$SHELF.$SLOT ($SIZE sparse file $
 
 # ---- 4. checks from the initiator namespace ---------------------------------------
 run_check() {
-  # TODO(xblade-check): once our own test initiator exists, run it here, e.g.
-  #   ip netns exec "$INS" target/release/xblade-check --if "$IIF" "$SHELF" "$SLOT" \
-  #     (discovery, IDENTIFY, write/read-back/verify, flush, error cases)
-  # and keep the aoetools checks below as the independent cross-check.
+  # aoetools first (an independent implementation), then our own initiator
+  # for a verified read/write run.
   local out rc cfg
 
   section "discovery: aoecfg broadcast Query Config (any shelf, any slot)"
@@ -213,6 +212,17 @@ run_check() {
     pass "config string stored and read back"
   else
     fail "config string round trip (rc=$rc, read back: '${out}')"
+  fi
+
+  section "read/write: xblade bench --op mix:70 --bytes 1k --duration 2s --verify (every byte read back checked)"
+  rc=0
+  out=$(ini 30 "$PWD/target/release/xblade" bench -q --iface "$IIF" --target "$SHELF.$SLOT" --op mix:70 \
+    --bytes 1k --window 16 --duration 2s --verify --lba-range 8M 2>&1) || rc=$?
+  [[ -n $out ]] && indent <<<"$out"
+  if [[ $rc -eq 0 ]]; then
+    pass "verified reads and writes, no error"
+  else
+    fail "xblade bench --verify (rc=$rc$(why $rc))"
   fi
 }
 run_check
