@@ -58,9 +58,27 @@ fn reply_nodata(t: &mut Target, frame: &mut [u8], r: Regs) -> Action {
     }
 }
 
-/// Finish an ATA reply carrying an AoE error (header already emitted): the
-/// request's argument is echoed, zero-padded to 60 bytes.
-fn aoe_error_reply(t: &mut Target, frame: &mut [u8]) -> Action {
+/// An ATA reply carrying AoE error `code`: the request's argument is echoed,
+/// zero-padded to 60 bytes.
+fn aoe_error_reply(
+    t: &mut Target,
+    port: usize,
+    e: usize,
+    src: MacAddr,
+    tag: [u8; 4],
+    code: aoe::ErrorCode,
+    frame: &mut [u8],
+) -> Action {
+    let info = &t.exports[e].info;
+    emit_reply_header(
+        frame,
+        &t.ports[port],
+        src,
+        info,
+        aoe::Command::Ata,
+        tag,
+        Some(code),
+    );
     t.stats.aoe_errors += 1;
     t.stats.replies += 1;
     Action::Reply {
@@ -90,32 +108,14 @@ pub(super) fn handle(
         // No room for the 12-byte argument: a malformed request, answered
         // with AoE error 2 and whatever part of the argument arrived.
         frame[avail..ATA_DATA_OFFSET].fill(0);
-        emit_reply_header(
-            frame,
-            p,
-            src,
-            &export.info,
-            aoe::Command::Ata,
-            tag,
-            Some(aoe::ErrorCode::BadArg),
-        );
-        return aoe_error_reply(t, frame);
+        return aoe_error_reply(t, port, e, src, tag, aoe::ErrorCode::BadArg, frame);
     }
     let req = ata::Packet::new_unchecked(&frame[ARG_OFFSET..avail]);
     let op = ata::Opcode::from(req.cmd_status());
     let scnt = req.sector_count();
     let lba = req.lba(op);
     if !state.reserve_allows(src) && op != ata::Opcode::Identify {
-        emit_reply_header(
-            frame,
-            p,
-            src,
-            &export.info,
-            aoe::Command::Ata,
-            tag,
-            Some(aoe::ErrorCode::Reserved),
-        );
-        return aoe_error_reply(t, frame);
+        return aoe_error_reply(t, port, e, src, tag, aoe::ErrorCode::Reserved, frame);
     }
     emit_reply_header(frame, p, src, &export.info, aoe::Command::Ata, tag, None);
     let max_sectors = p.max_sectors;
@@ -222,33 +222,25 @@ impl Target {
     /// successful read (never any byte after the data), else 60.
     pub fn complete(&mut self, io: &DiskIo, result: Result<(), i32>, frame: &mut [u8]) -> usize {
         self.stats.replies += 1;
-        if result.is_err() {
-            self.stats.ata_errors += 1;
-        }
-        complete(io, result, frame)
-    }
-}
-
-/// Free-function form of [`Target::complete`] for callers without an engine
-/// at hand (counts nothing).
-pub fn complete(io: &DiskIo, result: Result<(), i32>, frame: &mut [u8]) -> usize {
-    match (io.op, result) {
-        (DiskOp::Read, Ok(())) => {
-            set_regs(frame, OK);
-            ATA_DATA_OFFSET + io.len as usize
-        }
-        (_, Ok(())) => {
-            set_regs(frame, OK);
-            pad_to_min(frame, ATA_DATA_OFFSET)
-        }
-        (_, Err(errno)) => {
-            let error = if errno == libc::EIO {
-                ata::ERROR_UNC
-            } else {
-                ata::ERROR_ABRT
-            };
-            set_regs(frame, fail(error));
-            pad_to_min(frame, ATA_DATA_OFFSET)
+        match (io.op, result) {
+            (DiskOp::Read, Ok(())) => {
+                set_regs(frame, OK);
+                ATA_DATA_OFFSET + io.len as usize
+            }
+            (_, Ok(())) => {
+                set_regs(frame, OK);
+                pad_to_min(frame, ATA_DATA_OFFSET)
+            }
+            (_, Err(errno)) => {
+                self.stats.ata_errors += 1;
+                let error = if errno == libc::EIO {
+                    ata::ERROR_UNC
+                } else {
+                    ata::ERROR_ABRT
+                };
+                set_regs(frame, fail(error));
+                pad_to_min(frame, ATA_DATA_OFFSET)
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 //! state and answers with an [`Action`]:
 //! - [`Action::Reply`]: a complete reply is in the buffer (built in place).
 //! - [`Action::Disk`]: the reply header is in place and a disk operation
-//!   ([`DiskIo`]) must run first; the datapath then calls [`complete`].
+//!   ([`DiskIo`]) must run first; the datapath then calls [`Target::complete`].
 //! - [`Action::Drop`]: nothing to send (counted by reason).
 //!
 //! The engine knows nothing of sockets or files, never allocates on the ATA
@@ -25,7 +25,6 @@ use std::sync::Arc;
 
 use crate::wire::{aoe, ethernet, MacAddr, ETHERTYPE_AOE, MIN_FRAME_LEN};
 
-pub use ata::complete;
 pub use export::{Export, ExportInfo, ExportState};
 pub use stats::{DropReason, EngineStats};
 
@@ -100,7 +99,7 @@ pub enum Action {
         /// Further replies are pending.
         more: bool,
     },
-    /// Run the disk operation, then [`complete`] builds the reply.
+    /// Run the disk operation, then [`Target::complete`] builds the reply.
     Disk(DiskIo),
     /// Send nothing.
     Drop(DropReason),
