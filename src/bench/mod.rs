@@ -87,7 +87,7 @@ pub struct BenchArgs {
     /// Queues: threads, each with its own socket and share of the window.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub queues: usize,
-    /// Pin queue i to core LIST[i] (comma-separated).
+    /// Pin queue i to core `LIST[i]` (comma-separated).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub cores: Vec<usize>,
     /// Write a known per-LBA pattern over the LBA range first, check every

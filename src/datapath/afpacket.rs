@@ -14,7 +14,7 @@ use super::socket::{is_transient, FramePool, PacketSocket, MAX_BATCH};
 pub use super::{Control, Reconfig, WorkerSpec};
 use crate::stats::WorkerStats;
 use crate::target::{control, Action, DiskIo, DiskOp, Port, Target};
-use crate::wire::{MacAddr, ATA_DATA_OFFSET};
+use crate::wire::ATA_DATA_OFFSET;
 
 /// Spare frames for the extra replies of a wildcard request.
 const SPARE: usize = 16;
@@ -233,13 +233,7 @@ impl Worker {
             if only.is_some_and(|o| !o.contains(&(e.info.shelf, e.info.slot))) {
                 continue;
             }
-            let mask = e.state().mask.clone();
-            let dsts = if mask.is_empty() {
-                vec![MacAddr::BROADCAST]
-            } else {
-                mask
-            };
-            for dst in dsts {
+            for dst in e.announce_destinations() {
                 let slot = list.len();
                 if slot >= pool.count() {
                     break;

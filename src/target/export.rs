@@ -123,6 +123,18 @@ impl Export {
         })
     }
 
+    /// Where unsolicited announcements go, as vblade sends them: to each
+    /// Mac Mask entry when the mask is set (nobody else may use the export),
+    /// else to broadcast.
+    pub fn announce_destinations(&self) -> Vec<MacAddr> {
+        let mask = &self.state().mask;
+        if mask.is_empty() {
+            vec![MacAddr::BROADCAST]
+        } else {
+            mask.clone()
+        }
+    }
+
     /// Does a request for `major.minor` address this export?
     pub fn matches(&self, major: u16, minor: u8) -> bool {
         (major == crate::wire::aoe::MAJOR_ANY || major == self.info.shelf)
@@ -174,6 +186,7 @@ mod tests {
         assert_eq!(r, 7);
         assert!(before.config.is_empty(), "old snapshot unchanged");
         assert_eq!(e.state().config, b"x");
+        assert_eq!(e.announce_destinations(), vec![MacAddr::BROADCAST]);
         e.set_sectors(200);
         assert_eq!(e.state().sectors, 200);
         assert_eq!(e.state().config, b"x");

@@ -52,7 +52,7 @@ use crate::disk::uring::{self, Dir, Op, Seg, Uring};
 use crate::disk::Disk;
 use crate::stats::{WorkerStats, XdpStats};
 use crate::target::{control, Action, DiskIo, DiskOp, Port, Target};
-use crate::wire::{MacAddr, ATA_DATA_OFFSET, SECTOR_SIZE};
+use crate::wire::{ATA_DATA_OFFSET, SECTOR_SIZE};
 
 /// XDP_PKT_CONTD: more fragments of this frame follow (private in xsk-rs).
 pub const XDP_PKT_CONTD: u32 = 1;
@@ -796,20 +796,11 @@ impl Worker {
     fn tolerate(&mut self, r: io::Result<()>) -> io::Result<()> {
         match r {
             Ok(()) => Ok(()),
+            // A wakeup may also meet EBUSY (the kernel still sending) or
+            // EINTR, which a receive never does.
             Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(
-                        libc::ENETDOWN
-                            | libc::ENXIO
-                            | libc::ENODEV
-                            | libc::ENOBUFS
-                            | libc::EAGAIN
-                            | libc::EBUSY
-                            | libc::ENOMEM
-                            | libc::EINTR
-                    )
-                ) =>
+                if crate::datapath::socket::is_transient(&e)
+                    || matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EINTR)) =>
             {
                 self.xstats.wakeup_errors += 1;
                 Ok(())
@@ -988,13 +979,7 @@ impl Worker {
             if only.is_some_and(|o| !o.contains(&(e.info.shelf, e.info.slot))) {
                 continue;
             }
-            let mask = e.state().mask.clone();
-            let dsts = if mask.is_empty() {
-                vec![MacAddr::BROADCAST]
-            } else {
-                mask
-            };
-            for dst in dsts {
+            for dst in e.announce_destinations() {
                 let Some(c) = self.chunks.alloc(ChunkState::InTx) else {
                     self.xstats.reply_no_chunk += 1;
                     return;
