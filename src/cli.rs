@@ -153,6 +153,11 @@ struct RunArgs {
     /// program (default: pass them to the kernel stack).
     #[arg(long)]
     xdp_drop_foreign: bool,
+    /// Measurement only: answer READ/WRITE on the XDP datapath with no
+    /// engine and no disk (reads return whatever the frame holds): the
+    /// no-disk ceiling of `xblade bench compare`. Never for real use.
+    #[arg(long, hide = true)]
+    xdp_reflect: bool,
     /// Check the backing stores' sizes every SECS seconds and grow exports
     /// whose store grew (0: only on `xblade resize` or SIGHUP; default 5,
     /// or `size_check_interval` in the configuration).
@@ -174,6 +179,7 @@ impl RunArgs {
         }
         x.busy_poll |= self.busy_poll;
         x.drop_foreign |= self.xdp_drop_foreign;
+        x.reflect |= self.xdp_reflect;
     }
 }
 

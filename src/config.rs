@@ -294,6 +294,8 @@ pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
             zero_copy: f.xdp.zero_copy,
             busy_poll: f.xdp.busy_poll,
             drop_foreign: f.xdp.drop_foreign,
+            // A measuring instrument: command line only.
+            reflect: false,
         },
         size_check_secs: f.size_check_interval.unwrap_or(DEFAULT_SIZE_CHECK_SECS),
     };
@@ -368,6 +370,7 @@ writeback = true
                 zero_copy: ZeroCopy::Off,
                 busy_poll: true,
                 drop_foreign: true,
+                reflect: false,
             }
         );
         assert_eq!(

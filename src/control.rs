@@ -385,6 +385,9 @@ fn serve_metrics(listener: TcpListener, src: Sources, stop: Arc<AtomicBool>) {
     }
 }
 
+/// Fields of the XDP statistics that are levels, not counts.
+const XDP_GAUGES: [&str; 1] = ["fill_depth"];
+
 /// Prometheus text exposition of worker counters, labelled by interface and
 /// queue; on the XDP datapath also every AF_XDP and XDP-program counter
 /// (`xblade_xdp_*`) and an `xblade_xdp_info` gauge with the mode.
@@ -467,12 +470,18 @@ pub fn prometheus_text(workers: &[WorkerStats]) -> String {
             if !v.is_u64() {
                 continue;
             }
+            // Gauges among the counters: no _total suffix.
+            let (name, kind) = if XDP_GAUGES.contains(&field.as_str()) {
+                (format!("xblade_xdp_{field}"), "gauge")
+            } else {
+                (format!("xblade_xdp_{field}_total"), "counter")
+            };
             o.push_str(&format!(
-                "# HELP xblade_xdp_{field}_total AF_XDP/XDP counter {field} (see xblade status --json).\n# TYPE xblade_xdp_{field}_total counter\n"
+                "# HELP {name} AF_XDP/XDP {kind} {field} (see xblade status --json).\n# TYPE {name} {kind}\n"
             ));
             for (w, m) in &xdp {
                 o.push_str(&format!(
-                    "xblade_xdp_{field}_total{{iface=\"{}\",queue=\"{}\"}} {}\n",
+                    "{name}{{iface=\"{}\",queue=\"{}\"}} {}\n",
                     w.iface,
                     w.queue,
                     m.get(field).and_then(|v| v.as_u64()).unwrap_or(0)

@@ -79,6 +79,8 @@ pub struct XdpStats {
     pub rx_oversize: u64,
     /// RX descriptors at an unexpected chunk offset, dropped.
     pub rx_bad_desc: u64,
+    /// Chunks the worker keeps on the fill ring (grows after drops).
+    pub fill_depth: u64,
     /// Times the worker could not restock the fill ring (no free chunk
     /// beyond the reserve).
     pub fill_starved: u64,

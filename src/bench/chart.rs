@@ -38,7 +38,9 @@ pub fn write_svg(r: &CompareReport, path: &Path) -> Result<()> {
     let cells: Vec<&Cell> = r
         .cells
         .iter()
-        .filter(|c| c.target.backing != Backing::Direct && c.report.is_some())
+        .filter(|c| {
+            !matches!(c.target.backing, Backing::Direct | Backing::Reflect) && c.report.is_some()
+        })
         .collect();
     let mut workloads: Vec<&str> = Vec::new();
     for c in &r.cells {
@@ -202,7 +204,7 @@ mod tests {
             svg.matches("<rect").count()
                 > r.cells
                     .iter()
-                    .filter(|c| c.target.backing != Backing::Direct)
+                    .filter(|c| !matches!(c.target.backing, Backing::Direct | Backing::Reflect))
                     .count()
         );
     }

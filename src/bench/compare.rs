@@ -129,6 +129,9 @@ pub enum Backing {
     Direct,
     /// xblade's `null:1G`.
     Null,
+    /// xblade `--xdp-reflect` on `null:1G`: no engine, no disk; the
+    /// datapath's ceiling.
+    Reflect,
 }
 
 impl Backing {
@@ -137,6 +140,7 @@ impl Backing {
             Backing::PageCache => "page cache",
             Backing::Direct => "O_DIRECT",
             Backing::Null => "null",
+            Backing::Reflect => "reflect",
         }
     }
 }
@@ -268,6 +272,11 @@ pub struct Cell {
     pub ratio_rps: Option<f64>,
     /// Target CPU ns per request divided by vblade's (below 1: cheaper).
     pub ratio_cpu: Option<f64>,
+    /// Target CPU ns per request divided by the same datapath's reflect
+    /// row on the same workload: the cost of the engine and the disk over
+    /// the datapath's ceiling.
+    #[serde(default)]
+    pub ratio_ceiling: Option<f64>,
 }
 
 impl Cell {
@@ -638,6 +647,18 @@ fn plan(full: bool) -> Vec<(TargetCfg, Vec<Workload>)> {
     for &imp in null_impls {
         p.push((cfg(imp, Null, false), null.clone()));
     }
+    // The ceiling of each XDP mode, and its null row to compare with.
+    let reads64: Vec<Workload> = WORKLOADS
+        .iter()
+        .copied()
+        .filter(|w| w.read && w.window == 64)
+        .collect();
+    if !full {
+        p.push((cfg(XbladeXdpSkb, Null, false), reads64.clone()));
+    }
+    for imp in [XbladeXdpNative, XbladeXdpSkb] {
+        p.push((cfg(imp, Reflect, false), reads64.clone()));
+    }
     p
 }
 
@@ -798,7 +819,7 @@ impl Runner<'_> {
         let file = match cfg.backing {
             Backing::PageCache => self.page_file.display().to_string(),
             Backing::Direct => self.direct_file.display().to_string(),
-            Backing::Null => "null:1G".to_string(),
+            Backing::Null | Backing::Reflect => "null:1G".to_string(),
         };
         let mut v: Vec<String> = Vec::new();
         match cfg.imp {
@@ -826,6 +847,9 @@ impl Runner<'_> {
                 ]);
                 if cfg.writeback {
                     v.push("--writeback".into());
+                }
+                if cfg.backing == Backing::Reflect {
+                    v.push("--xdp-reflect".into());
                 }
             }
         }
@@ -882,6 +906,7 @@ impl Runner<'_> {
                     report: None,
                     ratio_rps: None,
                     ratio_cpu: None,
+                    ratio_ceiling: None,
                 });
             }
         };
@@ -946,6 +971,7 @@ impl Runner<'_> {
                     report: None,
                     ratio_rps: None,
                     ratio_cpu: None,
+                    ratio_ceiling: None,
                 });
                 continue;
             }
@@ -1009,6 +1035,7 @@ impl Runner<'_> {
                 report,
                 ratio_rps: None,
                 ratio_cpu: None,
+                ratio_ceiling: None,
             });
         }
         drop(target);
@@ -1049,6 +1076,11 @@ impl Runner<'_> {
             "1000".into(),
             "--retries".into(),
             "3".into(),
+            // Spin rather than sleep: on veth the receive of each reply runs
+            // on the target's core, and waking a sleeping bench there costs
+            // the target about 10% (a wakeup per reply); a real NIC bills
+            // that to the initiator's machine.
+            "--busy-poll".into(),
             "--quiet".into(),
             "--json".into(),
             json.display().to_string(),
@@ -1193,7 +1225,7 @@ pub fn add_ratios(cells: &mut [Cell]) {
         .map(|c| (c.workload, c.target.backing, c.rps(), c.target_ns()))
         .collect();
     for c in cells.iter_mut() {
-        let want = if c.target.backing == Backing::Null {
+        let want = if matches!(c.target.backing, Backing::Null | Backing::Reflect) {
             Backing::PageCache
         } else {
             c.target.backing
@@ -1209,6 +1241,26 @@ pub fn add_ratios(cells: &mut [Cell]) {
             _ => None,
         };
         c.ratio_cpu = match (c.target_ns(), ns) {
+            (Some(x), Some(v)) if v > 0.0 => Some(x / v),
+            _ => None,
+        };
+    }
+    let ceilings: Vec<(Workload, Impl, Option<f64>)> = cells
+        .iter()
+        .filter(|c| c.target.backing == Backing::Reflect && c.report.is_some())
+        .map(|c| (c.workload, c.target.imp, c.target_ns()))
+        .collect();
+    for c in cells.iter_mut() {
+        if c.target.writeback {
+            continue;
+        }
+        let Some(&(_, _, ns)) = ceilings
+            .iter()
+            .find(|(w, i, _)| w.name == c.workload.name && *i == c.target.imp)
+        else {
+            continue;
+        };
+        c.ratio_ceiling = match (c.target_ns(), ns) {
             (Some(x), Some(v)) if v > 0.0 => Some(x / v),
             _ => None,
         };
@@ -1248,9 +1300,13 @@ pub fn render(r: &CompareReport) -> String {
         s,
         "veth pair between two namespaces; vblade -b 64; ratios are to vblade on the same workload and backing (null: page cache); CPU x < 1 is cheaper"
     );
+    let _ = writeln!(
+        s,
+        "bench: AF_PACKET, spinning (--busy-poll), reply headers only (no --verify), qdisc bypassed; the same for every target"
+    );
     let _ = writeln!(s);
     let head = format!(
-        "{:<24} {:<34} {:<10} {:>9} {:>7} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8}",
+        "{:<24} {:<34} {:<10} {:>9} {:>7} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8} {:>8}",
         "workload",
         "target",
         "backing",
@@ -1261,7 +1317,8 @@ pub fn render(r: &CompareReport) -> String {
         "tgt ns/req",
         "bench ns/r",
         "x req/s",
-        "x CPU"
+        "x CPU",
+        "x ceil"
     );
     let _ = writeln!(s, "{head}");
     let _ = writeln!(s, "{}", "-".repeat(head.chars().count()));
@@ -1280,7 +1337,7 @@ pub fn render(r: &CompareReport) -> String {
                 (Some(b), _) => {
                     let _ = writeln!(
                         s,
-                        "{:<24} {:<34} {:<10} {:>9} {:>7.1} {:>8.0} {:>8.0} {:>10} {:>10} {:>8} {:>8}{}",
+                        "{:<24} {:<34} {:<10} {:>9} {:>7.1} {:>8.0} {:>8.0} {:>10} {:>10} {:>8} {:>8} {:>8}{}",
                         name,
                         label,
                         c.target.backing.name(),
@@ -1294,6 +1351,7 @@ pub fn render(r: &CompareReport) -> String {
                         thousands(b.initiator_cpu.ns_per_request.round() as u64),
                         ratio(c.ratio_rps),
                         ratio(c.ratio_cpu),
+                        ratio(c.ratio_ceiling),
                         if c.status == Status::Errors {
                             format!("  ! {} errors", b.errors)
                         } else {
@@ -1382,6 +1440,7 @@ pub(crate) fn sample_report() -> CompareReport {
                 }),
                 ratio_rps: None,
                 ratio_cpu: None,
+                ratio_ceiling: None,
             });
         }
     }
@@ -1400,7 +1459,9 @@ mod tests {
     fn plan_covers_the_matrix() {
         let p = plan(false);
         let cells: usize = p.iter().map(|(_, w)| w.len()).sum();
-        assert!(cells <= 45, "{cells} cells: too slow for 5 minutes");
+        // About 2 s a cell (with start-up): the whole run stays near two
+        // minutes.
+        assert!(cells <= 52, "{cells} cells: too slow for two minutes");
         for wl in WORKLOADS {
             for imp in [
                 Impl::Vblade,
@@ -1489,13 +1550,19 @@ mod tests {
             report: Some(rep(rps, ns)),
             ratio_rps: None,
             ratio_cpu: None,
+            ratio_ceiling: None,
         };
         let mut cells = vec![
             cell(Impl::Vblade, Backing::PageCache, 100.0, 2000.0),
             cell(Impl::XbladeAfpacket, Backing::PageCache, 250.0, 1000.0),
             cell(Impl::XbladeAfpacket, Backing::Null, 400.0, 500.0),
+            cell(Impl::XbladeXdpNative, Backing::PageCache, 300.0, 900.0),
+            cell(Impl::XbladeXdpNative, Backing::Reflect, 450.0, 600.0),
         ];
         add_ratios(&mut cells);
+        assert_eq!(cells[3].ratio_ceiling, Some(1.5));
+        assert_eq!(cells[4].ratio_ceiling, Some(1.0));
+        assert_eq!(cells[1].ratio_ceiling, None, "no afpacket ceiling");
         assert_eq!(cells[0].ratio_rps, Some(1.0));
         assert_eq!(cells[1].ratio_rps, Some(2.5));
         assert_eq!(cells[1].ratio_cpu, Some(0.5));

@@ -411,6 +411,8 @@ pub fn run(a: &BenchArgs) -> Result<BenchReport> {
     for q in 0..queues {
         let s = PacketSocket::open(spec.ifindex).with_context(|| format!("socket on {iface}"))?;
         let _ = s.set_buffers(8 << 20);
+        // A load generator measures the target, not the qdisc layer.
+        let _ = s.set_qdisc_bypass();
         if queues > 1 {
             load::attach_queue_filter(&s, q).context("attaching the per-queue socket filter")?;
         }

@@ -19,6 +19,7 @@
 pub mod ata;
 pub mod control;
 pub mod export;
+pub mod reflect;
 pub mod stats;
 
 use std::sync::Arc;
