@@ -83,6 +83,7 @@ const SO_RCVBUF: c_int = 8;
 const SOL_PACKET: c_int = 263;
 const PACKET_IGNORE_OUTGOING: c_int = 23;
 const MSG_DONTWAIT: c_int = 0x40;
+const MSG_TRUNC: c_int = 0x20;
 const POLLIN: i16 = 1;
 const ETH_AOE: u16 = 0x88a2;
 
@@ -158,7 +159,8 @@ impl Sock {
                 self.0,
                 msgs.as_mut_ptr(),
                 BATCH as u32,
-                MSG_DONTWAIT,
+                // The real length even when the buffer is smaller.
+                MSG_DONTWAIT | MSG_TRUNC,
                 std::ptr::null_mut(),
             )
         };
@@ -256,7 +258,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
         die(
-            "usage: loadgen IFACE SHELF.SLOT [WINDOW [SECTORS [SECONDS [WARMUP [RANGE_MIB]]]]]"
+            "usage: loadgen IFACE SHELF.SLOT [WINDOW [SECTORS [SECONDS [WARMUP [RANGE_MIB [SPIN]]]]]]"
                 .into(),
         );
     }
@@ -273,6 +275,9 @@ fn main() {
     let seconds = arg(5, 3.0);
     let warmup = arg(6, 0.5);
     let range_mib = arg(7, 64.0) as u64;
+    // SPIN 1: never sleep, and take only the headers of each reply (as
+    // `xblade bench --busy-poll` without --verify).
+    let spin = arg(8, 0.0) != 0.0;
     let ifname = &args[1];
     let (shelf, slot) = args[2]
         .trim_start_matches('e')
@@ -348,7 +353,7 @@ fn main() {
     let (mut replies, mut stale, mut resent) = (0u64, 0u64, 0u64);
     let mut last_check = Instant::now();
     let want_len = 36 + 512 * usize::from(sectors);
-    let room = 9216;
+    let room = if spin { 64 } else { 9216 };
     let mut bufs = vec![0u8; room * BATCH];
     let mut lens = [0usize; BATCH];
     let mut again: Vec<usize> = Vec::with_capacity(window);
@@ -357,7 +362,8 @@ fn main() {
         let now = Instant::now();
         again.clear();
         for k in 0..n {
-            let f = &bufs[k * room..k * room + lens[k].min(room)];
+            let full = lens[k];
+            let f = &bufs[k * room..k * room + full.min(room)];
             if f.len() < 36
                 || f[0..6] != me
                 || f[6..12] != target
@@ -368,7 +374,7 @@ fn main() {
             }
             let tag = u32::from_be_bytes([f[20], f[21], f[22], f[23]]);
             let i = (tag & 0xfff) as usize;
-            if i >= window || tags[i] != tag || f[14] & 0x04 != 0 || f.len() < want_len {
+            if i >= window || tags[i] != tag || f[14] & 0x04 != 0 || full < want_len {
                 stale += 1;
                 continue;
             }
@@ -391,7 +397,7 @@ fn main() {
         if now >= end {
             break;
         }
-        if n == 0 {
+        if n == 0 && !spin {
             sock.wait(10);
         }
         if now.duration_since(last_check) > Duration::from_millis(100) {

@@ -1116,6 +1116,8 @@ impl Runner<'_> {
             format!("{}", self.args.warmup.as_secs_f64()),
             // The same LBA range as the bench: the whole backing file.
             (self.args.size >> 20).max(1).to_string(),
+            // Spinning, headers only: as the bench runs.
+            "1".into(),
         ];
         let limit = dur + self.args.warmup + Duration::from_secs(30);
         let runs = self.args.check_runs.max(1);
