@@ -1238,14 +1238,8 @@ pub fn add_ratios(cells: &mut [Cell]) {
         else {
             continue;
         };
-        c.ratio_rps = match (c.rps(), rps) {
-            (Some(x), Some(v)) if v > 0.0 => Some(x / v),
-            _ => None,
-        };
-        c.ratio_cpu = match (c.target_ns(), ns) {
-            (Some(x), Some(v)) if v > 0.0 => Some(x / v),
-            _ => None,
-        };
+        c.ratio_rps = quotient(c.rps(), rps);
+        c.ratio_cpu = quotient(c.target_ns(), ns);
     }
     let ceilings: Vec<(Workload, Impl, Option<f64>)> = cells
         .iter()
@@ -1262,10 +1256,15 @@ pub fn add_ratios(cells: &mut [Cell]) {
         else {
             continue;
         };
-        c.ratio_ceiling = match (c.target_ns(), ns) {
-            (Some(x), Some(v)) if v > 0.0 => Some(x / v),
-            _ => None,
-        };
+        c.ratio_ceiling = quotient(c.target_ns(), ns);
+    }
+}
+
+/// `x / v` when both were measured and `v` is positive.
+fn quotient(x: Option<f64>, v: Option<f64>) -> Option<f64> {
+    match (x, v) {
+        (Some(x), Some(v)) if v > 0.0 => Some(x / v),
+        _ => None,
     }
 }
 

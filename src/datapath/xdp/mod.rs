@@ -409,8 +409,6 @@ pub struct Worker {
     /// (up to the ring) each time the kernel reports frames that found the
     /// fill ring empty.
     fill_depth: usize,
-    /// The kernel's fill-ring-empty count when `fill_depth` last changed.
-    fill_empty_seen: u64,
     rx_buf: Vec<FrameDesc>,
     comp_buf: Vec<FrameDesc>,
     fill_buf: Vec<FrameDesc>,
@@ -504,7 +502,6 @@ impl Worker {
             max_reply,
             reserve,
             fill_depth: FILL_START,
-            fill_empty_seen: 0,
             rx_buf: vec![FrameDesc::default(); BATCH],
             comp_buf: vec![FrameDesc::default(); RING as usize],
             fill_buf: Vec::with_capacity(RING as usize),
@@ -693,11 +690,14 @@ impl Worker {
     /// empty during the wakeup.
     fn refill_to(&mut self, depth: usize) -> io::Result<usize> {
         let below = depth.saturating_sub(self.chunks.count(ChunkState::InFill) as usize);
-        let free = self.chunks.free_len().saturating_sub(self.reserve);
         if below == 0 {
             return Ok(0);
         }
-        let spare = free.min(below);
+        let spare = self
+            .chunks
+            .free_len()
+            .saturating_sub(self.reserve)
+            .min(below);
         let room = self.xsk.fq.nb_free(spare.max(1) as u32) as usize;
         let k = spare.min(room).min(self.fill_buf.capacity());
         if k == 0 {
@@ -910,12 +910,14 @@ impl Worker {
 
     /// Run the engine on a received frame.
     fn handle_frame(&mut self, frags: Frags) -> io::Result<()> {
-        if self.reflect {
-            let Some(frags) = self.reflect_frame(frags) else {
-                return Ok(());
-            };
-            return self.engine_frame(frags);
-        }
+        let frags = if self.reflect {
+            match self.reflect_frame(frags) {
+                Some(f) => f,
+                None => return Ok(()),
+            }
+        } else {
+            frags
+        };
         self.engine_frame(frags)
     }
 
@@ -935,11 +937,7 @@ impl Worker {
             self.release_frags(frags.chunks(), ChunkState::Rx);
             return None;
         }
-        self.release_frags(&frags.chunks()[1..], ChunkState::Rx);
-        let mut own = Frags::one(head, 0);
-        self.chunks
-            .transition(head, ChunkState::Rx, ChunkState::Disk);
-        self.alloc_tails(tails, &mut own);
+        let own = self.reply_frags(&frags, tails);
         self.post_frags(own.chunks(), len, ChunkState::Disk);
         None
     }
@@ -1123,18 +1121,26 @@ impl Worker {
         }
     }
 
+    /// The chunks of the reply to received `frags`: its head (now Disk)
+    /// followed by `tails` free chunks; its other fragments go back to the
+    /// free list. The caller has checked that `tails` chunks are free.
+    fn reply_frags(&mut self, frags: &Frags, tails: usize) -> Frags {
+        self.release_frags(&frags.chunks()[1..], ChunkState::Rx);
+        let mut own = Frags::one(frags.head(), 0);
+        self.chunks
+            .transition(own.head(), ChunkState::Rx, ChunkState::Disk);
+        self.alloc_tails(tails, &mut own);
+        own
+    }
+
     /// The null store: complete at once.
     fn null_io(&mut self, frags: Frags, io: DiskIo) -> bool {
-        let mut own = Frags::one(frags.head(), 0);
-        if io.op == DiskOp::Read {
+        let own = if io.op == DiskOp::Read {
             let tails = frags_for(ATA_DATA_OFFSET + io.len as usize) - 1;
             if self.chunks.free_len() < tails {
                 return false;
             }
-            self.release_frags(&frags.chunks()[1..], ChunkState::Rx);
-            self.chunks
-                .transition(own.head(), ChunkState::Rx, ChunkState::Disk);
-            self.alloc_tails(tails, &mut own);
+            let own = self.reply_frags(&frags, tails);
             let mut left = io.len as usize;
             for (i, &c) in own.chunks().iter().enumerate() {
                 let start = if i == 0 { ATA_DATA_OFFSET } else { 0 };
@@ -1145,11 +1151,10 @@ impl Worker {
                 room[start..start + n].fill(0);
                 left -= n;
             }
+            own
         } else {
-            self.release_frags(&frags.chunks()[1..], ChunkState::Rx);
-            self.chunks
-                .transition(own.head(), ChunkState::Rx, ChunkState::Disk);
-        }
+            self.reply_frags(&frags, 0)
+        };
         self.complete(
             IoToken {
                 io,
@@ -1189,9 +1194,7 @@ impl Worker {
         };
         let (dir, nseg, buf) = match io.op {
             DiskOp::Flush => {
-                self.release_frags(&frags.chunks()[1..], ChunkState::Rx);
-                self.chunks
-                    .transition(head, ChunkState::Rx, ChunkState::Disk);
+                tok.frags = self.reply_frags(&frags, 0);
                 // SAFETY: a flush names no memory.
                 let pushed = unsafe { self.uring_push(fixed, 0, Op::Flush, tok) };
                 return pushed;
@@ -1204,10 +1207,7 @@ impl Worker {
                 {
                     return false;
                 }
-                self.release_frags(&frags.chunks()[1..], ChunkState::Rx);
-                self.chunks
-                    .transition(head, ChunkState::Rx, ChunkState::Disk);
-                self.alloc_tails(tails, &mut tok.frags);
+                tok.frags = self.reply_frags(&frags, tails);
                 let data = self.xsk.frame_ptr(head).wrapping_add(ATA_DATA_OFFSET);
                 if bounce_all {
                     let b = self.take_bounce(&mut tok);
@@ -1422,18 +1422,17 @@ impl Worker {
 
     // ---- counters -------------------------------------------------------
 
-    /// Frames found the fill ring empty since the last look: a burst
-    /// outran the refill, so keep more chunks there (bursts of that size
-    /// will come again). Never shrinks: losing frames costs initiators a
-    /// retransmit timeout, far more than the cache misses of a deeper ring.
-    fn grow_fill(&mut self) {
-        let empty = self.xstats.rx_fill_ring_empty;
-        if empty > self.fill_empty_seen && self.fill_depth < RING as usize {
+    /// Frames found the fill ring empty since the last look (the kernel's
+    /// count moved past `before`): a burst outran the refill, so keep more
+    /// chunks there (bursts of that size will come again). Never shrinks:
+    /// losing frames costs initiators a retransmit timeout, far more than
+    /// the cache misses of a deeper ring.
+    fn grow_fill(&mut self, before: u64) {
+        if self.xstats.rx_fill_ring_empty > before && self.fill_depth < RING as usize {
             self.fill_depth = (self.fill_depth * 2).min(RING as usize);
             debug!(iface = %self.spec.iface.name, queue = self.queue,
                    fill_depth = self.fill_depth, "frames met an empty fill ring: deeper fill ring");
         }
-        self.fill_empty_seen = empty;
     }
 
     fn publish(&mut self) {
@@ -1442,9 +1441,10 @@ impl Worker {
             self.xstats.rx_invalid_descs = k.rx_invalid_descs();
             self.xstats.tx_invalid_descs = k.tx_invalid_descs();
             self.xstats.rx_ring_full = k.rx_ring_full();
+            let before = self.xstats.rx_fill_ring_empty;
             self.xstats.rx_fill_ring_empty = k.rx_fill_ring_empty_descs();
             self.xstats.tx_ring_empty = k.tx_ring_empty_descs();
-            self.grow_fill();
+            self.grow_fill(before);
         }
         self.xstats.fill_depth = self.fill_depth as u64;
         let b = self.prog.counters(self.queue);
