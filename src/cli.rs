@@ -153,6 +153,12 @@ struct RunArgs {
     /// program (default: pass them to the kernel stack).
     #[arg(long)]
     xdp_drop_foreign: bool,
+    /// XDP: microseconds a worker keeps polling its rings after its last
+    /// work before sleeping (default 50; 0 sleeps at once). Spinning saves
+    /// the wakeup per burst (window-1 latency) and costs CPU only while
+    /// requests keep arriving.
+    #[arg(long, value_name = "US")]
+    spin_us: Option<u32>,
     /// Measurement only: answer READ/WRITE on the XDP datapath with no
     /// engine and no disk (reads return whatever the frame holds): the
     /// no-disk ceiling of `xblade bench compare`. Never for real use.
@@ -178,6 +184,9 @@ impl RunArgs {
             x.zero_copy = z;
         }
         x.busy_poll |= self.busy_poll;
+        if self.spin_us.is_some() {
+            x.spin_us = self.spin_us;
+        }
         x.drop_foreign |= self.xdp_drop_foreign;
         x.reflect |= self.xdp_reflect;
     }

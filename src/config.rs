@@ -195,6 +195,8 @@ struct FileXdp {
     busy_poll: bool,
     #[serde(default)]
     drop_foreign: bool,
+    /// Microseconds of polling before a worker sleeps (default 50).
+    spin_us: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -294,6 +296,7 @@ pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
             zero_copy: f.xdp.zero_copy,
             busy_poll: f.xdp.busy_poll,
             drop_foreign: f.xdp.drop_foreign,
+            spin_us: f.xdp.spin_us,
             // A measuring instrument: command line only.
             reflect: false,
         },
@@ -359,7 +362,7 @@ writeback = true
     fn xdp_table() {
         let c = from_toml(
             Path::new("x.toml"),
-            &format!("{GOOD}\n[xdp]\nqueues = 2\nmode = \"skb\"\nzero_copy = \"off\"\nbusy_poll = true\ndrop_foreign = true\n"),
+            &format!("{GOOD}\n[xdp]\nqueues = 2\nmode = \"skb\"\nzero_copy = \"off\"\nbusy_poll = true\ndrop_foreign = true\nspin_us = 0\n"),
         )
         .unwrap();
         assert_eq!(
@@ -371,6 +374,7 @@ writeback = true
                 busy_poll: true,
                 drop_foreign: true,
                 reflect: false,
+                spin_us: Some(0),
             }
         );
         assert_eq!(

@@ -95,6 +95,10 @@ pub struct XdpStats {
     pub wakeup_errors: u64,
     /// Multi-buffer frames received (more than one fragment).
     pub rx_multi_buffer: u64,
+    /// Nanoseconds the worker polled its rings with nothing to do before
+    /// sleeping (`--spin-us`): CPU that buys latency, not request work.
+    /// Subtract it from the thread's CPU time to get the cost of requests.
+    pub idle_spin_ns: u64,
 }
 
 /// Where a worker publishes its counters.

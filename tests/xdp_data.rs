@@ -4,7 +4,7 @@
 //! checked against the backing file, range errors, FLUSH, the null backend
 //! and pipelined I/O.
 //!
-//! Prefixes (unique across all integration tests): xx01..xx10.
+//! Prefixes (unique across all integration tests): xx01..xx10, xx17.
 
 mod aoe_support;
 mod common;
@@ -12,6 +12,7 @@ mod xdp_support;
 
 use aoe_support::*;
 use common::{sparse_file, NetPair};
+use std::time::Duration;
 use xblade::wire::SECTOR_SIZE;
 use xdp_support::*;
 
@@ -144,6 +145,52 @@ fn null_backend() {
     let w = xb.worker0();
     assert_eq!(w["disk_errors"], 0);
     assert!(w["engine"]["ata_read"].as_u64().unwrap() >= 68, "{w}");
+}
+
+/// utime + stime of process `pid`, in clock ticks.
+fn process_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// A worker polls its rings for `--spin-us` after its last work (the
+/// `idle_spin_ns` counter says how long in all) and then sleeps: once
+/// traffic stops, the process uses no CPU. `--spin-us 0` never polls.
+#[test]
+fn idle_polling_then_sleep() {
+    let pair = NetPair::new("xx17", 1500);
+    for spin in ["50", "0"] {
+        let xb = start_xdp(
+            &pair,
+            "native",
+            &["--spin-us", spin, "6", "2", pair.target_if(), "null:64M"],
+        );
+        let mut c = client(&pair);
+        let t = c.find(6, 2).expect("discover");
+        for i in 0..200u64 {
+            let r = c.ata(&t, READ_EXT, 1, i, &[]).unwrap();
+            r.check().unwrap();
+        }
+        let w = xb.worker0();
+        let spun = xdp_counter(&w, "idle_spin_ns");
+        if spin == "0" {
+            assert_eq!(spun, 0, "{w}");
+        } else {
+            // At least the 50 µs after the last reply.
+            assert!(spun >= 50_000, "{w}");
+        }
+        let pid = xb.proc.pid();
+        let t0 = process_ticks(pid);
+        std::thread::sleep(Duration::from_secs(1));
+        let used = process_ticks(pid) - t0;
+        assert!(
+            used <= 5,
+            "--spin-us {spin}: {used} ticks of CPU in 1 s with no traffic"
+        );
+    }
 }
 
 /// SIGTERM: the worker drains and the process exits 0 with the program

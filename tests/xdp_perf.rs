@@ -273,7 +273,8 @@ fn scenario(prefix: &str, mtu: u32, datapath: &str, store: &str, sectors: u8, la
     };
     let mut args = vec!["--cores", "1"];
     if datapath == "xdp" {
-        args.extend(["--xdp-mode", "native"]);
+        // No idle polling: user time is then request work only.
+        args.extend(["--xdp-mode", "native", "--spin-us", "0"]);
     }
     let tif = pair.target_if().to_string();
     args.extend(["1", "1", &tif, &backing]);

@@ -851,6 +851,13 @@ impl Runner<'_> {
                 if cfg.backing == Backing::Reflect {
                     v.push("--xdp-reflect".into());
                 }
+                if imp != Impl::XbladeAfpacket
+                    && matches!(cfg.backing, Backing::Null | Backing::Reflect)
+                {
+                    // These rows measure CPU per reply: a worker polling
+                    // while it waits for the bench would count idle time.
+                    v.extend(["--spin-us".into(), "0".into()]);
+                }
             }
         }
         if cfg.backing == Backing::Direct {
@@ -1304,6 +1311,10 @@ pub fn render(r: &CompareReport) -> String {
     let _ = writeln!(
         s,
         "bench: AF_PACKET, spinning (--busy-poll), reply headers only (no --verify), qdisc bypassed; the same for every target"
+    );
+    let _ = writeln!(
+        s,
+        "xblade XDP workers poll 50 µs before sleeping (default --spin-us), except on null and reflect rows (--spin-us 0: their CPU is request work only)"
     );
     let _ = writeln!(s);
     let head = format!(
