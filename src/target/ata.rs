@@ -98,10 +98,18 @@ pub(super) fn handle(
 ) -> Action {
     let avail = frame_len.min(frame.len());
     let p = &t.ports[port];
-    let export = &t.exports[e];
     let tag = aoe::Packet::new_unchecked(&frame[crate::wire::AOE_OFFSET..]).tag();
-    let state = export.state();
-    if !state.mask_allows(src) {
+    let (mask_ok, reserve_ok, sectors, read_only) = {
+        let s = t.states[e].load();
+        (
+            s.mask_allows(src),
+            s.reserve_allows(src),
+            s.sectors,
+            s.read_only,
+        )
+    };
+    let export = &t.exports[e];
+    if !mask_ok {
         return t.drop(super::DropReason::MaskDenied);
     }
     if avail < ATA_DATA_OFFSET {
@@ -114,13 +122,11 @@ pub(super) fn handle(
     let op = ata::Opcode::from(req.cmd_status());
     let scnt = req.sector_count();
     let lba = req.lba(op);
-    if !state.reserve_allows(src) && op != ata::Opcode::Identify {
+    if !reserve_ok && op != ata::Opcode::Identify {
         return aoe_error_reply(t, port, e, src, tag, aoe::ErrorCode::Reserved, frame);
     }
     emit_reply_header(frame, p, src, &export.info, aoe::Command::Ata, tag, None);
     let max_sectors = p.max_sectors;
-    let sectors = state.sectors;
-    let read_only = state.read_only;
     let in_range = lba
         .checked_add(scnt as u64)
         .is_some_and(|end| end <= sectors);

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use crate::wire::{aoe, ethernet, MacAddr, ETHERTYPE_AOE, MIN_FRAME_LEN};
 
-pub use export::{Export, ExportInfo, ExportState};
+pub use export::{Export, ExportInfo, ExportState, StateCache};
 pub use stats::{DropReason, EngineStats};
 
 /// Firmware version advertised in Query Config replies.
@@ -128,6 +128,8 @@ pub const CONTROL_SCRATCH: usize = 24 + 4 + 8 * 255;
 pub struct Target {
     ports: Vec<Port>,
     exports: Vec<Arc<Export>>,
+    /// The exports' state snapshots, cached for the ATA path.
+    states: Vec<StateCache>,
     scratch: Box<[u8; CONTROL_SCRATCH]>,
     pending: Option<Pending>,
     /// Why the last control request produced no reply.
@@ -148,6 +150,7 @@ impl Target {
         }
         Target {
             ports,
+            states: exports.iter().map(Export::state_cache).collect(),
             exports,
             scratch: Box::new([0u8; CONTROL_SCRATCH]),
             pending: None,
@@ -183,6 +186,7 @@ impl Target {
         for p in &mut self.ports {
             p.exports = (0..exports.len()).collect();
         }
+        self.states = exports.iter().map(Export::state_cache).collect();
         self.exports = exports;
         self.pending = None;
     }
