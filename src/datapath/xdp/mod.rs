@@ -97,7 +97,8 @@ pub const DEFAULT_SPIN_US: u32 = 50;
 const _: () = assert!(MAX_FRAGS <= uring::MAX_SEGS);
 
 /// Options of the XDP datapath (command line `--queues`, `--xdp-mode`,
-/// `--zero-copy`, `--busy-poll`, `--xdp-drop-foreign`; TOML `[xdp]`).
+/// `--zero-copy`, `--busy-poll`, `--xdp-drop-foreign`, `--spin-us`; TOML
+/// `[xdp]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct XdpOptions {
     /// Queues served per interface (default: its rx queue count).
