@@ -147,15 +147,6 @@ fn null_backend() {
     assert!(w["engine"]["ata_read"].as_u64().unwrap() >= 68, "{w}");
 }
 
-/// utime + stime of process `pid`, in clock ticks.
-fn process_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-        .split_whitespace()
-        .collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
 /// A worker polls its rings for `--spin-us` after its last work (the
 /// `idle_spin_ns` counter says how long in all) and then sleeps: once
 /// traffic stops, the process uses no CPU. `--spin-us 0` never polls.
@@ -182,13 +173,17 @@ fn idle_polling_then_sleep() {
             // At least the 50 µs after the last reply.
             assert!(spun >= 50_000, "{w}");
         }
-        let pid = xb.proc.pid();
-        let t0 = process_ticks(pid);
+        let cpu = || {
+            let t = xblade::bench::cpu::proc_cpu(xb.proc.pid()).expect("target's /proc stat");
+            t.user + t.sys
+        };
+        let t0 = cpu();
         std::thread::sleep(Duration::from_secs(1));
-        let used = process_ticks(pid) - t0;
+        let used = cpu() - t0;
+        // Five 10 ms ticks.
         assert!(
-            used <= 5,
-            "--spin-us {spin}: {used} ticks of CPU in 1 s with no traffic"
+            used <= Duration::from_millis(50),
+            "--spin-us {spin}: {used:?} of CPU in 1 s with no traffic"
         );
     }
 }

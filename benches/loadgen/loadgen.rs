@@ -55,6 +55,24 @@ struct MMsgHdr {
     len: u32,
 }
 
+/// One message header per iovec, each over that single iovec.
+fn headers(iov: &mut [IoVec]) -> Vec<MMsgHdr> {
+    iov.iter_mut()
+        .map(|v| MMsgHdr {
+            hdr: MsgHdr {
+                name: std::ptr::null_mut(),
+                namelen: 0,
+                iov: v,
+                iovlen: 1,
+                control: std::ptr::null_mut(),
+                controllen: 0,
+                flags: 0,
+            },
+            len: 0,
+        })
+        .collect()
+}
+
 const BATCH: usize = 64;
 
 #[repr(C)]
@@ -138,21 +156,7 @@ impl Sock {
                 len: room,
             })
             .collect();
-        let mut msgs: Vec<MMsgHdr> = iov
-            .iter_mut()
-            .map(|v| MMsgHdr {
-                hdr: MsgHdr {
-                    name: std::ptr::null_mut(),
-                    namelen: 0,
-                    iov: v,
-                    iovlen: 1,
-                    control: std::ptr::null_mut(),
-                    controllen: 0,
-                    flags: 0,
-                },
-                len: 0,
-            })
-            .collect();
+        let mut msgs = headers(&mut iov);
         // SAFETY: every header points at one iovec over a distinct part of `bufs`.
         let n = unsafe {
             recvmmsg(
@@ -182,21 +186,7 @@ impl Sock {
                 len: 36,
             })
             .collect();
-        let mut msgs: Vec<MMsgHdr> = iov
-            .iter_mut()
-            .map(|v| MMsgHdr {
-                hdr: MsgHdr {
-                    name: std::ptr::null_mut(),
-                    namelen: 0,
-                    iov: v,
-                    iovlen: 1,
-                    control: std::ptr::null_mut(),
-                    controllen: 0,
-                    flags: 0,
-                },
-                len: 0,
-            })
-            .collect();
+        let mut msgs = headers(&mut iov);
         let mut done = 0;
         while done < msgs.len() {
             // SAFETY: the headers point at live frames, only read.

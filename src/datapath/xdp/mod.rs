@@ -488,6 +488,7 @@ impl Worker {
             queue,
             ..Default::default()
         };
+        let spin_us = opts.spin_us.unwrap_or(DEFAULT_SPIN_US);
         let xstats = XdpStats {
             mode: ifc.mode().name(),
             zero_copy: xsk.zero_copy(),
@@ -496,7 +497,7 @@ impl Worker {
         };
         info!(iface = %spec.iface.name, queue, mode = ifc.mode().name(),
               zero_copy = xsk.zero_copy(), busy_poll = opts.busy_poll, reflect = opts.reflect,
-              spin_us = opts.spin_us.unwrap_or(DEFAULT_SPIN_US),
+              spin_us,
               "AF_XDP socket ready ({} mode)", if xsk.zero_copy() { "zero-copy" } else { "copy" });
         let n = xsk.chunks() as usize;
         let DiskSide {
@@ -513,7 +514,7 @@ impl Worker {
             queue,
             mode: ifc.mode(),
             busy_poll: opts.busy_poll,
-            spin: Duration::from_micros(u64::from(opts.spin_us.unwrap_or(DEFAULT_SPIN_US))),
+            spin: Duration::from_micros(u64::from(spin_us)),
             reflect: opts.reflect,
             stores,
             max_reply,
@@ -630,8 +631,8 @@ impl Worker {
             }
             let busy = n_rx > 0 || n_comp > 0 || n_io > 0 || produced > 0 || filled > 0;
             if busy {
-                if idle_turns > 0 && !self.spin.is_zero() {
-                    self.xstats.idle_spin_ns += idle_since.elapsed().as_nanos() as u64;
+                if idle_turns > 0 {
+                    self.count_idle_spin(idle_since);
                 }
                 idle_turns = 0;
                 naps = 0;
@@ -667,9 +668,7 @@ impl Worker {
             if rx {
                 self.refill_to(RING as usize)?;
             }
-            if !self.spin.is_zero() {
-                self.xstats.idle_spin_ns += idle_since.elapsed().as_nanos() as u64;
-            }
+            self.count_idle_spin(idle_since);
             self.wait(timeout, rx)?;
             naps = naps.saturating_add(1);
             idle_since = Instant::now();
@@ -683,6 +682,14 @@ impl Worker {
         info!(iface = %self.spec.iface.name, queue = self.queue,
               tx_unconfirmed = self.tx_outstanding, "AF_XDP worker stopped");
         Ok(())
+    }
+
+    /// An idle stretch that began at `since` ends: count it as polling
+    /// (`idle_spin_ns`) when the worker polls at all.
+    fn count_idle_spin(&mut self, since: Instant) {
+        if !self.spin.is_zero() {
+            self.xstats.idle_spin_ns += since.elapsed().as_nanos() as u64;
+        }
     }
 
     fn in_flight(&self) -> usize {
