@@ -9,7 +9,9 @@
 //!    (`engine_never_acks_a_write_from_handle`, no root needed). Both
 //!    datapaths call `complete()` only after the operation finished:
 //!    AF_PACKET right after a synchronous `pwrite` (see the strace test),
-//!    XDP from the io_uring completion (`Worker::complete` via `reap`).
+//!    XDP from the io_uring completion (`Worker::complete` via `reap`), or,
+//!    with `--writeback` only, right after the worker's own `pwritev`
+//!    (`Worker::inline_write`).
 //! 2. Descriptor: `/proc/PID/fdinfo` of the backing file has `O_DSYNC` in
 //!    the default mode, `O_SYNC` with `-s`, both with `-d`, and neither only
 //!    with `--writeback` / `writeback = true`; on XDP the io_uring ring has

@@ -1,6 +1,6 @@
 //! The real `xblade` binary on the AF_XDP datapath (`--datapath xdp`), in
 //! native and generic (skb) XDP mode, at MTU 1500 and 9000, with the page
-//! cache and with O_DIRECT (`-d`): discovery, IDENTIFY, data round trips
+//! cache (durable, and `--writeback`) and with O_DIRECT (`-d`): discovery, IDENTIFY, data round trips
 //! checked against the backing file, range errors, FLUSH, the null backend
 //! and pipelined I/O.
 //!
@@ -36,11 +36,14 @@ fn data_paths(prefix: &str, mtu: u32, mode: &str) {
     } else {
         &[1, 2]
     };
-    for (round, direct) in [false, true].into_iter().enumerate() {
+    // Durable page-cache writes (io_uring, O_DSYNC), O_DIRECT, and
+    // `--writeback` (written by the worker itself with pwritev).
+    for (round, flag) in [None, Some("-d"), Some("--writeback")]
+        .into_iter()
+        .enumerate()
+    {
         let mut args = vec!["-b", "32"];
-        if direct {
-            args.push("-d");
-        }
+        args.extend(flag);
         args.extend(["4", "2", pair.target_if(), path_str(&file)]);
         let xb = start_xdp(&pair, mode, &args);
         let mut c = client(&pair);
@@ -64,6 +67,14 @@ fn data_paths(prefix: &str, mtu: u32, mode: &str) {
             9,
             false,
         );
+
+        if flag == Some("--writeback") {
+            // The writes went through no io-wq thread (the reads hit the
+            // page cache, which completes at submission; a FLUSH, below,
+            // would start one).
+            let wrk = io_wq_threads(xb.proc.pid());
+            assert!(wrk.is_empty(), "--writeback: io-wq threads {wrk:?}");
+        }
 
         // Out of range: ATA status 0x41 with IDNF, nothing touched.
         let before = file_sectors(&file, SECTORS - 1, 1);
@@ -99,6 +110,16 @@ fn data_paths(prefix: &str, mtu: u32, mode: &str) {
         }
         drop(xb);
     }
+}
+
+/// Names of the process's io_uring worker threads (`iou-wrk-*`).
+fn io_wq_threads(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .filter(|c| c.starts_with("iou-wrk"))
+        .collect()
 }
 
 #[test]

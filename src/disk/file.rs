@@ -23,6 +23,9 @@ pub struct FileDisk {
     /// The operator fixed the length (`-l`, `length =`): no online growth.
     fixed_length: bool,
     direct: bool,
+    /// Writes are acknowledged once in the page cache (`--writeback`, not
+    /// O_DIRECT): nothing waits for the device.
+    page_cache_acks: bool,
 }
 
 impl FileDisk {
@@ -75,6 +78,7 @@ impl FileDisk {
             sectors: AtomicU64::new(sectors),
             fixed_length: spec.length_sectors.is_some(),
             direct: spec.direct,
+            page_cache_acks: spec.writeback && !spec.sync && !spec.direct && !spec.read_only,
         })
     }
 
@@ -104,6 +108,13 @@ impl FileDisk {
     /// Opened O_DIRECT.
     pub fn direct(&self) -> bool {
         self.direct
+    }
+
+    /// Writes land in the page cache and are acknowledged from there
+    /// (`--writeback` without O_DIRECT or `-s`): a datapath may then write
+    /// in its own context, since no write waits for the device.
+    pub fn page_cache_acks(&self) -> bool {
+        self.page_cache_acks
     }
 
     /// Byte offset of the export in the store (for io_uring backends).
@@ -167,6 +178,28 @@ mod tests {
             sync: false,
             writeback: false,
         }
+    }
+
+    #[test]
+    fn page_cache_acks_only_with_writeback() {
+        let path = std::env::temp_dir().join(format!("xblade-acks-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; 16 * 512]).unwrap();
+        let acks = |f: fn(&mut DiskSpec)| {
+            let mut s = spec(path.clone());
+            f(&mut s);
+            FileDisk::open(&s).unwrap().page_cache_acks()
+        };
+        assert!(!acks(|_| {}), "durable by default");
+        assert!(acks(|s| s.writeback = true));
+        assert!(!acks(|s| {
+            s.writeback = true;
+            s.sync = true;
+        }));
+        assert!(!acks(|s| {
+            s.writeback = true;
+            s.read_only = true;
+        }));
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
