@@ -30,6 +30,7 @@
 
 pub mod bounce;
 pub mod bpf;
+pub mod ring;
 pub mod socket;
 pub mod umem;
 
@@ -40,7 +41,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
-use xsk_rs::FrameDesc;
 
 use self::bounce::Bounce;
 use self::bpf::{Attached, BpfError, XdpLink, XdpMode, XdpProgram};
@@ -54,7 +54,7 @@ use crate::stats::{WorkerStats, XdpStats};
 use crate::target::{control, reflect, Action, DiskIo, DiskOp, Port, Target};
 use crate::wire::{ATA_DATA_OFFSET, SECTOR_SIZE};
 
-/// XDP_PKT_CONTD: more fragments of this frame follow (private in xsk-rs).
+/// XDP_PKT_CONTD: more fragments of this frame follow.
 pub const XDP_PKT_CONTD: u32 = 1;
 /// RX descriptors taken per batch.
 pub const BATCH: usize = 64;
@@ -437,11 +437,8 @@ pub struct Worker {
     /// (up to the ring) each time the kernel reports frames that found the
     /// fill ring empty.
     fill_depth: usize,
-    rx_buf: Vec<FrameDesc>,
-    comp_buf: Vec<FrameDesc>,
-    fill_buf: Vec<FrameDesc>,
     /// Descriptors waiting for room on the TX ring, whole frames only.
-    tx_q: Vec<FrameDesc>,
+    tx_q: Vec<ring::Desc>,
     /// TX descriptors produced and not yet completed.
     tx_outstanding: usize,
     partial: Partial,
@@ -533,9 +530,6 @@ impl Worker {
             max_reply,
             reserve,
             fill_depth: FILL_START,
-            rx_buf: vec![FrameDesc::default(); BATCH],
-            comp_buf: vec![FrameDesc::default(); RING as usize],
-            fill_buf: Vec::with_capacity(RING as usize),
             tx_q: Vec::with_capacity(n),
             tx_outstanding: 0,
             partial: Partial::default(),
@@ -613,7 +607,7 @@ impl Worker {
             let n_rx = if rx { self.receive()? } else { 0 };
             if self.busy_poll && n_rx == 0 && stopping.is_none() && reconf.is_none() {
                 // No need_wakeup flags: drive the NIC's NAPI from here.
-                let r = self.xsk.fq.wakeup(self.xsk.rx.fd_mut(), 0);
+                let r = self.xsk.wake_rx();
                 self.tolerate(r)?;
             }
             self.submit_disk()?;
@@ -763,36 +757,28 @@ impl Worker {
             .free_len()
             .saturating_sub(self.reserve)
             .min(below);
-        let room = self.xsk.fq.nb_free(spare.max(1) as u32) as usize;
-        let k = spare.min(room).min(self.fill_buf.capacity());
+        let room = self.xsk.rings.fill.free(spare.max(1) as u32) as usize;
+        let k = spare.min(room);
         if k == 0 {
             if spare == 0 && room > 0 {
                 self.xstats.fill_starved += 1;
             }
             return Ok(0);
         }
-        self.fill_buf.clear();
-        for _ in 0..k {
+        let mut done = 0;
+        while done < k {
             let Some(c) = self.chunks.alloc(ChunkState::InFill) else {
                 break;
             };
-            self.fill_buf.push(self.xsk.fill_desc(c));
+            // The table just moved `c` from Free to InFill: nobody else
+            // uses it until it comes back on RX. `room` slots are free.
+            let pushed = self.xsk.rings.fill.push(Xsk::fill_addr(c));
+            debug_assert!(pushed);
+            done += 1;
         }
-        // SAFETY: every descriptor names a chunk of this UMEM that the table
-        // just moved from Free to InFill: nobody else uses it until it comes
-        // back on RX.
-        let done = unsafe { self.xsk.fq.produce(&self.fill_buf) };
-        if done != self.fill_buf.len() {
-            // All-or-nothing and sized to the free room: cannot happen, but
-            // never lose chunks if it does.
-            for d in &self.fill_buf {
-                self.chunks
-                    .release(Xsk::chunk_of(d.addr()), ChunkState::InFill);
-            }
-            return Ok(0);
-        }
-        if self.xsk.fq.needs_wakeup() {
-            let r = self.xsk.fq.wakeup(self.xsk.rx.fd_mut(), 0);
+        self.xsk.rings.fill.publish();
+        if self.xsk.rings.fill.needs_wakeup() {
+            let r = self.xsk.wake_rx();
             self.tolerate(r)?;
         }
         Ok(done)
@@ -803,15 +789,17 @@ impl Worker {
         if self.tx_outstanding == 0 {
             return 0;
         }
-        // SAFETY: the completion ring returns descriptors of this UMEM that
-        // we produced on TX; consume() only writes into `comp_buf`.
-        let n = unsafe { self.xsk.cq.consume(&mut self.comp_buf) };
-        for d in &self.comp_buf[..n] {
+        // The completion ring returns addresses of this UMEM that we
+        // produced on TX.
+        let cq = &mut self.xsk.rings.comp;
+        let n = cq.ready(RING);
+        for i in 0..n {
             self.chunks
-                .release(Xsk::chunk_of(d.addr()), ChunkState::InTx);
+                .release(Xsk::chunk_of(cq.get(i) as usize), ChunkState::InTx);
         }
-        self.tx_outstanding -= n;
-        n
+        cq.release(n);
+        self.tx_outstanding -= n as usize;
+        n as usize
     }
 
     // ---- TX -------------------------------------------------------------
@@ -821,10 +809,7 @@ impl Worker {
         if from != ChunkState::InTx {
             self.chunks.transition(c, from, ChunkState::InTx);
         }
-        // SAFETY: chunk `c` is InTx in our table and only in our staging
-        // queue: not yet on the kernel's TX ring, no reference into it.
-        let d = unsafe { self.xsk.tx_desc(c, len, false) };
-        self.tx_q.push(d);
+        self.tx_q.push(Xsk::tx_desc(c, len, false));
     }
 
     /// Queue a frame of `len` bytes spread over `frags` (each holding ROOM
@@ -835,9 +820,7 @@ impl Worker {
             let l = left.min(ROOM);
             left -= l;
             self.chunks.transition(c, from, ChunkState::InTx);
-            // SAFETY: as in post_one: `c` is ours and not on any ring yet.
-            let d = unsafe { self.xsk.tx_desc(c, l, i + 1 < frags.len()) };
-            self.tx_q.push(d);
+            self.tx_q.push(Xsk::tx_desc(c, l, i + 1 < frags.len()));
         }
         debug_assert_eq!(left, 0, "reply longer than its chunks");
     }
@@ -847,26 +830,26 @@ impl Worker {
         if self.tx_q.is_empty() {
             return 0;
         }
-        let room = self.xsk.tx.nb_free(self.tx_q.len() as u32) as usize;
+        let tx = &mut self.xsk.rings.tx;
+        let room = tx.free(self.tx_q.len() as u32) as usize;
         let mut k = room.min(self.tx_q.len());
-        // produce() is all-or-nothing, and a frame's fragments must go in
-        // together: cut after a last fragment.
-        while k > 0 && self.tx_q[k - 1].options() & XDP_PKT_CONTD != 0 {
+        // A frame's fragments must go in together: cut after a last
+        // fragment.
+        while k > 0 && self.tx_q[k - 1].options & XDP_PKT_CONTD != 0 {
             k -= 1;
         }
         if k == 0 {
             return 0;
         }
-        // SAFETY: every queued descriptor names an InTx chunk of this UMEM
-        // whose frame is complete; the kernel owns it until it completes.
-        let done = unsafe { self.xsk.tx.produce(&self.tx_q[..k]) };
-        if done != k {
-            return 0;
+        // Every queued descriptor names an InTx chunk of this UMEM whose
+        // frame is complete; the kernel owns it until it completes.
+        let mut frames = 0;
+        for d in &self.tx_q[..k] {
+            let pushed = tx.push(*d);
+            debug_assert!(pushed, "room was checked");
+            frames += usize::from(d.options & XDP_PKT_CONTD == 0);
         }
-        let frames = self.tx_q[..k]
-            .iter()
-            .filter(|d| d.options() & XDP_PKT_CONTD == 0)
-            .count();
+        tx.publish();
         self.stats.tx_frames += frames as u64;
         self.tx_outstanding += k;
         self.tx_q.drain(..k);
@@ -883,11 +866,11 @@ impl Worker {
         if self.tx_outstanding == 0 {
             return Ok(false);
         }
-        let untaken = produced > 0 || self.xsk.tx.nb_free_exact() < RING;
-        if !(untaken || idle_turns == 1) || !(self.busy_poll || self.xsk.tx.needs_wakeup()) {
+        let untaken = produced > 0 || self.xsk.rings.tx.unconsumed() > 0;
+        if !(untaken || idle_turns == 1) || !(self.busy_poll || self.xsk.rings.tx.needs_wakeup()) {
             return Ok(false);
         }
-        let r = self.xsk.tx.wakeup();
+        let r = self.xsk.wake_tx();
         self.tolerate(r)?;
         self.xstats.tx_kicks += 1;
         Ok(untaken)
@@ -916,22 +899,24 @@ impl Worker {
 
     /// Take a batch off the RX ring and handle every complete frame.
     fn receive(&mut self) -> io::Result<usize> {
-        // SAFETY: the RX ring hands back descriptors of this UMEM that we
-        // put on the fill ring; consume() only writes into `rx_buf`.
-        let n = unsafe { self.xsk.rx.consume(&mut self.rx_buf) };
+        // The RX ring hands back descriptors of this UMEM that we put on
+        // the fill ring; each slot stays ours until released below.
+        let n = self.xsk.rings.rx.ready(BATCH as u32);
         // The kernel wrote these frames from another CPU (the NAPI one), so
         // the first touch of each header misses the cache: start every
         // header's load now so that the misses of a batch overlap.
-        for d in &self.rx_buf[..n] {
-            prefetch(self.xsk.base().wrapping_add(d.addr()));
+        for i in 0..n {
+            let a = self.xsk.rings.rx.get(i).addr as usize;
+            prefetch(self.xsk.base().wrapping_add(a));
         }
         for i in 0..n {
-            let d = self.rx_buf[i];
-            let c = Xsk::chunk_of(d.addr());
+            let d = self.xsk.rings.rx.get(i);
+            let addr = d.addr as usize;
+            let c = Xsk::chunk_of(addr);
             self.chunks
                 .transition(c, ChunkState::InFill, ChunkState::Rx);
-            let len = d.lengths().data();
-            if d.addr() % CHUNK_SIZE as usize != DATA_OFFSET || len > ROOM {
+            let len = d.len as usize;
+            if addr % CHUNK_SIZE as usize != DATA_OFFSET || len > ROOM {
                 self.partial.bad = true;
                 self.xstats.rx_bad_desc += 1;
                 self.chunks.release(c, ChunkState::Rx);
@@ -942,7 +927,7 @@ impl Worker {
                 self.partial.bad = true;
                 self.chunks.release(c, ChunkState::Rx);
             }
-            if d.has_more_frames() {
+            if d.options & XDP_PKT_CONTD != 0 {
                 continue;
             }
             let p = std::mem::take(&mut self.partial);
@@ -957,9 +942,13 @@ impl Worker {
             if p.frags.n > 1 {
                 self.xstats.rx_multi_buffer += 1;
             }
-            self.handle_frame(p.frags)?;
+            if let Err(e) = self.handle_frame(p.frags) {
+                self.xsk.rings.rx.release(i + 1);
+                return Err(e);
+            }
         }
-        Ok(n)
+        self.xsk.rings.rx.release(n);
+        Ok(n as usize)
     }
 
     fn release_frags(&mut self, frags: &[u32], from: ChunkState) {
@@ -1579,7 +1568,7 @@ impl Worker {
     }
 
     fn publish(&mut self) {
-        if let Ok(k) = self.xsk.rx.fd().xdp_statistics() {
+        if let Ok(k) = self.xsk.statistics() {
             self.xstats.rx_dropped = k.rx_dropped();
             self.xstats.rx_invalid_descs = k.rx_invalid_descs();
             self.xstats.tx_invalid_descs = k.tx_invalid_descs();

@@ -1,5 +1,6 @@
-//! One AF_XDP socket with its own UMEM (xsk-rs), bound to one queue of one
-//! interface in copy or zero-copy mode, and raw access to the UMEM's chunks.
+//! One AF_XDP socket with its own UMEM (created and bound by xsk-rs), bound
+//! to one queue of one interface in copy or zero-copy mode; its rings
+//! (mapped by [`super::ring`]) and raw access to the UMEM's chunks.
 
 use std::error::Error as _;
 use std::io;
@@ -9,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
-use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+use xsk_rs::socket::XdpStatistics;
+use xsk_rs::{CompQueue, FillQueue, RxQueue, Socket, TxQueue, Umem};
 
+use super::ring::{Addr, Desc, Rings};
 use super::umem::{CHUNK_SIZE, DATA_OFFSET, FRAME_HEADROOM, ROOM};
 
 /// Zero-copy policy.
@@ -51,37 +54,37 @@ const BUSY_POLL_USECS: libc::c_int = 20;
 
 /// An open AF_XDP socket and its UMEM.
 pub struct Xsk {
-    /// Fill ring.
-    pub fq: FillQueue,
-    /// Completion ring.
-    pub cq: CompQueue,
-    /// TX ring.
-    pub tx: TxQueue,
-    /// RX ring.
-    pub rx: RxQueue,
-    /// One descriptor per chunk (at chunk + [`DATA_OFFSET`]), as templates
-    /// for the fill and TX rings.
-    descs: Box<[FrameDesc]>,
+    /// The four rings, driven in place.
+    pub rings: Rings,
+    /// xsk-rs's handles: they keep the socket open; only `rx` is used (for
+    /// its descriptor and statistics), never their rings.
+    _fq: FillQueue,
+    _cq: CompQueue,
+    _tx: TxQueue,
+    rx: RxQueue,
+    /// Chunks in the UMEM.
+    chunks: u32,
     /// First byte of the UMEM mapping.
     base: *mut u8,
     /// Bound in zero-copy mode.
     zero_copy: bool,
-    /// Declared last: dropped after the rings that reference it.
-    umem: Umem,
+    /// Declared last: dropped after the socket handles that reference it
+    /// (it holds the UMEM mapping `base` points into).
+    _umem: Umem,
 }
 
 impl std::fmt::Debug for Xsk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Xsk")
-            .field("chunks", &self.descs.len())
+            .field("chunks", &self.chunks)
             .field("zero_copy", &self.zero_copy)
             .finish()
     }
 }
 
 // SAFETY: `base` points into the UMEM mapping kept alive by `umem` (an Arc
-// inside xsk-rs), which moves with this struct; the xsk-rs ring types are
-// Send. Only the owning worker thread uses the socket.
+// inside xsk-rs), which moves with this struct; the xsk-rs handles and the
+// rings are Send. Only the owning worker thread uses the socket.
 unsafe impl Send for Xsk {}
 
 fn errno_of(e: &xsk_rs::socket::SocketCreateError) -> Option<i32> {
@@ -208,15 +211,20 @@ impl Xsk {
             .contents_mut()
             .as_mut_ptr();
         let base = p.wrapping_sub(d0.addr());
+        // SAFETY: the socket owns its UMEM (first and only socket on it), so
+        // its descriptor carries all four rings; xsk-rs's ring handles
+        // (kept only to hold the socket open) are never used.
+        let rings = unsafe { Rings::map(rx.fd().as_raw_fd(), opts.ring) }?;
         let x = Xsk {
-            fq,
-            cq,
-            tx,
+            rings,
+            _fq: fq,
+            _cq: cq,
+            _tx: tx,
             rx,
-            descs: descs.into_boxed_slice(),
+            chunks: descs.len() as u32,
             base,
             zero_copy: false,
-            umem,
+            _umem: umem,
         };
         let zero_copy = x.query_zero_copy().unwrap_or(zc);
         if zc && !zero_copy {
@@ -290,12 +298,57 @@ impl Xsk {
 
     /// Number of chunks.
     pub fn chunks(&self) -> u32 {
-        self.descs.len() as u32
+        self.chunks
     }
 
     /// Size of the UMEM mapping in bytes.
     pub fn umem_len(&self) -> usize {
-        self.descs.len() * CHUNK_SIZE as usize
+        self.chunks as usize * CHUNK_SIZE as usize
+    }
+
+    /// The kernel's counters for this socket (`XDP_STATISTICS`).
+    pub fn statistics(&self) -> io::Result<XdpStatistics> {
+        self.rx.fd().xdp_statistics()
+    }
+
+    /// Let the kernel process the fill and RX rings (need_wakeup or busy
+    /// poll): a zero-timeout poll(2).
+    pub fn wake_rx(&self) -> io::Result<()> {
+        let mut p = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd for the call.
+        if unsafe { libc::poll(&mut p, 1, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Let the kernel transmit what the TX ring holds (copy mode sends only
+    /// from inside this call). A busy or full device, or a link going
+    /// down, is not an error: the descriptors stay on the ring.
+    pub fn wake_tx(&self) -> io::Result<()> {
+        // SAFETY: sendto with no buffer and no address on our socket.
+        let rc = unsafe {
+            libc::sendto(
+                self.fd(),
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null(),
+                0,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENOBUFS | libc::EAGAIN | libc::EBUSY | libc::ENETDOWN) => {}
+                _ => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// First byte of the UMEM mapping (for io_uring buffer registration).
@@ -329,24 +382,19 @@ impl Xsk {
         unsafe { std::slice::from_raw_parts_mut(self.frame_ptr(c), ROOM) }
     }
 
-    /// The descriptor to put chunk `c` on the fill ring.
-    pub fn fill_desc(&self, c: u32) -> FrameDesc {
-        self.descs[c as usize]
+    /// The fill-ring address of chunk `c` (the kernel receives at chunk +
+    /// [`DATA_OFFSET`] whatever the offset given).
+    pub fn fill_addr(c: u32) -> Addr {
+        u64::from(c) * u64::from(CHUNK_SIZE) + DATA_OFFSET as u64
     }
 
     /// A TX descriptor for `len` bytes of chunk `c` at chunk + DATA_OFFSET,
     /// with XDP_PKT_CONTD when `more` fragments follow.
-    ///
-    /// # Safety
-    ///
-    /// The caller owns chunk `c` (it is not on any ring) and holds no
-    /// reference into it.
-    pub unsafe fn tx_desc(&self, c: u32, len: usize, more: bool) -> FrameDesc {
-        let mut d = self.descs[c as usize];
-        // SAFETY: the caller owns the chunk (this function's contract); the
-        // cursor only records the length in the descriptor.
-        unsafe { self.umem.data_mut(&mut d) }.cursor().set_pos(len);
-        d.set_options(if more { super::XDP_PKT_CONTD } else { 0 });
-        d
+    pub fn tx_desc(c: u32, len: usize, more: bool) -> Desc {
+        Desc {
+            addr: Xsk::fill_addr(c),
+            len: len as u32,
+            options: if more { super::XDP_PKT_CONTD } else { 0 },
+        }
     }
 }
