@@ -1,7 +1,8 @@
 //! UMEM layout and chunk ownership.
 //!
-//! The UMEM is `CHUNK_SIZE`-byte chunks. xsk-rs puts every packet at
-//! `chunk + XDP_PACKET_HEADROOM (256) + FRAME_HEADROOM`, and we pick
+//! The UMEM is `CHUNK_SIZE`-byte chunks. The kernel receives every packet
+//! at `chunk + XDP_PACKET_HEADROOM (256) + FRAME_HEADROOM` (the headroom
+//! registered with the UMEM), replies go out from the same place, and we pick
 //! `FRAME_HEADROOM = 220` so that a frame starts at `chunk + 476` and frame
 //! byte 36 (the first sector of an ATA request or reply) sits at
 //! `chunk + 512`: 512-aligned, as O_DIRECT wants. A frame longer than the
