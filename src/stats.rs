@@ -99,6 +99,11 @@ pub struct XdpStats {
     /// sleeping (`--spin-us`): CPU that buys latency, not request work.
     /// Subtract it from the thread's CPU time to get the cost of requests.
     pub idle_spin_ns: u64,
+    /// fdatasyncs that acknowledged durable page-cache writes (group
+    /// commit), and the writes they acknowledged: their ratio is the batch.
+    pub group_commits: u64,
+    /// Writes acknowledged by those fdatasyncs.
+    pub group_commit_writes: u64,
 }
 
 /// Where a worker publishes its counters.

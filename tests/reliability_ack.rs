@@ -8,22 +8,29 @@
 //!    `complete()` with the disk's `Ok` writes a success status
 //!    (`engine_never_acks_a_write_from_handle`, no root needed). Both
 //!    datapaths call `complete()` only after the operation finished:
-//!    AF_PACKET right after a synchronous `pwrite` (see the strace test),
-//!    XDP from the io_uring completion (`Worker::complete` via `reap`), or,
-//!    with `--writeback` only, right after the worker's own `pwritev`
-//!    (`Worker::inline_write`).
+//!    AF_PACKET right after a synchronous `pwrite`, and in the default
+//!    page-cache mode only after the fdatasync of its batch (see the strace
+//!    test); XDP from the io_uring completion (`Worker::complete` via
+//!    `reap`), in the default page-cache mode from the completion of the
+//!    group commit fdatasync that started after its `pwritev`
+//!    (`Worker::committed`), and with `--writeback` only right after its
+//!    `pwritev` (`Worker::inline_write`).
 //! 2. Descriptor: `/proc/PID/fdinfo` of the backing file has `O_DSYNC` in
 //!    the default mode, `O_SYNC` with `-s`, both with `-d`, and neither only
 //!    with `--writeback` / `writeback = true`; on XDP the io_uring ring has
-//!    that same descriptor registered (the process holds one descriptor on
-//!    the file and the ring's fdinfo lists it) (`descriptor_flags_per_mode`).
+//!    that same descriptor registered (the ring's fdinfo lists the file).
+//!    In the default mode through the page cache the process also holds one
+//!    plain descriptor: it writes there and acknowledges a batch of writes
+//!    after one fdatasync (group commit), which points 3 and 4 check
+//!    (`descriptor_flags_per_mode`).
 //! 3. Black box, both datapaths: right after each acknowledgement,
 //!    `cachestat(2)` on the written range shows no dirty page and no page
 //!    under writeback in the durable modes, while with `--writeback` the
 //!    acknowledged data is still dirty in the page cache
 //!    (`acked_writes_are_written_back`).
-//! 4. `strace` of the AF_PACKET worker: the `pwrite64` of a write returns
-//!    before the `sendmmsg` carrying its reply (`strace_orders_pwrite_before_reply`;
+//! 4. `strace` of the AF_PACKET worker: the `pwrite64` of a write returns,
+//!    then an `fdatasync` (the batch's group commit), then the `sendmmsg`
+//!    carrying its reply (`strace_orders_pwrite_before_reply`;
 //!    scripts/setup.sh installs strace).
 //!
 //! Prefixes: xy41..xy43.
@@ -316,12 +323,24 @@ fn descriptor_flags_per_mode() {
             ))
         );
         let fds = fds_on(xb.pid(), &file);
+        // XDP in the default durable mode through the page cache also
+        // holds a plain descriptor: it writes there and acknowledges after
+        // a group commit fdatasync (point 3 checks the result).
+        let group_commit = want == Want::Dsync && !direct;
         assert_eq!(
             fds.len(),
-            1,
-            "{what}: one descriptor on the backing file, got {fds:?}"
+            1 + usize::from(group_commit),
+            "{what}: descriptors on the backing file: {fds:?}"
         );
-        let flags = fds[0].1;
+        let (durable, plain): (Vec<_>, Vec<_>) = fds
+            .iter()
+            .partition(|(_, fl)| fl & (O_DSYNC | O_SYNC_ONLY) != 0 || want == Want::None);
+        if group_commit {
+            assert_eq!(plain.len(), 1, "{what}: one plain descriptor: {fds:?}");
+            assert_eq!(plain[0].1 & O_DIRECT, 0, "{what}: {fds:?}");
+        }
+        assert_eq!(durable.len(), 1, "{what}: {fds:?}");
+        let flags = durable[0].1;
         let got = if flags & O_SYNC_ONLY != 0 && flags & O_DSYNC != 0 {
             Want::Sync
         } else if flags & O_DSYNC != 0 {
@@ -466,7 +485,7 @@ fn strace_orders_pwrite_before_reply() {
     #[rustfmt::skip]
     let mut p = Proc::spawn_in_ns(ns, "strace", [
         "-f", "-qq", "-xx", "-s", "64", "-o", log.to_str().expect("utf-8"),
-        "-e", "trace=pwrite64,pwritev,pwritev2,write,sendmmsg,sendto,sendmsg",
+        "-e", "trace=pwrite64,pwritev,pwritev2,write,fdatasync,fsync,sendmmsg,sendto,sendmsg",
         common::xblade_bin().to_str().expect("utf-8"),
         "--datapath", "afpacket", "--control-socket", sock.to_str().expect("utf-8"),
         "1", "1", pair.target_if(), path_str(&file),
@@ -532,5 +551,14 @@ fn strace_orders_pwrite_before_reply() {
             w < s,
             "the reply to tag {tag:#x} was sent before its pwrite64 returned"
         );
+        // Group commit: the write went to the page cache through the plain
+        // descriptor, and an fdatasync returned between it and the reply.
+        let f = lines[w..s]
+            .iter()
+            .position(|l| l.contains("fdatasync(") && l.ends_with("= 0"))
+            .unwrap_or_else(|| {
+                panic!("no completed fdatasync between the pwrite64 of tag {tag:#x} and its reply in:\n{text}")
+            });
+        println!("  fdatasync at line {}: {}", w + f, lines[w + f]);
     }
 }

@@ -36,8 +36,9 @@ fn data_paths(prefix: &str, mtu: u32, mode: &str) {
     } else {
         &[1, 2]
     };
-    // Durable page-cache writes (io_uring, O_DSYNC), O_DIRECT, and
-    // `--writeback` (written by the worker itself with pwritev).
+    // Durable page-cache writes (written by the worker, acknowledged after
+    // a group commit fdatasync), O_DIRECT (io_uring, O_DSYNC), and
+    // `--writeback` (written by the worker, acknowledged at once).
     for (round, flag) in [None, Some("-d"), Some("--writeback")]
         .into_iter()
         .enumerate()
@@ -107,6 +108,17 @@ fn data_paths(prefix: &str, mtu: u32, mode: &str) {
         assert_eq!(xdp_counter(&w, "rx_oversize"), 0, "{w}");
         if mtu >= 9000 {
             assert!(xdp_counter(&w, "rx_multi_buffer") > 0, "{w}");
+        }
+        // Durable page-cache writes are acknowledged by group commit
+        // fdatasyncs, several writes each when a window is in flight.
+        let (commits, committed) = (
+            xdp_counter(&w, "group_commits"),
+            xdp_counter(&w, "group_commit_writes"),
+        );
+        if flag.is_none() {
+            assert!(commits > 0 && committed > commits, "{w}");
+        } else {
+            assert_eq!((commits, committed), (0, 0), "{w}");
         }
         drop(xb);
     }

@@ -66,6 +66,10 @@ impl Worker {
         let mut pool = FramePool::new(MAX_BATCH + SPARE, room.max(1514));
         let mut lens = [0usize; MAX_BATCH];
         let mut tx: Vec<(usize, usize)> = Vec::with_capacity(MAX_BATCH + SPARE);
+        // Durable writes of the batch already in the page cache, answered
+        // after their stores' fdatasync (group commit), and those stores.
+        let mut uncommitted: Vec<(usize, DiskIo)> = Vec::with_capacity(MAX_BATCH);
+        let mut to_flush: Vec<usize> = Vec::with_capacity(MAX_BATCH);
         let mut counters = WorkerStats {
             iface: self.spec.iface.name.clone(),
             ..Default::default()
@@ -143,6 +147,23 @@ impl Worker {
                             }
                         }
                     }
+                    Action::Disk(io)
+                        if io.op == DiskOp::Write && self.spec.disks[io.export].group_commit() =>
+                    {
+                        match self.disk_io(&io, pool.frame_mut(i)) {
+                            Ok(()) => {
+                                uncommitted.push((i, io));
+                                if !to_flush.contains(&io.export) {
+                                    to_flush.push(io.export);
+                                }
+                            }
+                            Err(e) => {
+                                counters.disk_errors += 1;
+                                let len = self.engine.complete(&io, Err(e), pool.frame_mut(i));
+                                tx.push((i, len));
+                            }
+                        }
+                    }
                     Action::Disk(io) => {
                         let result = self.disk_io(&io, pool.frame_mut(i));
                         if result.is_err() {
@@ -156,6 +177,23 @@ impl Worker {
                     }
                 }
             }
+            // Group commit: one fdatasync per store covers every write of
+            // the batch to it; only then are they acknowledged.
+            for &e in &to_flush {
+                let synced = self.spec.disks[e].flush().map_err(|err| {
+                    warn!(export = e, error = %err, "fdatasync of a batch of writes failed");
+                    err.raw_os_error().unwrap_or(libc::EIO)
+                });
+                for &(i, io) in uncommitted.iter().filter(|(_, io)| io.export == e) {
+                    if synced.is_err() {
+                        counters.disk_errors += 1;
+                    }
+                    let len = self.engine.complete(&io, synced, pool.frame_mut(i));
+                    tx.push((i, len));
+                }
+            }
+            uncommitted.clear();
+            to_flush.clear();
             self.flush_tx(&pool, &mut tx, &mut counters)?;
         }
         self.publish(&mut counters);
@@ -203,7 +241,9 @@ impl Worker {
         }
         let r = match io.op {
             DiskOp::Read => disk.read_at(&mut frame[data], io.offset),
-            DiskOp::Write => disk.write_at(&frame[data], io.offset),
+            // Group-committed stores: into the page cache; the caller
+            // flushes before acknowledging.
+            DiskOp::Write => disk.write_uncommitted(&frame[data], io.offset),
             DiskOp::Flush => disk.flush(),
         };
         r.map_err(|e| {

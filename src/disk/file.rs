@@ -26,6 +26,11 @@ pub struct FileDisk {
     /// Writes are acknowledged once in the page cache (`--writeback`, not
     /// O_DIRECT): nothing waits for the device.
     page_cache_acks: bool,
+    /// In the default durable mode through the page cache (O_DSYNC, no
+    /// O_DIRECT, no `-s`, writable): a second descriptor on the same file
+    /// without O_DSYNC, for group commit ([`FileDisk::write_uncommitted`]
+    /// then [`FileDisk::commit`]).
+    plain: Option<File>,
 }
 
 impl FileDisk {
@@ -69,6 +74,22 @@ impl FileDisk {
         } else {
             return Err(DiskError::NotAFile(path.clone()));
         };
+        let plain = if !spec.writeback && !spec.sync && !spec.direct && !spec.read_only {
+            // Through /proc: the very file opened above, whatever its path
+            // names by now.
+            use std::os::fd::AsRawFd;
+            let p = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+                .map_err(|source| DiskError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+            Some(p)
+        } else {
+            None
+        };
         let total = bytes / SECTOR_SIZE as u64;
         let sectors = export_sectors(path, total, spec.offset_sectors, spec.length_sectors)?;
         Ok(FileDisk {
@@ -79,6 +100,7 @@ impl FileDisk {
             fixed_length: spec.length_sectors.is_some(),
             direct: spec.direct,
             page_cache_acks: spec.writeback && !spec.sync && !spec.direct && !spec.read_only,
+            plain,
         })
     }
 
@@ -115,6 +137,26 @@ impl FileDisk {
     /// in its own context, since no write waits for the device.
     pub fn page_cache_acks(&self) -> bool {
         self.page_cache_acks
+    }
+
+    /// The descriptor without O_DSYNC, in the default durable mode through
+    /// the page cache (None otherwise). Why: with O_DSYNC every write pays
+    /// its own device flush; a datapath instead writes a batch through this
+    /// descriptor and acknowledges it after one fdatasync (group commit).
+    pub fn plain(&self) -> Option<&File> {
+        self.plain.as_ref()
+    }
+
+    /// pwrite the whole range through the plain descriptor: the data stops
+    /// in the page cache, so the write must not be acknowledged before a
+    /// [`FileDisk::flush`] that starts after this returns. Without a plain
+    /// descriptor, the same as [`FileDisk::write_at`].
+    pub fn write_uncommitted(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let at = self.check(buf.len(), offset)?;
+        self.plain
+            .as_ref()
+            .unwrap_or(&self.file)
+            .write_all_at(buf, at)
     }
 
     /// Byte offset of the export in the store (for io_uring backends).
@@ -157,7 +199,8 @@ impl FileDisk {
         self.file.write_all_at(buf, at)
     }
 
-    /// fdatasync.
+    /// fdatasync: every write made before the call (through either
+    /// descriptor) is on stable storage when it returns.
     pub fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
     }
@@ -190,6 +233,41 @@ mod tests {
             FileDisk::open(&s).unwrap().page_cache_acks()
         };
         assert!(!acks(|_| {}), "durable by default");
+        let plain = |f: fn(&mut DiskSpec)| {
+            let mut s = spec(path.clone());
+            f(&mut s);
+            FileDisk::open(&s).unwrap().plain().is_some()
+        };
+        assert!(plain(|_| {}), "the default mode");
+        assert!(!plain(|s| s.writeback = true));
+        assert!(!plain(|s| s.sync = true));
+        assert!(!plain(|s| s.direct = true));
+        assert!(!plain(|s| s.read_only = true));
+        // The plain descriptor reaches the same file, without O_DSYNC.
+        let d = FileDisk::open(&spec(path.clone())).unwrap();
+        d.write_uncommitted(&[5u8; 512], 512).unwrap();
+        d.flush().unwrap();
+        let mut b = [0u8; 512];
+        d.read_at(&mut b, 512).unwrap();
+        assert_eq!(b, [5u8; 512]);
+        assert_eq!(
+            std::fs::read(&path).unwrap()[3 * 512],
+            5,
+            "export offset 2 sectors"
+        );
+        assert!(
+            d.write_uncommitted(&[1u8; 512], 4 * 512).is_err(),
+            "past the export"
+        );
+        let flags = |f: &File| {
+            use std::os::fd::AsRawFd;
+            let info =
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd())).unwrap();
+            let v = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap();
+            i32::from_str_radix(v.trim(), 8).unwrap()
+        };
+        assert_ne!(flags(d.file()) & libc::O_DSYNC, 0);
+        assert_eq!(flags(d.plain().unwrap()) & libc::O_DSYNC, 0);
         assert!(acks(|s| s.writeback = true));
         assert!(!acks(|s| {
             s.writeback = true;

@@ -194,6 +194,22 @@ impl Disk {
         }
     }
 
+    /// Durable writes go through the page cache and are acknowledged by
+    /// group commit: [`Disk::write_uncommitted`] for each write of a
+    /// batch, then one [`Disk::flush`] before any of them is acknowledged.
+    pub fn group_commit(&self) -> bool {
+        matches!(self, Disk::File(f) if f.plain().is_some())
+    }
+
+    /// Write `buf` at `offset` (inside the export) into the page cache
+    /// only, when [`Disk::group_commit`]; otherwise as [`Disk::write_at`].
+    pub fn write_uncommitted(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        match self {
+            Disk::File(f) => f.write_uncommitted(buf, offset),
+            Disk::Null(n) => n.write_at(buf, offset),
+        }
+    }
+
     /// Make all completed writes durable.
     pub fn flush(&self) -> io::Result<()> {
         match self {

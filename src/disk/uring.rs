@@ -74,6 +74,11 @@ pub enum Op<'a> {
     },
     /// `fdatasync`, ordered after every operation pushed before it.
     Flush,
+    /// `fdatasync` with no ordering against the ring's other operations:
+    /// it covers what reached the page cache before it was pushed (group
+    /// commit of writes made outside the ring), and reads keep flowing
+    /// while it runs.
+    Sync,
 }
 
 #[derive(Debug)]
@@ -217,6 +222,12 @@ impl<T> Uring<T> {
                     .flags(types::FsyncFlags::DATASYNC)
                     .build()
                     .flags(squeue::Flags::IO_DRAIN),
+                0,
+            ),
+            Op::Sync => (
+                opcode::Fsync::new(fd)
+                    .flags(types::FsyncFlags::DATASYNC)
+                    .build(),
                 0,
             ),
             Op::Rw { dir, segs, fixed } => {
@@ -515,9 +526,14 @@ mod tests {
         u.drain(|t, r| done.push((t, r))).unwrap();
         // SAFETY: as above.
         unsafe { u.push(0, 8192, op, 3) }.unwrap();
+        // SAFETY: no memory.
+        unsafe { u.push(0, 0, Op::Sync, 4) }.unwrap();
         u.drain(|t, r| done.push((t, r))).unwrap();
         done.sort();
-        assert_eq!(done, vec![(1, Ok(())), (2, Ok(())), (3, Ok(()))]);
+        assert_eq!(
+            done,
+            vec![(1, Ok(())), (2, Ok(())), (3, Ok(())), (4, Ok(()))]
+        );
         let s = buf.slice();
         assert_eq!(&s[16384..16384 + 1024], &s[0..1024]);
         assert_eq!(&s[32768..32768 + 3072], &s[1024..4096]);

@@ -30,6 +30,7 @@
 
 pub mod bounce;
 pub mod bpf;
+pub mod commit;
 pub mod ring;
 pub mod socket;
 pub mod umem;
@@ -37,6 +38,8 @@ pub mod umem;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+
+use commit::GroupCommit;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,6 +79,9 @@ const CHUNKS: u32 = 4096;
 const FILL_START: usize = 4 * BATCH;
 /// Disk operations in flight per worker (io_uring slots).
 const DISK_SLOTS: u32 = 128;
+/// Durable writes a worker holds written but unacknowledged (group commit),
+/// all stores together; more wait in the deferred queue.
+const COMMIT_HELD_MAX: usize = DISK_SLOTS as usize;
 /// io_uring fixed-buffer indexes.
 const UMEM_BUF: u16 = 0;
 const BOUNCE_BUF: u16 = 1;
@@ -285,6 +291,15 @@ struct IoToken {
     bounce: Option<u16>,
 }
 
+/// What an io_uring operation was for.
+#[derive(Debug)]
+enum Token {
+    /// A request's own operation.
+    Req(IoToken),
+    /// The group commit fdatasync of store (export) `.0`.
+    Commit(usize),
+}
+
 /// Backing store of an export as the worker uses it.
 #[derive(Debug, Clone, Copy)]
 enum Store {
@@ -311,6 +326,11 @@ enum Store {
         /// AF_PACKET datapath do, no thread hop is paid. Like them, a write
         /// that meets dirty-page throttling holds the worker meanwhile.
         inline_writes: Option<RawFd>,
+        /// Default durable mode through the page cache: the worker
+        /// pwritev()s on this plain descriptor (`FileDisk::plain`, no
+        /// O_DSYNC, kept open by the worker's `Arc<Disk>`) and
+        /// acknowledges after a group commit fdatasync (see [`commit`]).
+        group_commit: Option<RawFd>,
     },
 }
 
@@ -332,9 +352,11 @@ struct Partial {
 struct DiskSide {
     // Field order is drop order: the ring (which waits for in-flight
     // operations) before the bounce area it points into.
-    uring: Option<Uring<IoToken>>,
+    uring: Option<Uring<Token>>,
     bounce: Option<Bounce>,
     stores: Vec<Store>,
+    /// Per store (export index): the group commit state, if it has one.
+    commits: Vec<Option<GroupCommit<IoToken>>>,
 }
 
 impl DiskSide {
@@ -348,10 +370,14 @@ impl DiskSide {
     unsafe fn open(disks: &[Arc<Disk>], xsk: &Xsk, max_reply: usize) -> io::Result<DiskSide> {
         let mut stores = Vec::with_capacity(disks.len());
         let mut files = Vec::new();
+        let mut commits = Vec::with_capacity(disks.len());
         let mut need_bounce = false;
         for d in disks {
             match &**d {
-                Disk::Null(_) => stores.push(Store::Null),
+                Disk::Null(_) => {
+                    stores.push(Store::Null);
+                    commits.push(None);
+                }
                 Disk::File(f) => {
                     let fd = f.file().as_raw_fd();
                     let mut bounce_all = false;
@@ -369,12 +395,15 @@ impl DiskSide {
                             }
                         }
                     }
+                    let group_commit = f.plain().map(|p| p.as_raw_fd());
+                    commits.push(group_commit.map(|_| GroupCommit::new(COMMIT_HELD_MAX)));
                     stores.push(Store::File {
                         fixed: files.len() as u32,
                         base: f.base(),
                         direct: f.direct(),
                         bounce_all,
                         inline_writes: f.page_cache_acks().then_some(fd),
+                        group_commit,
                     });
                     files.push(fd);
                 }
@@ -405,6 +434,7 @@ impl DiskSide {
             uring,
             bounce,
             stores,
+            commits,
         })
     }
 }
@@ -414,7 +444,7 @@ impl DiskSide {
 pub struct Worker {
     // Field order is drop order: the ring waits for in-flight operations
     // before the bounce area and the UMEM they point into go away.
-    uring: Option<Uring<IoToken>>,
+    uring: Option<Uring<Token>>,
     bounce: Option<Bounce>,
     xsk: Xsk,
     prog: Arc<XdpProgram>,
@@ -429,6 +459,10 @@ pub struct Worker {
     /// `--xdp-reflect` (measurement only).
     reflect: bool,
     stores: Vec<Store>,
+    /// Per store: durable writes waiting for their fdatasync.
+    commits: Vec<Option<GroupCommit<IoToken>>>,
+    /// Requests held by all `commits` (at most [`COMMIT_HELD_MAX`]).
+    commit_held: usize,
     /// Largest reply (bytes) a disk request can produce: sizes bounce slots.
     max_reply: usize,
     /// Free chunks kept off the fill ring for reply tails and extra replies.
@@ -514,6 +548,7 @@ impl Worker {
             uring,
             bounce,
             stores,
+            commits,
         } = side;
         let mut w = Worker {
             uring,
@@ -527,6 +562,8 @@ impl Worker {
             spin: Duration::from_micros(u64::from(spin_us)),
             reflect: opts.reflect,
             stores,
+            commits,
+            commit_held: 0,
             max_reply,
             reserve,
             fill_depth: FILL_START,
@@ -699,8 +736,10 @@ impl Worker {
         }
     }
 
+    /// Disk operations in flight plus writes waiting for their group
+    /// commit: zero when nothing is owed to the disk side.
     fn in_flight(&self) -> usize {
-        self.uring.as_ref().map_or(0, Uring::in_flight)
+        self.uring.as_ref().map_or(0, Uring::in_flight) + self.commit_held
     }
 
     /// Sleep until the socket has frames (if `rx`), a disk operation
@@ -1079,10 +1118,12 @@ impl Worker {
             uring,
             bounce,
             stores,
+            commits,
         } = side;
         self.uring = uring;
         self.bounce = bounce;
         self.stores = stores;
+        self.commits = commits;
         self.spec.exports = r.exports.clone();
         self.spec.disks = r.disks;
         self.engine.set_exports(r.exports);
@@ -1134,6 +1175,9 @@ impl Worker {
     }
 
     fn submit_disk(&mut self) -> io::Result<()> {
+        if self.commit_held > 0 {
+            self.start_commits();
+        }
         if let Some(u) = &mut self.uring {
             u.submit()?;
         }
@@ -1144,9 +1188,12 @@ impl Worker {
         let Some(mut u) = self.uring.take() else {
             return Ok(0);
         };
-        let n = u.reap(|tok, res| self.complete(tok, res));
-        self.stats.disk_in_flight = u.in_flight() as u64;
+        let n = u.reap(|tok, res| match tok {
+            Token::Req(t) => self.complete(t, res),
+            Token::Commit(s) => self.committed(s, res),
+        });
         self.uring = Some(u);
+        self.stats.disk_in_flight = self.in_flight() as u64;
         Ok(n)
     }
 
@@ -1160,6 +1207,11 @@ impl Worker {
                 base,
                 ..
             } if io.op == DiskOp::Write => Ok(self.inline_write(frags, io, fd, base)),
+            Store::File {
+                group_commit: Some(fd),
+                base,
+                ..
+            } if io.op == DiskOp::Write => Ok(self.commit_write(frags, io, fd, base)),
             Store::File {
                 fixed,
                 base,
@@ -1230,7 +1282,95 @@ impl Worker {
     /// straight from the request's fragments, in this thread (see
     /// [`Store::File::inline_writes`]), then reply at once.
     fn inline_write(&mut self, frags: Frags, io: DiskIo, fd: RawFd, base: u64) -> bool {
-        let head = frags.head();
+        let res = self.pwrite_frags(&frags, &io, fd, base);
+        let own = self.reply_frags(&frags, 0);
+        self.complete(
+            IoToken {
+                io,
+                frags: own,
+                bounce: None,
+            },
+            res,
+        );
+        true
+    }
+
+    /// A durable WRITE to a page-cache store: pwritev on the plain
+    /// descriptor, then wait for the next group commit fdatasync (see
+    /// [`commit`]). A failed write is answered at once.
+    fn commit_write(&mut self, frags: Frags, io: DiskIo, fd: RawFd, base: u64) -> bool {
+        if self.commit_held >= COMMIT_HELD_MAX {
+            return false;
+        }
+        let res = self.pwrite_frags(&frags, &io, fd, base);
+        let own = self.reply_frags(&frags, 0);
+        let tok = IoToken {
+            io,
+            frags: own,
+            bounce: None,
+        };
+        match (res, self.commits[io.export].as_mut()) {
+            (Ok(()), Some(g)) => {
+                g.written(tok);
+                self.commit_held += 1;
+            }
+            (res, _) => self.complete(tok, res),
+        }
+        true
+    }
+
+    /// Queue a group commit fdatasync for every store whose written
+    /// requests wait and that has none in flight.
+    fn start_commits(&mut self) {
+        for s in 0..self.commits.len() {
+            let Some(g) = self.commits[s].as_mut() else {
+                continue;
+            };
+            if !g.ready() {
+                continue;
+            }
+            let Store::File { fixed, .. } = self.stores[s] else {
+                continue;
+            };
+            let Some(ring) = self.uring.as_mut() else {
+                return;
+            };
+            // SAFETY: an fdatasync names no memory.
+            if unsafe { ring.push(fixed, 0, Op::Sync, Token::Commit(s)) }.is_err() {
+                // No free slot: the next turn tries again (a completion
+                // frees one).
+                return;
+            }
+            g.started();
+            self.xstats.group_commits += 1;
+        }
+    }
+
+    /// Store `s`'s group commit fdatasync finished: answer its batch with
+    /// the sync's result.
+    fn committed(&mut self, s: usize, res: Result<(), i32>) {
+        let Some(g) = self.commits[s].as_mut() else {
+            return;
+        };
+        let mut batch = g.take_synced();
+        self.commit_held -= batch.len();
+        self.xstats.group_commit_writes += batch.len() as u64;
+        for tok in batch.drain(..) {
+            self.complete(tok, res);
+        }
+        if let Some(g) = self.commits[s].as_mut() {
+            g.give_back(batch);
+        }
+    }
+
+    /// pwritev a WRITE's data straight from its received fragments.
+    fn pwrite_frags(
+        &mut self,
+        frags: &Frags,
+        io: &DiskIo,
+        fd: RawFd,
+        base: u64,
+    ) -> Result<(), i32> {
         let mut iov = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
@@ -1251,26 +1391,24 @@ impl Worker {
             used = i + 1;
         }
         debug_assert_eq!(left, 0, "the engine checked the payload length");
-        let mut res = Ok(());
         let mut at = base + io.offset;
         let mut iov = &mut iov[..used];
         while !iov.is_empty() {
             // SAFETY: every iovec points into a fragment of this request,
             // in state Rx (ours, on no ring, not referenced elsewhere), for
             // at most the bytes it received; pwritev only reads them. `fd`
-            // stays open while the worker holds its Arc<Disk>.
+            // (or the plain one) stays open while the worker holds its
+            // Arc<Disk>.
             let n = unsafe { libc::pwritev(fd, iov.as_ptr(), iov.len() as i32, at as i64) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                res = Err(e.raw_os_error().unwrap_or(libc::EIO));
-                break;
+                return Err(e.raw_os_error().unwrap_or(libc::EIO));
             }
             if n == 0 {
-                res = Err(libc::EIO);
-                break;
+                return Err(libc::EIO);
             }
             // A short write (rare on a regular file): skip what was written.
             at += n as u64;
@@ -1285,17 +1423,7 @@ impl Worker {
                 iov = &mut std::mem::take(&mut iov)[1..];
             }
         }
-        let own = self.reply_frags(&frags, 0);
-        debug_assert_eq!(own.head(), head);
-        self.complete(
-            IoToken {
-                io,
-                frags: own,
-                bounce: None,
-            },
-            res,
-        );
-        true
+        Ok(())
     }
 
     /// A file store: one io_uring operation.
@@ -1486,7 +1614,7 @@ impl Worker {
     unsafe fn uring_push(&mut self, fixed: u32, offset: u64, op: Op<'_>, tok: IoToken) -> bool {
         let ring = self.uring.as_mut().expect("file stores have a ring");
         // SAFETY: the caller's contract.
-        if let Err(tok) = unsafe { ring.push(fixed, offset, op, tok) } {
+        if let Err(Token::Req(tok)) = unsafe { ring.push(fixed, offset, op, Token::Req(tok)) } {
             warn!("io_uring refused an operation with a free slot");
             self.complete(tok, Err(libc::EBUSY));
         }
