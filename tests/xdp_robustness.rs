@@ -2,9 +2,10 @@
 //! oversized multi-buffer frames (the target survives and counts them),
 //! the XDP program's steering of foreign, VLAN-tagged and response frames,
 //! kill -9 (no program left attached, a restart serves again), and
-//! `--datapath auto` falling back to AF_PACKET when XDP cannot attach.
+//! `--datapath auto` falling back to AF_PACKET when XDP cannot attach, and
+//! MTU changes while serving.
 //!
-//! Prefixes (unique across all integration tests): xx11..xx16.
+//! Prefixes (unique across all integration tests): xx11..xx16, xx18.
 
 mod aoe_support;
 mod common;
@@ -363,5 +364,41 @@ fn link_flap_survives() {
         let d2 = rand_bytes(7, 17 * SECTOR_SIZE);
         c.write(&t, 17, &d2).unwrap();
         assert_eq!(file_sectors(&file, 17, 17), d2);
+    }
+}
+
+/// The MTU lowered while serving: the worker follows within a stats period
+/// (a 17-sector READ is refused with ABRT, a new discovery sees 2 sectors)
+/// and raised again, it offers jumbo requests again, up to the size it was
+/// started with.
+#[test]
+fn mtu_changes_while_serving_are_followed() {
+    let pair = NetPair::new("xx18", 9000);
+    let file = sparse_file(1 << 20);
+    for mode in ["native", "skb"] {
+        pair.set_mtu(9000);
+        let xb = start_xdp(&pair, mode, &["1", "1", pair.target_if(), path_str(&file)]);
+        let mut c = client(&pair);
+        let t = discover(&mut c, 1, 1).remove(0);
+        assert_eq!(t.max_sectors, 17, "{mode}");
+        let data = rand_bytes(3, 17 * SECTOR_SIZE);
+        c.write(&t, 0, &data).unwrap();
+        pair.set_mtu(1500);
+        std::thread::sleep(Duration::from_millis(600));
+        // A 17-sector read no longer fits the link: refused (ABRT).
+        let r = c.ata(&t, 0x24, 17, 0, &[]).unwrap();
+        assert_eq!((r.status, r.error), (0x41, 0x04), "{mode}: {r:?}");
+        let mut c = client(&pair);
+        let t = discover(&mut c, 1, 1).remove(0);
+        assert_eq!(t.max_sectors, 2, "{mode}: what MTU 1500 carries");
+        assert_eq!(c.read(&t, 0, 2).unwrap(), data[..1024], "{mode}");
+        pair.set_mtu(9000);
+        std::thread::sleep(Duration::from_millis(600));
+        let mut c = client(&pair);
+        let t = discover(&mut c, 1, 1).remove(0);
+        assert_eq!(t.max_sectors, 17, "{mode}: back to jumbo");
+        assert_eq!(c.read(&t, 0, 17).unwrap(), data, "{mode}");
+        assert!(xb_running(&xb), "{mode}");
+        drop(xb);
     }
 }

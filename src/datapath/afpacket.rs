@@ -76,7 +76,7 @@ impl Worker {
         };
         let mut last_publish = Instant::now();
         let mut link_up = true;
-        self.follow_mtu(pool.frame(0).len());
+        super::follow_mtu(&mut self.engine, &self.spec.iface, pool.frame(0).len(), 0);
         self.announce(&mut pool, &mut counters, None);
         info!(iface = %self.spec.iface.name, mtu = self.spec.iface.mtu,
               exports = self.spec.exports.len(), "AF_PACKET worker serving");
@@ -93,7 +93,7 @@ impl Worker {
                 Err(crossbeam_channel::TryRecvError::Empty) => {}
             }
             if last_publish.elapsed() >= PUBLISH_EVERY {
-                self.follow_mtu(pool.frame(0).len());
+                super::follow_mtu(&mut self.engine, &self.spec.iface, pool.frame(0).len(), 0);
                 self.publish(&mut counters);
                 last_publish = Instant::now();
             }
@@ -215,20 +215,6 @@ impl Worker {
         c.tx_dropped += (tx.len() - sent) as u64;
         tx.clear();
         Ok(())
-    }
-
-    /// Advertise and accept what the interface's current MTU allows, capped
-    /// by the frame room this worker allocated (an MTU raised at runtime
-    /// takes effect up to that room; lowered, at once).
-    fn follow_mtu(&mut self, room: usize) {
-        let mtu = self.spec.iface.current_mtu().unwrap_or(self.spec.iface.mtu);
-        let cap = crate::wire::max_sectors_for_mtu(room.min(u32::MAX as usize) as u32);
-        let port = &self.engine.ports()[0];
-        if port.mtu != mtu || port.max_sectors > cap {
-            self.engine.set_port_mtu(0, mtu, cap);
-            info!(iface = %self.spec.iface.name, mtu,
-                  max_sectors = self.engine.ports()[0].max_sectors, "MTU now in effect");
-        }
     }
 
     /// Run a disk operation against the frame, synchronously.

@@ -20,9 +20,11 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use tracing::info;
+
 use crate::disk::Disk;
 use crate::stats::StatsCell;
-use crate::target::Export;
+use crate::target::{Export, Target};
 use iface::IfaceInfo;
 
 /// Messages from the control plane to a worker.
@@ -73,4 +75,20 @@ pub struct WorkerSpec {
     pub stats: StatsCell,
     /// Core to pin the worker to.
     pub core: Option<usize>,
+}
+
+/// Make `engine` advertise and accept what `iface`'s MTU carries now,
+/// capped by `room`, the largest frame (bytes) the worker's buffers hold:
+/// a lowered MTU takes effect at once, a raised one up to that room. Both
+/// datapaths call it at start and at every counter publication, so an admin
+/// may change the MTU without a restart.
+pub(crate) fn follow_mtu(engine: &mut Target, iface: &IfaceInfo, room: usize, queue: u32) {
+    let mtu = iface.current_mtu().unwrap_or(iface.mtu);
+    let cap = crate::wire::max_sectors_for_mtu(room.min(u32::MAX as usize) as u32);
+    let port = &engine.ports()[0];
+    if port.mtu != mtu || port.max_sectors > cap {
+        engine.set_port_mtu(0, mtu, cap);
+        info!(iface = %iface.name, queue, mtu,
+              max_sectors = engine.ports()[0].max_sectors, "MTU now in effect");
+    }
 }

@@ -1696,6 +1696,12 @@ impl Worker {
     }
 
     fn publish(&mut self) {
+        super::follow_mtu(
+            &mut self.engine,
+            &self.spec.iface,
+            self.max_reply,
+            self.queue,
+        );
         if let Ok(k) = self.xsk.statistics() {
             self.xstats.rx_dropped = k.rx_dropped();
             self.xstats.rx_invalid_descs = k.rx_invalid_descs();
