@@ -458,12 +458,13 @@ pub fn prometheus_text(workers: &[WorkerStats]) -> String {
         o.push_str("# HELP xblade_xdp_info XDP attach mode and socket options of a queue (value 1).\n# TYPE xblade_xdp_info gauge\n");
         for (w, m) in &xdp {
             o.push_str(&format!(
-                "xblade_xdp_info{{iface=\"{}\",queue=\"{}\",mode=\"{}\",zero_copy=\"{}\",busy_poll=\"{}\"}} 1\n",
+                "xblade_xdp_info{{iface=\"{}\",queue=\"{}\",mode=\"{}\",zero_copy=\"{}\",busy_poll=\"{}\",huge_pages=\"{}\"}} 1\n",
                 w.iface,
                 w.queue,
                 m.get("mode").and_then(|v| v.as_str()).unwrap_or("?"),
                 m.get("zero_copy").and_then(|v| v.as_bool()).unwrap_or(false),
                 m.get("busy_poll").and_then(|v| v.as_bool()).unwrap_or(false),
+                m.get("huge_pages").and_then(|v| v.as_bool()).unwrap_or(false),
             ));
         }
         for (field, v) in first {
@@ -809,7 +810,7 @@ mod tests {
         );
         assert!(t.contains("xblade_xdp_bpf_redirected_total{iface=\"eth1\",queue=\"1\"} 42"));
         assert!(t.contains(
-            "xblade_xdp_info{iface=\"eth1\",queue=\"1\",mode=\"native\",zero_copy=\"true\",busy_poll=\"false\"} 1"
+            "xblade_xdp_info{iface=\"eth1\",queue=\"1\",mode=\"native\",zero_copy=\"true\",busy_poll=\"false\",huge_pages=\"false\"} 1"
         ));
         // Every line is a comment or `name{labels} value`.
         for l in t.lines().filter(|l| !l.starts_with('#')) {

@@ -47,6 +47,8 @@ pub struct XdpStats {
     pub zero_copy: bool,
     /// Busy polling instead of need_wakeup.
     pub busy_poll: bool,
+    /// The UMEM sits on 2 MiB pages (reserved with `vm.nr_hugepages`).
+    pub huge_pages: bool,
     /// Kernel: frames dropped for any reason (no room, bad size).
     pub rx_dropped: u64,
     /// Kernel: invalid RX descriptors.

@@ -511,7 +511,7 @@ impl Worker {
             },
             busy_poll: opts.busy_poll,
         };
-        let xsk = Xsk::open(&spec.iface.name, queue, &xopts).map_err(qerr)?;
+        let xsk = Xsk::open(&spec.iface.name, spec.iface.index, queue, &xopts).map_err(qerr)?;
         let mut port = Port::new(
             spec.iface.mac,
             spec.iface.mtu,
@@ -537,11 +537,12 @@ impl Worker {
             mode: ifc.mode().name(),
             zero_copy: xsk.zero_copy(),
             busy_poll: opts.busy_poll,
+            huge_pages: xsk.huge_pages(),
             ..Default::default()
         };
         info!(iface = %spec.iface.name, queue, mode = ifc.mode().name(),
               zero_copy = xsk.zero_copy(), busy_poll = opts.busy_poll, reflect = opts.reflect,
-              spin_us,
+              spin_us, umem_huge_pages = xsk.huge_pages(),
               "AF_XDP socket ready ({} mode)", if xsk.zero_copy() { "zero-copy" } else { "copy" });
         let n = xsk.chunks() as usize;
         let DiskSide {
