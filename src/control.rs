@@ -411,6 +411,11 @@ pub fn prometheus_text(workers: &[WorkerStats]) -> String {
     metric("tx_dropped_total", "Replies the kernel refused.", &|w| {
         w.tx_dropped
     });
+    metric(
+        "rx_kernel_dropped_total",
+        "AF_PACKET: requests the kernel dropped, the socket's receive buffer being full.",
+        &|w| w.rx_kernel_dropped,
+    );
     metric("disk_errors_total", "Failed disk operations.", &|w| {
         w.disk_errors
     });

@@ -23,6 +23,10 @@ pub struct WorkerStats {
     pub tx_frames: u64,
     /// Replies the kernel refused (queue full, link down).
     pub tx_dropped: u64,
+    /// AF_PACKET: requests the kernel dropped before the worker saw them,
+    /// its socket's receive buffer being full (PACKET_STATISTICS). On XDP
+    /// the kernel's drops are in `xdp.rx_dropped` and its neighbours.
+    pub rx_kernel_dropped: u64,
     /// Disk operations that failed.
     pub disk_errors: u64,
     /// Disk operations in flight right now.

@@ -274,6 +274,9 @@ impl Worker {
 
     fn publish(&self, c: &mut WorkerStats) {
         c.publishes += 1;
+        if let Ok(d) = self.sock.take_kernel_drops() {
+            c.rx_kernel_dropped += d;
+        }
         c.engine = self.engine.stats.clone();
         self.spec.stats.store(Arc::new(c.clone()));
     }

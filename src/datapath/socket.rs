@@ -84,6 +84,28 @@ impl PacketSocket {
         .map(|_| ())
     }
 
+    /// Frames the kernel dropped for this socket (receive buffer full)
+    /// since the last call: PACKET_STATISTICS, which resets on read.
+    pub fn take_kernel_drops(&self) -> io::Result<u64> {
+        let mut st = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are writable and outlive the call; `len`
+        // holds the size of `st`.
+        cvt(unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        })?;
+        Ok(u64::from(st.tp_drops))
+    }
+
     /// Size the kernel receive and send buffers (forced past rmem_max when
     /// we have CAP_NET_ADMIN), so a burst of `bufcnt` requests per initiator
     /// is absorbed rather than dropped.
