@@ -10,6 +10,11 @@
  *    (the kernel untags it on the way up);
  *  - an AoE response (R flag set): XDP_PASS. It is meant for an initiator
  *    on this host (the Linux aoe driver), never for a target;
+ *  - an AoE request to another host's MAC (neither the interface's address
+ *    nor broadcast; seen in promiscuous mode, e.g. on a bridge port):
+ *    XDP_PASS, and the kernel discards it as PACKET_OTHERHOST. The engine
+ *    would drop it too (not_for_us), after a copy into the UMEM and a ring
+ *    slot;
  *  - an AoE request for a shelf.slot this process does not serve (and not a
  *    wildcard): XDP_PASS, or XDP_DROP when cfg.drop_foreign is set (no other
  *    AoE target or initiator uses the interface);
@@ -46,6 +51,7 @@ enum {
 	CNT_SHORT,          /* AoE ethertype, header not in the linear part */
 	CNT_VLAN,           /* AoE behind a VLAN tag: XDP_PASS */
 	CNT_RESPONSE,       /* AoE response: XDP_PASS */
+	CNT_OTHER_HOST,     /* AoE to another host's MAC: XDP_PASS */
 	CNT_MAX,
 };
 
@@ -59,7 +65,20 @@ struct target_key {
 struct cfg {
 	__u32 drop_foreign; /* 1: XDP_DROP AoE requests for foreign addresses */
 	__u32 filter;       /* 1: the targets map is filled, check addresses */
+	__u8 mac[6];        /* the interface's address (all zero: no check) */
+	__u8 pad[2];
 };
+
+static __always_inline int is_broadcast(const __u8 *m)
+{
+	return (m[0] & m[1] & m[2] & m[3] & m[4] & m[5]) == 0xff;
+}
+
+static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] &&
+	       a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -150,6 +169,11 @@ int xblade_xdp(struct xdp_md *ctx)
 	}
 
 	struct cfg *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (cfg && cfg->filter && !is_broadcast(eth->h_dest) &&
+	    !mac_eq(eth->h_dest, cfg->mac)) {
+		count_q(ctx, CNT_OTHER_HOST);
+		return XDP_PASS;
+	}
 	if (cfg && cfg->filter) {
 		__u16 major = ((__u16)aoe[2] << 8) | aoe[3];
 		__u8 minor = aoe[4];

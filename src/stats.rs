@@ -81,6 +81,9 @@ pub struct XdpStats {
     pub bpf_vlan: u64,
     /// XDP program: AoE responses, passed.
     pub bpf_response: u64,
+    /// XDP program: AoE to another host's MAC (promiscuous interface),
+    /// passed.
+    pub bpf_other_host: u64,
     /// Frames of more fragments than the worker handles, dropped.
     pub rx_oversize: u64,
     /// RX descriptors at an unexpected chunk offset, dropped.

@@ -312,6 +312,7 @@ fn expected_counters(dp: &str) -> Vec<(&'static str, &'static str)> {
             ("xdp.bpf_short", "header cut short"),
             ("xdp.bpf_response", "response flag"),
             ("xdp.bpf_passed_foreign", "foreign shelf.slot"),
+            ("xdp.bpf_other_host", "AoE for another MAC"),
         ]);
     }
     v

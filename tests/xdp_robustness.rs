@@ -168,7 +168,8 @@ fn xb_running(xb: &Xblade) -> bool {
 }
 
 /// Requests for a shelf.slot served elsewhere reach the kernel stack (or
-/// are dropped with --xdp-drop-foreign); wildcards still reach us.
+/// are dropped with --xdp-drop-foreign), and so do requests to another
+/// host's MAC; wildcards still reach us.
 #[test]
 fn foreign_addresses_pass_or_drop() {
     let pair = NetPair::new("xx12", 1500);
@@ -191,8 +192,22 @@ fn foreign_addresses_pass_or_drop() {
         assert_eq!(found.len(), 1);
         let found = discover(&mut c, 5, 0xff);
         assert_eq!(found.len(), 1);
+        // To another host's MAC (a promiscuous interface would see it):
+        // passed to the stack by the program, never reaching the worker.
+        let other = xblade::wire::MacAddr([0x02, 0, 0, 0, 0x12, 0x99]);
+        let none = quietly(&mut c, |c| {
+            c.query_config(other, 5, 5, xblade::wire::qc::ConfigCmd::Read, &[])
+        })
+        .unwrap();
+        assert!(none.is_none());
         let w = xb.worker0();
         assert!(xdp_counter(&w, counter) >= 1, "{counter}: {w}");
+        assert!(xdp_counter(&w, "bpf_other_host") >= 1, "{w}");
+        assert_eq!(
+            engine_drops(&w),
+            0,
+            "nothing foreign reached the engine: {w}"
+        );
         drop(xb);
     }
 }

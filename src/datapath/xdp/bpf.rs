@@ -15,6 +15,8 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 use serde::Serialize;
 
+use crate::wire::MacAddr;
+
 /// The object file, aligned for libelf.
 #[repr(C, align(8))]
 struct Aligned<B: ?Sized>(B);
@@ -77,10 +79,12 @@ pub struct BpfCounters {
     pub vlan: u64,
     /// AoE responses: passed.
     pub response: u64,
+    /// AoE to another host's MAC (promiscuous interface): passed.
+    pub other_host: u64,
 }
 
 /// Number of counters per queue in the C program.
-const N_COUNTERS: u32 = 8;
+const N_COUNTERS: u32 = 9;
 
 impl BpfCounters {
     fn set(&mut self, i: u32, v: u64) {
@@ -92,7 +96,8 @@ impl BpfCounters {
             4 => self.no_socket = v,
             5 => self.short = v,
             6 => self.vlan = v,
-            _ => self.response = v,
+            7 => self.response = v,
+            _ => self.other_host = v,
         }
     }
 }
@@ -150,10 +155,15 @@ fn map(obj: &Object, name: &'static str) -> Result<MapHandle, BpfError> {
 }
 
 impl XdpProgram {
-    /// Load the program. `targets` are the shelf.slot pairs served on the
-    /// interface: requests for other (non-wildcard) addresses are passed to
-    /// the stack, or dropped when `drop_foreign`.
-    pub fn load(targets: &[(u16, u8)], drop_foreign: bool) -> Result<XdpProgram, BpfError> {
+    /// Load the program for the interface whose address is `mac`. `targets`
+    /// are the shelf.slot pairs served on it: requests for other
+    /// (non-wildcard) addresses are passed to the stack, or dropped when
+    /// `drop_foreign`; requests to another host's MAC are passed.
+    pub fn load(
+        mac: MacAddr,
+        targets: &[(u16, u8)],
+        drop_foreign: bool,
+    ) -> Result<XdpProgram, BpfError> {
         let open = ObjectBuilder::default()
             .open_memory(&OBJECT.0)
             .map_err(|e| BpfError::Load(e.to_string()))?;
@@ -176,10 +186,11 @@ impl XdpProgram {
                     source,
                 })?;
         }
-        // struct cfg { u32 drop_foreign; u32 filter; }
-        let mut cfg = [0u8; 8];
+        // struct cfg { u32 drop_foreign; u32 filter; u8 mac[6]; u8 pad[2]; }
+        let mut cfg = [0u8; 16];
         cfg[..4].copy_from_slice(&u32::from(drop_foreign).to_ne_bytes());
-        cfg[4..].copy_from_slice(&1u32.to_ne_bytes());
+        cfg[4..8].copy_from_slice(&1u32.to_ne_bytes());
+        cfg[8..14].copy_from_slice(&mac.0);
         config
             .update(&0u32.to_ne_bytes(), &cfg, MapFlags::ANY)
             .map_err(|source| BpfError::Map {

@@ -197,7 +197,7 @@ impl XdpInterface {
             warn!(iface = %iface.name, queues, rx_queues = real,
                   "serving fewer queues than the interface has: AoE frames hashed to the others go to the kernel stack unanswered");
         }
-        let prog = XdpProgram::load(targets, opts.drop_foreign)?;
+        let prog = XdpProgram::load(iface.mac, targets, opts.drop_foreign)?;
         let link = prog.attach(iface.index, opts.mode)?;
         info!(iface = %iface.name, mode = link.mode().name(), queues,
               "XDP program attached (bpf_link)");
@@ -1723,6 +1723,7 @@ impl Worker {
         self.xstats.bpf_short = b.short;
         self.xstats.bpf_vlan = b.vlan;
         self.xstats.bpf_response = b.response;
+        self.xstats.bpf_other_host = b.other_host;
         self.stats.disk_in_flight = self.in_flight() as u64;
         self.stats.publishes += 1;
         self.stats.engine = self.engine.stats.clone();
