@@ -1416,7 +1416,7 @@ pub fn render(r: &CompareReport) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "write rows: vblade acknowledges from the page cache; xblade (durable) acknowledges after O_DSYNC; xblade --writeback like vblade"
+        "write rows: vblade acknowledges from the page cache; xblade (durable) acknowledges once the write is on stable storage (O_DSYNC with O_DIRECT, group-commit fdatasync through the page cache); xblade --writeback like vblade"
     );
     let _ = writeln!(
         s,
