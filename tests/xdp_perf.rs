@@ -16,6 +16,8 @@
 //!
 //! ```text
 //! cargo test --release --test xdp_perf -- --ignored --nocapture --test-threads=1
+//! XBLADE_PERF_RUNS=5 cargo test ...   # runs per scenario (default 3), then the median
+//! XBLADE_PERF_ONLY="file  1-sector" cargo test ...   # only the scenarios whose label has this
 //! ```
 //!
 //! Prefixes: xx20..xx29.
@@ -204,8 +206,16 @@ fn requests(dst: [u8; 6], src: [u8; 6], sectors: u8, span: u64) -> Vec<Vec<u8>> 
 }
 
 /// Flood for `secs` (after a warm-up), measuring the worker named `comm`
-/// of `pid` over the same interval. Prints one line.
-fn measure(label: &str, pair: &NetPair, pid: u32, comm: &str, sectors: u8, span: u64) {
+/// of `pid` over the same interval. Prints one line; returns the user ns per
+/// request by ticks and by perf.
+fn measure(
+    label: &str,
+    pair: &NetPair,
+    pid: u32,
+    comm: &str,
+    sectors: u8,
+    span: u64,
+) -> (f64, f64) {
     let raw = Raw::open(pair.initiator_ns(), pair.initiator_if());
     let reqs = requests(pair.target_mac(), pair.initiator_mac(), sectors, span);
     let mut bufs = vec![vec![0u8; 9100]; 64];
@@ -240,8 +250,12 @@ fn measure(label: &str, pair: &NetPair, pid: u32, comm: &str, sectors: u8, span:
         (sent, got)
     };
     run(Duration::from_millis(500), &mut bufs);
-    let perf_data =
-        std::env::temp_dir().join(format!("xblade-xdp-perf-{}.data", std::process::id()));
+    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let perf_data = std::env::temp_dir().join(format!(
+        "xblade-xdp-perf-{}-{}.data",
+        std::process::id(),
+        RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let perf = perf_record(&perf_data);
     let (u0, s0) = thread_times(pid, comm);
     let t0 = Instant::now();
@@ -262,6 +276,23 @@ fn measure(label: &str, pair: &NetPair, pid: u32, comm: &str, sectors: u8, span:
         user_share.0 * 100.0,
         user_share.1,
     );
+    (user_ns, (user_ns + sys_ns) * user_share.0)
+}
+
+/// Runs of each scenario (`XBLADE_PERF_RUNS`, default 3): the VM's speed
+/// drifts by several percent from one run to the next, so the summary line
+/// gives the median and the range.
+fn runs() -> usize {
+    std::env::var("XBLADE_PERF_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Start `perf record` on CPU 1 (the worker's) for the measured interval.
@@ -313,6 +344,11 @@ fn perf_user_share(
 }
 
 fn scenario(prefix: &str, mtu: u32, datapath: &str, store: &str, sectors: u8, label: &str) {
+    if let Ok(only) = std::env::var("XBLADE_PERF_ONLY") {
+        if !label.contains(only.as_str()) {
+            return;
+        }
+    }
     let pair = NetPair::new(prefix, mtu);
     let file;
     let backing = if store == "file" {
@@ -335,13 +371,31 @@ fn scenario(prefix: &str, mtu: u32, datapath: &str, store: &str, sectors: u8, la
     } else {
         format!("xblade-{tif}")
     };
-    measure(
-        label,
-        &pair,
-        xb.proc.pid(),
-        &comm,
-        sectors,
-        (64 << 20) / 512,
+    let (mut ticks, mut perf): (Vec<f64>, Vec<f64>) = (0..runs())
+        .map(|_| {
+            measure(
+                label,
+                &pair,
+                xb.proc.pid(),
+                &comm,
+                sectors,
+                (64 << 20) / 512,
+            )
+        })
+        .unzip();
+    let (tmin, tmax) = (
+        ticks.iter().copied().fold(f64::MAX, f64::min),
+        ticks.iter().copied().fold(0.0, f64::max),
+    );
+    let (pmin, pmax) = (
+        perf.iter().copied().fold(f64::MAX, f64::min),
+        perf.iter().copied().fold(0.0, f64::max),
+    );
+    println!(
+        "{label:<44} median of {} runs: user ticks {:.0} ns/req ({tmin:.0}-{tmax:.0}), perf {:.0} ns/req ({pmin:.0}-{pmax:.0})",
+        ticks.len(),
+        median(&mut ticks),
+        median(&mut perf),
     );
     let w = xb.worker0();
     assert_eq!(w["disk_errors"], 0, "{w}");
