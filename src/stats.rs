@@ -98,6 +98,8 @@ pub struct XdpStats {
     pub backpressure: u64,
     /// Extra control replies not sent for lack of a free chunk.
     pub reply_no_chunk: u64,
+    /// Null-store READs answered from the zero pool (no data zeroed).
+    pub zero_pool_replies: u64,
     /// TX kicks (sendto).
     pub tx_kicks: u64,
     /// Kicks or fill wakeups that failed with a link error (down, busy).

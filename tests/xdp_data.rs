@@ -175,9 +175,26 @@ fn null_backend() {
     c.flush(&t).unwrap();
     let big = c.read_window(&t, 0, 17 * 64, 16).unwrap();
     assert!(big.iter().all(|&b| b == 0));
+    // READs come from a pool of 512 zeroed chunks, each carrying a reply
+    // header as a head and data as a tail in turn: cycle through it several
+    // times with mixed sizes and windows; every byte must stay zero.
+    for round in 0..60u64 {
+        for n in [1u8, 17, 2, 9] {
+            let r = c.ata(&t, READ_EXT, n, round * 17, &[]).unwrap();
+            r.check().unwrap();
+            assert_eq!(
+                r.data,
+                vec![0u8; n as usize * SECTOR_SIZE],
+                "{n} sectors, round {round}"
+            );
+        }
+        let w = c.read_window(&t, round * 64, 17 * 8, 16).unwrap();
+        assert!(w.iter().all(|&b| b == 0), "window, round {round}");
+    }
     let w = xb.worker0();
     assert_eq!(w["disk_errors"], 0);
     assert!(w["engine"]["ata_read"].as_u64().unwrap() >= 68, "{w}");
+    assert!(xdp_counter(&w, "zero_pool_replies") > 512, "{w}");
 }
 
 /// A worker polls its rings for `--spin-us` after its last work (the

@@ -79,6 +79,10 @@ const CHUNKS: u32 = 4096;
 const FILL_START: usize = 4 * BATCH;
 /// Disk operations in flight per worker (io_uring slots).
 const DISK_SLOTS: u32 = 128;
+/// Zeroed chunks a worker with a null store keeps for READ replies (2 MiB:
+/// 170 jumbo or 512 one-chunk replies on their way out; beyond that, a
+/// reply's chunks are zeroed as it is built).
+const ZERO_POOL: u32 = 512;
 /// Durable writes a worker holds written but unacknowledged (group commit),
 /// all stores together; more wait in the deferred queue.
 const COMMIT_HELD_MAX: usize = DISK_SLOTS as usize;
@@ -525,7 +529,18 @@ impl Worker {
         // declared after `uring` and `bounce`.
         let side = unsafe { DiskSide::open(&spec.disks, &xsk, max_reply) }.map_err(qerr)?;
         let engine = Target::new(vec![port], spec.exports.clone());
-        let chunks = ChunkTable::new(xsk.chunks());
+        // A null store answers READs from a pool of zeroed chunks.
+        let pool = if side.stores.iter().any(|s| matches!(s, Store::Null)) {
+            ZERO_POOL
+        } else {
+            0
+        };
+        let chunks = ChunkTable::with_zero_pool(xsk.chunks(), pool);
+        for c in chunks.pool() {
+            // SAFETY: pool chunks are on no ring yet and nobody else holds
+            // a reference into them.
+            unsafe { xsk.room(c) }.fill(0);
+        }
         let reserve = DISK_SLOTS as usize * (reply_frags - 1) + 2 * BATCH;
         let stats = WorkerStats {
             iface: spec.iface.name.clone(),
@@ -864,7 +879,9 @@ impl Worker {
         for (i, &c) in frags.iter().enumerate() {
             let l = left.min(ROOM);
             left -= l;
-            self.chunks.transition(c, from, ChunkState::InTx);
+            if from != ChunkState::InTx {
+                self.chunks.transition(c, from, ChunkState::InTx);
+            }
             self.tx_q.push(Xsk::tx_desc(c, l, i + 1 < frags.len()));
         }
         debug_assert_eq!(left, 0, "reply longer than its chunks");
@@ -1251,8 +1268,46 @@ impl Worker {
         own
     }
 
+    /// A null READ answered from the zero pool: the engine writes the reply
+    /// header in the request's frame, which is copied into a pool head; the
+    /// tails only need their first 36 bytes zeroed again (a pool chunk may
+    /// have carried a header). False when the pool is short.
+    fn null_read_from_pool(&mut self, frags: &Frags, io: &DiskIo) -> bool {
+        let n = frags_for(ATA_DATA_OFFSET + io.len as usize);
+        if self.chunks.zero_len() < n {
+            return false;
+        }
+        let head = frags.head();
+        // SAFETY: `head` is in state Rx: ours alone, on no ring.
+        let frame = unsafe { self.xsk.room(head) };
+        let len = self.engine.complete(io, Ok(()), frame);
+        let mut own = Frags::default();
+        for i in 0..n {
+            let z = self
+                .chunks
+                .take_zero(ChunkState::InTx)
+                .expect("zero pool size checked");
+            // SAFETY: a pool chunk just taken: on no ring, no other
+            // reference; `frame` is a different chunk.
+            let room = unsafe { self.xsk.room(z) };
+            if i == 0 {
+                room[..ATA_DATA_OFFSET].copy_from_slice(&frame[..ATA_DATA_OFFSET]);
+            } else {
+                room[..ATA_DATA_OFFSET].fill(0);
+            }
+            own.push(z, ROOM);
+        }
+        self.release_frags(frags.chunks(), ChunkState::Rx);
+        self.post_frags(own.chunks(), len, ChunkState::InTx);
+        self.xstats.zero_pool_replies += 1;
+        true
+    }
+
     /// The null store: complete at once.
     fn null_io(&mut self, frags: Frags, io: DiskIo) -> bool {
+        if io.op == DiskOp::Read && self.null_read_from_pool(&frags, &io) {
+            return true;
+        }
         let own = if io.op == DiskOp::Read {
             let tails = frags_for(ATA_DATA_OFFSET + io.len as usize) - 1;
             if self.chunks.free_len() < tails {

@@ -18,7 +18,16 @@
 //!    │                             │ └──reply──────────────────────> InTx
 //!    │                             └──drop / unneeded fragment──> Free        Disk ──> Free
 //!    └──alloc (reply tails, extra replies)──> Disk | InTx
+//!
+//!   Zero ──null read reply──> InTx ──completion──> Zero
 //! ```
+//!
+//! A worker serving a null store keeps a pool of `Zero` chunks: their frame
+//! area is all zeros and stays so (the kernel only reads them on TX, user
+//! space writes only a reply's 36 header bytes into a head, or re-zeroes
+//! those 36 bytes of a tail), so a null READ is answered from them without
+//! zeroing the data. They never go to the fill ring or the disk; a
+//! completed one returns to the pool, not to the free list.
 //!
 //! While a chunk is `InFill` or `InTx` the kernel owns it and user space
 //! must not touch it; `Rx` and `Disk` chunks belong to the worker (`Disk`:
@@ -51,16 +60,19 @@ pub enum ChunkState {
     Disk,
     /// Posted (or queued) for TX: the kernel's until it completes.
     InTx,
+    /// In the zero pool (null stores): frame area all zeros.
+    Zero,
 }
 
 impl ChunkState {
     /// Every state, in table order.
-    pub const ALL: [ChunkState; 5] = [
+    pub const ALL: [ChunkState; 6] = [
         ChunkState::Free,
         ChunkState::InFill,
         ChunkState::Rx,
         ChunkState::Disk,
         ChunkState::InTx,
+        ChunkState::Zero,
     ];
 
     fn index(self) -> usize {
@@ -76,17 +88,22 @@ impl ChunkState {
                 | (InFill, Rx | Free)
                 | (Rx, Disk | InTx | Free)
                 | (Disk, InTx | Free)
-                | (InTx, Free)
+                | (InTx, Free | Zero)
+                | (Zero, InTx)
         )
     }
 }
 
-/// One state per chunk plus the free list. Sized once; never allocates
-/// after [`ChunkTable::new`].
+/// One state per chunk plus the free list and the zero pool. Sized once;
+/// never allocates after [`ChunkTable::new`].
 pub struct ChunkTable {
     state: Box<[ChunkState]>,
     free: Vec<u32>,
-    counts: [u32; 5],
+    /// Zero pool chunks not in use.
+    zero: Vec<u32>,
+    /// Chunks from here up are the zero pool.
+    pool_lo: u32,
+    counts: [u32; 6],
 }
 
 impl fmt::Debug for ChunkTable {
@@ -101,14 +118,43 @@ impl fmt::Debug for ChunkTable {
 impl ChunkTable {
     /// `n` chunks, all free.
     pub fn new(n: u32) -> ChunkTable {
-        let mut counts = [0; 5];
-        counts[ChunkState::Free.index()] = n;
+        ChunkTable::with_zero_pool(n, 0)
+    }
+
+    /// `n` chunks: the last `pool` (at most `n`) in the zero pool, the
+    /// others free. The caller zeroes the pool's frame areas.
+    pub fn with_zero_pool(n: u32, pool: u32) -> ChunkTable {
+        let pool_lo = n - pool.min(n);
+        let mut counts = [0; 6];
+        counts[ChunkState::Free.index()] = pool_lo;
+        counts[ChunkState::Zero.index()] = n - pool_lo;
+        let mut state = vec![ChunkState::Free; n as usize];
+        state[pool_lo as usize..].fill(ChunkState::Zero);
         ChunkTable {
-            state: vec![ChunkState::Free; n as usize].into_boxed_slice(),
+            state: state.into_boxed_slice(),
             // Popped from the end: hand out low chunks first.
-            free: (0..n).rev().collect(),
+            free: (0..pool_lo).rev().collect(),
+            zero: (pool_lo..n).rev().collect(),
+            pool_lo,
             counts,
         }
+    }
+
+    /// The zero pool's chunks, whether in the pool or out on TX.
+    pub fn pool(&self) -> std::ops::Range<u32> {
+        self.pool_lo..self.len()
+    }
+
+    /// Zero pool chunks available.
+    pub fn zero_len(&self) -> usize {
+        self.zero.len()
+    }
+
+    /// Take a chunk of the zero pool into state `to`.
+    pub fn take_zero(&mut self, to: ChunkState) -> Option<u32> {
+        let c = self.zero.pop()?;
+        self.set(c, ChunkState::Zero, to);
+        Some(c)
     }
 
     /// Number of chunks.
@@ -149,10 +195,16 @@ impl ChunkTable {
         self.set(c, from, to);
     }
 
-    /// Return `c`, in state `from`, to the free list.
+    /// Return `c`, in state `from`, to the free list, or to the zero pool
+    /// if it belongs there.
     pub fn release(&mut self, c: u32, from: ChunkState) {
-        self.set(c, from, ChunkState::Free);
-        self.free.push(c);
+        if c >= self.pool_lo {
+            self.set(c, from, ChunkState::Zero);
+            self.zero.push(c);
+        } else {
+            self.set(c, from, ChunkState::Free);
+            self.free.push(c);
+        }
     }
 
     fn set(&mut self, c: u32, from: ChunkState, to: ChunkState) {
@@ -173,9 +225,20 @@ impl ChunkTable {
     /// Recount every state from scratch and compare with the running
     /// counts and the free list (tests and debug checks).
     pub fn check(&self) -> Result<(), String> {
-        let mut counts = [0u32; 5];
-        for s in self.state.iter() {
+        let mut counts = [0u32; 6];
+        for (c, s) in self.state.iter().enumerate() {
             counts[s.index()] += 1;
+            let pooled = c as u32 >= self.pool_lo;
+            // Pool chunks are only ever in the pool or on TX; no other
+            // chunk is ever Zero.
+            let ok = if pooled {
+                matches!(s, ChunkState::Zero | ChunkState::InTx)
+            } else {
+                *s != ChunkState::Zero
+            };
+            if !ok {
+                return Err(format!("chunk {c} (pool: {pooled}) is {s:?}"));
+            }
         }
         if counts != self.counts {
             return Err(format!("counts {:?} != recount {counts:?}", self.counts));
@@ -196,6 +259,14 @@ impl ChunkTable {
             .find(|&&c| self.state[c as usize] != ChunkState::Free)
         {
             return Err(format!("chunk {c} is on the free list but not Free"));
+        }
+        if self.zero.len() != counts[ChunkState::Zero.index()] as usize
+            || self
+                .zero
+                .iter()
+                .any(|&c| self.state[c as usize] != ChunkState::Zero)
+        {
+            return Err("the zero pool list and the Zero chunks differ".into());
         }
         Ok(())
     }
@@ -229,6 +300,7 @@ mod tests {
         Reply(u8),
         AllocTail,
         AllocExtraReply,
+        ZeroReply(u8),
         Complete(u8),
         CompleteWrite(u8),
         KernelTx(u8),
@@ -245,6 +317,7 @@ mod tests {
             any::<u8>().prop_map(Event::Reply),
             Just(Event::AllocTail),
             Just(Event::AllocExtraReply),
+            any::<u8>().prop_map(Event::ZeroReply),
             any::<u8>().prop_map(Event::Complete),
             any::<u8>().prop_map(Event::CompleteWrite),
             any::<u8>().prop_map(Event::KernelTx),
@@ -314,6 +387,14 @@ mod tests {
                         self.tx.push_back(c);
                     }
                 }
+                Event::ZeroReply(n) => {
+                    // A null READ reply of 1 to 3 pool chunks.
+                    for _ in 0..1 + n % 3 {
+                        if let Some(c) = t.take_zero(InTx) {
+                            self.tx.push_back(c);
+                        }
+                    }
+                }
                 Event::Complete(k) => {
                     if let Some(c) = pick(&mut self.disk, k) {
                         t.transition(c, Disk, InTx);
@@ -345,9 +426,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn states_are_conserved(events in proptest::collection::vec(event(), 0..400)) {
+        fn states_are_conserved(
+            pool in 0u32..16,
+            events in proptest::collection::vec(event(), 0..400),
+        ) {
             let n = 64;
-            let mut t = ChunkTable::new(n);
+            let mut t = ChunkTable::with_zero_pool(n, pool);
             let mut m = Model::default();
             for e in events {
                 m.apply(&mut t, e);
@@ -358,6 +442,12 @@ mod tests {
                 prop_assert_eq!(t.count(ChunkState::Rx) as usize, m.held.len());
                 prop_assert_eq!(t.count(ChunkState::Disk) as usize, m.disk.len());
                 prop_assert_eq!(t.count(ChunkState::InTx) as usize, m.tx.len() + m.comp.len());
+                // Pool chunks go to TX and back, never to the fill ring,
+                // the worker's hands or the disk.
+                let pooled = t.pool();
+                prop_assert!(m.fill.iter().chain(&m.rx).chain(&m.held).chain(&m.disk).all(|c| !pooled.contains(c)));
+                let out = m.tx.iter().chain(&m.comp).filter(|c| pooled.contains(c)).count();
+                prop_assert_eq!(t.zero_len() + out, pool as usize);
             }
         }
     }
