@@ -290,9 +290,11 @@ fn runs() -> usize {
         .unwrap_or(3)
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// Median of the usable (not NaN) figures; NaN if none.
+fn median(v: &mut Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Start `perf record` on CPU 1 (the worker's) for the measured interval.
@@ -340,6 +342,12 @@ fn perf_user_share(
         }
     }
     assert!(kernel + user > 0, "no perf samples of thread {comm}");
+    // perf record now and then gets a fraction of the interval (a few
+    // hundred samples, all user): an unusable run, not a figure.
+    let expected = 2000.0 * (SECS - 0.2) * 0.3;
+    if ((kernel + user) as f64) < expected {
+        return (f64::NAN, kernel + user);
+    }
     (user as f64 / (kernel + user) as f64, kernel + user)
 }
 
