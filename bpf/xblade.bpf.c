@@ -65,7 +65,7 @@ struct target_key {
 struct cfg {
 	__u32 drop_foreign; /* 1: XDP_DROP AoE requests for foreign addresses */
 	__u32 filter;       /* 1: the targets map is filled, check addresses */
-	__u8 mac[6];        /* the interface's address (all zero: no check) */
+	__u8 mac[6];        /* the interface's address: AoE to another is passed */
 	__u8 pad[2];
 };
 
