@@ -35,6 +35,8 @@ use xdp_support::*;
 /// Seconds measured per scenario.
 const SECS: f64 = 5.0;
 const WINDOW: usize = 64;
+/// perf's sampling rate (cpu-clock), samples per second.
+const PERF_HZ: u32 = 2000;
 
 fn ticks_per_sec() -> f64 {
     // SAFETY: sysconf takes no memory.
@@ -290,17 +292,20 @@ fn runs() -> usize {
         .unwrap_or(3)
 }
 
-/// Median of the usable (not NaN) figures; NaN if none.
-fn median(v: &mut Vec<f64>) -> f64 {
+/// Median, least and greatest of the usable (not NaN) figures; NaN if none.
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.retain(|x| !x.is_nan());
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    match (v.get(v.len() / 2), v.first(), v.last()) {
+        (Some(&m), Some(&lo), Some(&hi)) => (m, lo, hi),
+        _ => (f64::NAN, f64::NAN, f64::NAN),
+    }
 }
 
 /// Start `perf record` on CPU 1 (the worker's) for the measured interval.
 fn perf_record(out: &std::path::Path) -> std::process::Child {
     std::process::Command::new("perf")
-        .args(["record", "-q", "-C", "1", "-F", "2000", "-o"])
+        .args(["record", "-q", "-C", "1", "-F", &PERF_HZ.to_string(), "-o"])
         .arg(out)
         .args(["--", "sleep", &format!("{}", SECS - 0.2)])
         .stdout(std::process::Stdio::null())
@@ -344,7 +349,7 @@ fn perf_user_share(
     assert!(kernel + user > 0, "no perf samples of thread {comm}");
     // perf record now and then gets a fraction of the interval (a few
     // hundred samples, all user): an unusable run, not a figure.
-    let expected = 2000.0 * (SECS - 0.2) * 0.3;
+    let expected = f64::from(PERF_HZ) * (SECS - 0.2) * 0.3;
     if ((kernel + user) as f64) < expected {
         return (f64::NAN, kernel + user);
     }
@@ -379,7 +384,7 @@ fn scenario(prefix: &str, mtu: u32, datapath: &str, store: &str, sectors: u8, la
     } else {
         format!("xblade-{tif}")
     };
-    let (mut ticks, mut perf): (Vec<f64>, Vec<f64>) = (0..runs())
+    let (ticks, perf): (Vec<f64>, Vec<f64>) = (0..runs())
         .map(|_| {
             measure(
                 label,
@@ -391,19 +396,11 @@ fn scenario(prefix: &str, mtu: u32, datapath: &str, store: &str, sectors: u8, la
             )
         })
         .unzip();
-    let (tmin, tmax) = (
-        ticks.iter().copied().fold(f64::MAX, f64::min),
-        ticks.iter().copied().fold(0.0, f64::max),
-    );
-    let (pmin, pmax) = (
-        perf.iter().copied().fold(f64::MAX, f64::min),
-        perf.iter().copied().fold(0.0, f64::max),
-    );
+    let n = ticks.len();
+    let (tmed, tmin, tmax) = spread(ticks);
+    let (pmed, pmin, pmax) = spread(perf);
     println!(
-        "{label:<44} median of {} runs: user ticks {:.0} ns/req ({tmin:.0}-{tmax:.0}), perf {:.0} ns/req ({pmin:.0}-{pmax:.0})",
-        ticks.len(),
-        median(&mut ticks),
-        median(&mut perf),
+        "{label:<44} median of {n} runs: user ticks {tmed:.0} ns/req ({tmin:.0}-{tmax:.0}), perf {pmed:.0} ns/req ({pmin:.0}-{pmax:.0})"
     );
     let w = xb.worker0();
     assert_eq!(w["disk_errors"], 0, "{w}");
