@@ -1,0 +1,359 @@
+//! One thread serving one listening socket without letting any client hold
+//! it up: every connection is non-blocking and waits in a single `poll(2)`
+//! together with the listener and a stop descriptor.
+//!
+//! Why a poll loop and not a thread per connection: a connection that
+//! never sends its request (a half-open load-balancer check, a port scan,
+//! a stuck script) would hold a thread each, so a cap on threads becomes a
+//! cap that a few idle clients exhaust. Here an idle connection costs one
+//! `pollfd` and a small buffer; the bounds are explicit ([`Limits`]): a
+//! cap on connections (the oldest is dropped to make room, so new clients
+//! always get in), a size limit on the request, a deadline to receive it
+//! and one to send the answer (a client that never reads is dropped).
+//!
+//! While nothing happens the thread sleeps in `poll` with no timeout (or
+//! the nearest connection deadline): no periodic wakeups. Stopping makes
+//! the stop descriptor readable, which ends the loop at once.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+/// Bounds of one listener.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Connections open at once; a new one beyond it drops the oldest.
+    pub max_conns: usize,
+    /// Largest request in bytes (what does not fit gets
+    /// [`Protocol::too_large`]).
+    pub max_request: usize,
+    /// From accept to a complete request.
+    pub request_deadline: Duration,
+    /// From a complete request to the last byte of the answer sent.
+    pub response_deadline: Duration,
+}
+
+/// What a [`Protocol`] makes of the bytes received so far.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Verdict<J> {
+    /// Not a whole request yet.
+    More,
+    /// Send these bytes, then close.
+    Reply(Vec<u8>),
+    /// Hand the connection to [`Protocol::handoff`] with this job (work
+    /// that may take long, done elsewhere so this loop never waits).
+    Handoff(J),
+}
+
+/// A request/answer protocol served by [`run`].
+pub(super) trait Protocol {
+    /// The connection type.
+    type Stream;
+    /// Work handed off with its connection.
+    type Job;
+    /// Judge `input`, everything received so far; `eof` once the peer
+    /// closed its side (nothing more will come: `More` then closes).
+    fn judge(&mut self, input: &[u8], eof: bool) -> Verdict<Self::Job>;
+    /// The answer to a request over [`Limits::max_request`].
+    fn too_large(&mut self) -> Vec<u8>;
+    /// Take over a connection (blocking mode is the callee's business).
+    fn handoff(&mut self, stream: Self::Stream, job: Self::Job);
+}
+
+/// A listening socket the loop accepts from.
+pub(super) trait Listen: AsRawFd {
+    /// Its connections.
+    type Stream: Stream;
+    /// Accept one (the listener is non-blocking: `WouldBlock` when none).
+    fn accept_one(&self) -> io::Result<Self::Stream>;
+}
+
+/// A connected socket.
+pub(super) trait Stream: Read + Write + AsRawFd {
+    /// `O_NONBLOCK` on or off.
+    fn set_nonblocking(&self, on: bool) -> io::Result<()>;
+    /// Send FIN after the answer (errors do not matter: we close anyway).
+    fn shutdown_write(&self);
+}
+
+impl Listen for TcpListener {
+    type Stream = TcpStream;
+    fn accept_one(&self) -> io::Result<TcpStream> {
+        self.accept().map(|(s, _)| s)
+    }
+}
+
+impl Listen for UnixListener {
+    type Stream = UnixStream;
+    fn accept_one(&self) -> io::Result<UnixStream> {
+        self.accept().map(|(s, _)| s)
+    }
+}
+
+impl Stream for TcpStream {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        TcpStream::set_nonblocking(self, on)
+    }
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+impl Stream for UnixStream {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        UnixStream::set_nonblocking(self, on)
+    }
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+/// How long the listener is left out of `poll` after an accept error
+/// other than "none pending" (e.g. `EMFILE`), so that the loop does not
+/// spin on a listener that stays readable.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+enum Phase {
+    /// Receiving the request.
+    Reading,
+    /// Sending `out[sent..]`.
+    Writing { out: Vec<u8>, sent: usize },
+}
+
+struct Conn<S> {
+    stream: S,
+    input: Vec<u8>,
+    phase: Phase,
+    deadline: Instant,
+    /// Accept order, to find the oldest.
+    serial: u64,
+}
+
+enum Next<J> {
+    Keep,
+    Close,
+    Handoff(J),
+}
+
+/// Serve `listener` with `proto` within `limits` until `stop` becomes
+/// readable (or hangs up).
+pub(super) fn run<L, P>(listener: &L, stop: RawFd, limits: Limits, proto: &mut P, what: &str)
+where
+    L: Listen,
+    P: Protocol<Stream = L::Stream>,
+{
+    if let Err(e) = set_listener_nonblocking(listener.as_raw_fd()) {
+        warn!(error = %e, "{what}: cannot make the listener non-blocking; not serving");
+        return;
+    }
+    let mut conns: Vec<Conn<L::Stream>> = Vec::with_capacity(limits.max_conns);
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(limits.max_conns + 2);
+    let mut serial = 0u64;
+    let mut paused_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        conns.retain(|c| {
+            let alive = c.deadline > now;
+            if !alive {
+                debug!("{what}: dropping a connection past its deadline");
+            }
+            alive
+        });
+        if paused_until.is_some_and(|t| now >= t) {
+            paused_until = None;
+        }
+        fds.clear();
+        fds.push(pollfd(stop, libc::POLLIN));
+        let listening = paused_until.is_none();
+        if listening {
+            fds.push(pollfd(listener.as_raw_fd(), libc::POLLIN));
+        }
+        let first = fds.len();
+        for c in &conns {
+            let ev = match c.phase {
+                Phase::Reading => libc::POLLIN,
+                Phase::Writing { .. } => libc::POLLOUT,
+            };
+            fds.push(pollfd(c.stream.as_raw_fd(), ev));
+        }
+        let wake = conns.iter().map(|c| c.deadline).chain(paused_until).min();
+        if let Err(e) = poll(&mut fds, wake.map(|t| t.saturating_duration_since(now))) {
+            warn!(error = %e, "{what}: poll failed; not serving");
+            return;
+        }
+        if fds[0].revents != 0 {
+            return;
+        }
+        let now = Instant::now();
+        // Connections first (their indices match `fds`), then new ones.
+        let mut i = 0;
+        let mut k = first;
+        while i < conns.len() {
+            let revents = fds[k].revents;
+            k += 1;
+            let next = if revents == 0 {
+                Next::Keep
+            } else {
+                step(&mut conns[i], now, &limits, proto)
+            };
+            match next {
+                Next::Keep => i += 1,
+                Next::Close => {
+                    conns.remove(i);
+                }
+                Next::Handoff(job) => {
+                    let c = conns.remove(i);
+                    proto.handoff(c.stream, job);
+                }
+            }
+        }
+        if listening && fds[1].revents != 0 {
+            // Bounded, so a flood of connections cannot keep us here.
+            for _ in 0..limits.max_conns {
+                match listener.accept_one() {
+                    Ok(s) => {
+                        if let Err(e) = s.set_nonblocking(true) {
+                            debug!(error = %e, "{what}: cannot make a connection non-blocking");
+                            continue;
+                        }
+                        if conns.len() >= limits.max_conns {
+                            if let Some(oldest) = (0..conns.len()).min_by_key(|&j| conns[j].serial)
+                            {
+                                debug!(
+                                    "{what}: {} connections open, dropping the oldest",
+                                    conns.len()
+                                );
+                                conns.remove(oldest);
+                            }
+                        }
+                        serial += 1;
+                        conns.push(Conn {
+                            stream: s,
+                            input: Vec::new(),
+                            phase: Phase::Reading,
+                            deadline: now + limits.request_deadline,
+                            serial,
+                        });
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                        ) => {}
+                    Err(e) => {
+                        warn!(error = %e, "{what}: accept failed; pausing {ACCEPT_BACKOFF:?}");
+                        paused_until = Some(now + ACCEPT_BACKOFF);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Advance one connection that `poll` reported ready.
+fn step<S: Stream, P: Protocol<Stream = S>>(
+    c: &mut Conn<S>,
+    now: Instant,
+    limits: &Limits,
+    proto: &mut P,
+) -> Next<P::Job> {
+    if matches!(c.phase, Phase::Reading) {
+        let mut chunk = [0u8; 4096];
+        // At least 1: a full buffer has already been answered.
+        let room = limits.max_request.saturating_sub(c.input.len()).max(1);
+        let want = room.min(chunk.len());
+        let (verdict, eof) = match c.stream.read(&mut chunk[..want]) {
+            Ok(0) => (proto.judge(&c.input, true), true),
+            Ok(n) => {
+                c.input.extend_from_slice(&chunk[..n]);
+                let v = match proto.judge(&c.input, false) {
+                    Verdict::More if c.input.len() >= limits.max_request => {
+                        Verdict::Reply(proto.too_large())
+                    }
+                    v => v,
+                };
+                (v, false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Next::Keep,
+            Err(_) => return Next::Close,
+        };
+        match verdict {
+            // After EOF nothing completes the request.
+            Verdict::More if eof => return Next::Close,
+            Verdict::More => return Next::Keep,
+            Verdict::Handoff(job) => return Next::Handoff(job),
+            Verdict::Reply(out) => {
+                // Most answers fit the socket buffer: the loop below
+                // usually sends it all at once.
+                c.phase = Phase::Writing { out, sent: 0 };
+                c.deadline = now + limits.response_deadline;
+            }
+        }
+    }
+    let Phase::Writing { out, sent } = &mut c.phase else {
+        return Next::Keep;
+    };
+    while *sent < out.len() {
+        match c.stream.write(&out[*sent..]) {
+            Ok(0) => return Next::Close,
+            Ok(n) => *sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Next::Close,
+        }
+    }
+    c.stream.shutdown_write();
+    Next::Close
+}
+
+fn set_listener_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl(2) on a descriptor we hold; F_GETFL/F_SETFL take no
+    // pointers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// `poll(2)` on `fds` until one is ready or `timeout` passes (`None`:
+/// no timeout). `EINTR` counts as "nothing ready".
+fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<()> {
+    // Round up, so that waking finds the deadline passed.
+    let ms = timeout.map_or(-1, |t| {
+        i32::try_from(t.as_millis().saturating_add(1)).unwrap_or(i32::MAX)
+    });
+    let n = libc::nfds_t::try_from(fds.len()).map_err(io::Error::other)?;
+    // SAFETY: `fds` is a live, exclusively borrowed slice of `n` pollfd
+    // structs for the duration of the call; the kernel writes only their
+    // `revents` fields.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), n, ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            fds.iter_mut().for_each(|f| f.revents = 0);
+            return Ok(());
+        }
+        return Err(e);
+    }
+    Ok(())
+}
