@@ -122,7 +122,17 @@ enum Phase {
     Reading,
     /// Sending `out[sent..]`.
     Writing { out: Vec<u8>, sent: usize },
+    /// Answer sent and FIN with it; reading and discarding what the peer
+    /// still sends (at most `left` bytes) until its EOF, so that closing
+    /// does not reset the connection while the answer is in flight (a
+    /// close with unread input sends RST, and the peer may lose the
+    /// answer: e.g. a 400 to a head still being sent).
+    Draining { left: usize },
 }
+
+/// Most bytes discarded after an answer (a little over the 1 MiB head a
+/// broken client may send).
+const DRAIN_BUDGET: usize = 2 << 20;
 
 struct Conn<S> {
     stream: S,
@@ -177,6 +187,7 @@ where
             let ev = match c.phase {
                 Phase::Reading => libc::POLLIN,
                 Phase::Writing { .. } => libc::POLLOUT,
+                Phase::Draining { .. } => libc::POLLIN,
             };
             fds.push(pollfd(c.stream.as_raw_fd(), ev));
         }
@@ -297,20 +308,34 @@ fn step<S: Stream, P: Protocol<Stream = S>>(
             }
         }
     }
-    let Phase::Writing { out, sent } = &mut c.phase else {
+    if let Phase::Writing { out, sent } = &mut c.phase {
+        while *sent < out.len() {
+            match c.stream.write(&out[*sent..]) {
+                Ok(0) => return Next::Close,
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Next::Close,
+            }
+        }
+        c.stream.shutdown_write();
+        c.phase = Phase::Draining { left: DRAIN_BUDGET };
+        // Within the same response deadline.
+    }
+    let Phase::Draining { left } = &mut c.phase else {
         return Next::Keep;
     };
-    while *sent < out.len() {
-        match c.stream.write(&out[*sent..]) {
+    let mut chunk = [0u8; 16384];
+    loop {
+        match c.stream.read(&mut chunk) {
             Ok(0) => return Next::Close,
-            Ok(n) => *sent += n,
+            Ok(n) if n >= *left => return Next::Close,
+            Ok(n) => *left -= n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Next::Close,
         }
     }
-    c.stream.shutdown_write();
-    Next::Close
 }
 
 fn set_listener_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -356,4 +381,150 @@ fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<()> {
         return Err(e);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// One line in; `big` answers 64 MiB, anything else `ok`.
+    struct Lines;
+
+    impl Protocol for Lines {
+        type Stream = UnixStream;
+        type Job = ();
+        fn judge(&mut self, input: &[u8], eof: bool) -> Verdict<()> {
+            match input.iter().position(|&b| b == b'\n') {
+                Some(i) if &input[..i] == b"big" => Verdict::Reply(vec![b'x'; 64 << 20]),
+                Some(_) => Verdict::Reply(b"ok".to_vec()),
+                None if eof => Verdict::Reply(b"eof".to_vec()),
+                None => Verdict::More,
+            }
+        }
+        fn too_large(&mut self) -> Vec<u8> {
+            b"too large".to_vec()
+        }
+        fn handoff(&mut self, _: UnixStream, _: ()) {}
+    }
+
+    const TEST_LIMITS: Limits = Limits {
+        max_conns: 4,
+        max_request: 64,
+        request_deadline: Duration::from_millis(400),
+        response_deadline: Duration::from_millis(400),
+    };
+
+    /// A reactor on a fresh socket; stops (and is joined) when dropped.
+    struct Served {
+        path: std::path::PathBuf,
+        stop: Option<UnixStream>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Served {
+        fn start() -> Served {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "xblade-reactor-{}-{}.sock",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_file(&path);
+            let l = UnixListener::bind(&path).unwrap();
+            let (stop, rx) = UnixStream::pair().unwrap();
+            let thread = std::thread::spawn(move || {
+                run(&l, rx.as_raw_fd(), TEST_LIMITS, &mut Lines, "test");
+            });
+            Served {
+                path,
+                stop: Some(stop),
+                thread: Some(thread),
+            }
+        }
+
+        fn ask(&self, line: &[u8]) -> (Vec<u8>, Duration) {
+            let t = Instant::now();
+            let mut s = UnixStream::connect(&self.path).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(line).unwrap();
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).unwrap();
+            (out, t.elapsed())
+        }
+    }
+
+    impl Drop for Served {
+        fn drop(&mut self) {
+            drop(self.stop.take());
+            let t = Instant::now();
+            self.thread.take().unwrap().join().unwrap();
+            assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    #[test]
+    fn answers_and_limits() {
+        let s = Served::start();
+        assert_eq!(s.ask(b"hi\n").0, b"ok");
+        assert_eq!(s.ask(b"half").0, b"", "no EOF yet: dropped at the deadline");
+        assert_eq!(s.ask(&[b'a'; 100]).0, b"too large");
+    }
+
+    /// A client that never reads its (huge) answer is dropped at the
+    /// response deadline; one that never sends, at the request deadline;
+    /// meanwhile others are answered at once.
+    #[test]
+    fn stuck_clients_do_not_block_others() {
+        let s = Served::start();
+        let mut deaf = UnixStream::connect(&s.path).unwrap();
+        deaf.write_all(b"big\n").unwrap();
+        let mute = UnixStream::connect(&s.path).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let (a, t) = s.ask(b"hi\n");
+        assert_eq!(a, b"ok");
+        assert!(t < Duration::from_millis(300), "{t:?}");
+        // Both gone after their deadlines (400 ms each, plus slack).
+        std::thread::sleep(Duration::from_millis(900));
+        for (name, mut c) in [("deaf", deaf), ("mute", mute)] {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let t = Instant::now();
+            let mut sink = vec![0u8; 1 << 20];
+            // Drain what was sent; the end comes without waiting.
+            loop {
+                match c.read(&mut sink) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "{name}: {:?}",
+                t.elapsed()
+            );
+        }
+    }
+
+    /// Over the cap, the oldest connection goes and the new one is served.
+    #[test]
+    fn cap_drops_the_oldest() {
+        let s = Served::start();
+        let mut idle: Vec<UnixStream> = (0..TEST_LIMITS.max_conns)
+            .map(|_| UnixStream::connect(&s.path).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let (a, t) = s.ask(b"hi\n");
+        assert_eq!(a, b"ok");
+        assert!(t < Duration::from_millis(300), "{t:?}");
+        let oldest = &mut idle[0];
+        oldest
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut b = [0u8; 4];
+        assert!(
+            matches!(oldest.read(&mut b), Ok(0)),
+            "the oldest should be closed before its deadline"
+        );
+    }
 }
