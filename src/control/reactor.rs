@@ -70,6 +70,8 @@ pub(super) trait Listen: AsRawFd {
     type Stream: Stream;
     /// Accept one (the listener is non-blocking: `WouldBlock` when none).
     fn accept_one(&self) -> io::Result<Self::Stream>;
+    /// `O_NONBLOCK` on the listener.
+    fn set_nonblocking(&self) -> io::Result<()>;
 }
 
 /// A connected socket.
@@ -85,12 +87,18 @@ impl Listen for TcpListener {
     fn accept_one(&self) -> io::Result<TcpStream> {
         self.accept().map(|(s, _)| s)
     }
+    fn set_nonblocking(&self) -> io::Result<()> {
+        TcpListener::set_nonblocking(self, true)
+    }
 }
 
 impl Listen for UnixListener {
     type Stream = UnixStream;
     fn accept_one(&self) -> io::Result<UnixStream> {
         self.accept().map(|(s, _)| s)
+    }
+    fn set_nonblocking(&self) -> io::Result<()> {
+        UnixListener::set_nonblocking(self, true)
     }
 }
 
@@ -156,7 +164,7 @@ where
     L: Listen,
     P: Protocol<Stream = L::Stream>,
 {
-    if let Err(e) = set_listener_nonblocking(listener.as_raw_fd()) {
+    if let Err(e) = listener.set_nonblocking() {
         warn!(error = %e, "{what}: cannot make the listener non-blocking; not serving");
         return;
     }
@@ -336,20 +344,6 @@ fn step<S: Stream, P: Protocol<Stream = S>>(
             Err(_) => return Next::Close,
         }
     }
-}
-
-fn set_listener_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl(2) on a descriptor we hold; F_GETFL/F_SETFL take no
-    // pointers.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {

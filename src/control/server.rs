@@ -142,20 +142,29 @@ impl Protocol for ControlSocket {
             send_answer(stream, &busy());
             return;
         }
-        let count = Arc::clone(&self.commands);
-        // The thread owns the stream: if it cannot start, it was dropped
-        // (the client sees the connection closed).
+        // Gives the slot back however the thread ends (or if it cannot
+        // start: the closure, and the stream with it, is dropped and the
+        // client sees the connection closed).
+        let slot = Slot(Arc::clone(&self.commands));
         let spawned = std::thread::Builder::new()
             .name("xb-control-cmd".into())
             .spawn(move || {
+                let _slot = slot;
                 let r = run_command(command, &tx);
                 send_answer(stream, &answer(r));
-                count.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(e) = spawned {
-            self.commands.fetch_sub(1, Ordering::AcqRel);
             warn!(error = %e, "control socket: cannot start a command thread");
         }
+    }
+}
+
+/// One of the [`MAX_COMMANDS`] command slots, given back on drop.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
