@@ -194,7 +194,10 @@ fn best_of(n: usize, mut f: impl FnMut() -> Duration) -> Duration {
 fn assert_not_slowed(what: &str, idle: Duration, loaded: Duration) {
     let floor = idle.max(Duration::from_millis(2));
     let ratio = loaded.as_secs_f64() / floor.as_secs_f64();
-    eprintln!("{what}: idle best {idle:?}, loaded best {loaded:?}, ratio {ratio:.2} (floor 2 ms)");
+    eprintln!(
+        "{what}: idle best {idle:?}, loaded best {loaded:?}, raw ratio {:.2}, bounded ratio {ratio:.2} (idle floored at 2 ms)",
+        loaded.as_secs_f64() / idle.as_secs_f64().max(1e-9)
+    );
     assert!(
         ratio <= 10.0,
         "{what}: {loaded:?} with idle clients vs {idle:?} without (ratio {ratio:.1} > 10)"
@@ -229,28 +232,32 @@ fn idle_tcp_connections_do_not_delay_a_scrape() {
     scrape(ns); // warm up (page cache, first render)
     let idle = best_of(7, || scrape(ns).1);
 
-    let t_open = Instant::now();
     let idlers: Vec<TcpStream> = (0..50).map(|_| connect(ns)).collect();
     let loaded = best_of(7, || scrape(ns).1);
     assert_not_slowed("scrape, 50 idle TCP connections", idle, loaded);
 
     // Beyond the cap (128): the oldest are dropped, new ones get in.
     let more: Vec<TcpStream> = (0..150).map(|_| connect(ns)).collect();
+    let t_more = Instant::now();
     let crowded = best_of(7, || scrape(ns).1);
     assert_not_slowed("scrape, 200 idle TCP connections", idle, crowded);
 
-    // The idle ones are dropped at their request deadline (3 s).
-    let mut first = &idlers[0];
-    let mut b = [0u8; 16];
-    let n = first.read(&mut b);
-    let waited = t_open.elapsed();
+    // Idle ones are dropped: the oldest to make room (or at their
+    // deadline), the newest at its request deadline (3 s), not before.
+    let closed = |mut s: &TcpStream| {
+        let mut b = [0u8; 16];
+        let n = s.read(&mut b);
+        assert!(
+            matches!(n, Ok(0)) || n.is_err(),
+            "an idle connection got {n:?}"
+        );
+    };
+    closed(&idlers[0]);
+    closed(more.last().unwrap());
+    let waited = t_more.elapsed();
     assert!(
-        matches!(n, Ok(0)) || n.is_err(),
-        "an idle connection got {n:?}"
-    );
-    assert!(
-        waited < Duration::from_secs(8),
-        "idle connection dropped only after {waited:?}"
+        (Duration::from_secs(2)..Duration::from_secs(8)).contains(&waited),
+        "newest idle connection dropped after {waited:?} (request deadline 3 s)"
     );
     drop((idlers, more));
     assert!(d.proc.is_running(), "{}", d.proc.log());
