@@ -195,6 +195,20 @@ fn send_answer(mut stream: UnixStream, body: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any line parses to a command or an error naming it, never a
+        /// panic; every valid target round-trips, with or without `e`.
+        #[test]
+        fn any_line(line in "\\PC{0,80}", shelf in 0u16..=65535, slot in 0u8..=255, e in any::<bool>()) {
+            if let Err(m) = parse_command(&line) {
+                prop_assert!(!m.is_empty());
+            }
+            let t = format!("{}{shelf}.{slot}", if e { "e" } else { "" });
+            prop_assert_eq!(parse_command(&format!("resize {t}")), Ok(Command::Resize(shelf, slot)));
+        }
+    }
 
     #[test]
     fn commands_parse() {
