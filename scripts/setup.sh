@@ -20,6 +20,7 @@ PKGS=(
   vblade aoetools tshark                                            # reference target, AoE tools, capture
   qemu-system-x86 busybox-static e2fsprogs                          # shared/tools/aoe-client-vm.sh
   linux-perf python3 strace                                         # strace: ack-ordering test
+  python3-prometheus-client                                         # Prometheus text parser (tests/control_plane.rs)
   dpkg-dev init-system-helpers                                      # dpkg-shlibdeps (cargo-deb), deb-systemd-helper (81-deb.sh)
 )
 # Commands that must resolve after installation (package -> command checks).
@@ -81,6 +82,9 @@ for c in "${CMDS[@]}"; do
   command -v "$c" >/dev/null 2>&1 || absent+=("$c")
 done
 [[ -f /usr/include/bpf/bpf_helpers.h ]] || absent+=("/usr/include/bpf/bpf_helpers.h (libbpf-dev)")
+# Debian's python, not a pyenv/venv python3 earlier in PATH (the test calls it by path).
+/usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 ||
+  absent+=("/usr/bin/python3 module prometheus_client (python3-prometheus-client)")
 cargo fmt --version >/dev/null 2>&1 || absent+=("rustfmt (cargo fmt)")
 cargo clippy --version >/dev/null 2>&1 || absent+=("clippy (cargo clippy)")
 ((${#absent[@]} == 0)) || die "missing commands after setup: ${absent[*]}"

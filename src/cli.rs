@@ -462,7 +462,8 @@ fn send_command(socket: Option<PathBuf>, cmd: crate::control::Command) -> Result
                 return Err(e).with_context(|| format!("asking {}", s.display()))
             }
             // A socket left by a killed process.
-            Err(_) => {}
+            Err(e) if stale(&e) => {}
+            Err(e) => refusals.push(format!("{}: {e}", s.display())),
         }
     }
     if done == 0 {
@@ -511,7 +512,11 @@ fn status(socket: Option<PathBuf>, json: bool, watch: Option<f64>, full: bool) -
                     return Err(e).with_context(|| format!("querying {}", s.display()))
                 }
                 // A socket left by a killed process: skip it.
-                Err(_) => {}
+                Err(e) if stale(&e) => {}
+                // A live process that does not answer: say so, go on.
+                Err(e) => {
+                    eprintln!("xblade: querying {}: {e}", s.display());
+                }
             }
         }
         if found == 0 {
@@ -556,5 +561,14 @@ fn serve(
             metrics: run.metrics,
             config,
         },
+    )
+}
+
+/// A control socket left by a process that is gone (refused, or removed
+/// since it was listed): skipped when sockets are discovered.
+fn stale(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
     )
 }

@@ -1,0 +1,187 @@
+//! What `status` reports: the JSON [`Status`] and where it is read from
+//! ([`Sources`]: the server's [`Inventory`] and the counters workers
+//! publish, lock-free snapshots; nothing here touches the request path).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::Sender;
+use serde::{Deserialize, Serialize};
+
+use super::Request;
+use crate::server::Inventory;
+use crate::stats::WorkerStats;
+
+/// One export as `status` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportStatus {
+    /// Shelf.
+    pub shelf: u16,
+    /// Slot.
+    pub slot: u8,
+    /// Capacity in sectors.
+    pub sectors: u64,
+    /// Read-only.
+    pub read_only: bool,
+    /// Config string (lossy UTF-8).
+    pub config: String,
+    /// Mac Mask list.
+    pub mac_mask: Vec<String>,
+    /// Reserve list.
+    pub reserve: Vec<String>,
+    /// Backing store (path, or `null:BYTES`).
+    #[serde(default)]
+    pub source: String,
+    /// Interfaces it is served on.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// First sector in the store.
+    #[serde(default)]
+    pub offset: u64,
+    /// Operator-fixed length (does not follow the store's size).
+    #[serde(default)]
+    pub fixed_length: bool,
+    /// O_DIRECT.
+    #[serde(default)]
+    pub direct: bool,
+    /// Writes acknowledged from the page cache.
+    #[serde(default)]
+    pub writeback: bool,
+}
+
+/// One served interface as `status` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IfaceStatus {
+    /// Name.
+    pub name: String,
+    /// "xdp" or "afpacket".
+    pub datapath: String,
+    /// XDP attach mode ("native", "skb"), XDP only.
+    pub xdp_mode: Option<String>,
+    /// MTU at start-up.
+    pub mtu: u32,
+    /// Workers (queues) serving it.
+    pub queues: usize,
+    /// Exports served on it.
+    pub exports: Vec<String>,
+}
+
+/// The answer to `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// Process id.
+    pub pid: u32,
+    /// xblade version.
+    #[serde(default)]
+    pub version: String,
+    /// Seconds since start.
+    #[serde(default)]
+    pub uptime_secs: u64,
+    /// Configuration file (`serve --config`), if any.
+    #[serde(default)]
+    pub config: Option<String>,
+    /// Successful reloads.
+    #[serde(default)]
+    pub reloads: u64,
+    /// Datapath in use.
+    pub datapath: String,
+    /// Exports.
+    pub exports: Vec<ExportStatus>,
+    /// Interfaces.
+    #[serde(default)]
+    pub interfaces: Vec<IfaceStatus>,
+    /// Per-worker counters ([`WorkerStats`] as JSON) plus `name`,
+    /// `datapath`, `core` (pinned core or null) and `exports`.
+    pub workers: Vec<serde_json::Value>,
+}
+
+/// What the control plane reads and where it sends commands.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The server's inventory (replaced on every change).
+    pub inventory: Arc<ArcSwap<Inventory>>,
+    /// Where `resize`/`reload` go; `None` refuses them.
+    pub requests: Option<Sender<Request>>,
+    /// Configuration file, if any.
+    pub config: Option<PathBuf>,
+    /// Successful reloads (bumped by the service loop).
+    pub reloads: Arc<AtomicU64>,
+    /// Start time.
+    pub started: Instant,
+}
+
+impl Sources {
+    /// The status as the socket answers it.
+    pub fn status(&self) -> Status {
+        let inv = self.inventory.load();
+        Status {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            config: self.config.as_ref().map(|p| p.display().to_string()),
+            reloads: self.reloads.load(Ordering::Relaxed),
+            datapath: inv.datapath.clone(),
+            exports: inv
+                .exports
+                .iter()
+                .map(|v| {
+                    let e = &v.export;
+                    let s = e.state();
+                    ExportStatus {
+                        shelf: e.info.shelf,
+                        slot: e.info.slot,
+                        sectors: s.sectors,
+                        read_only: s.read_only,
+                        config: String::from_utf8_lossy(&s.config).into_owned(),
+                        mac_mask: s.mask.iter().map(|m| m.to_string()).collect(),
+                        reserve: s.reserve.iter().map(|m| m.to_string()).collect(),
+                        source: v.source.clone(),
+                        interfaces: v.interfaces.clone(),
+                        offset: v.offset,
+                        fixed_length: v.fixed_length,
+                        direct: v.direct,
+                        writeback: v.writeback,
+                    }
+                })
+                .collect(),
+            interfaces: inv
+                .interfaces
+                .iter()
+                .map(|i| IfaceStatus {
+                    name: i.name.clone(),
+                    datapath: i.datapath.into(),
+                    xdp_mode: i.xdp_mode.map(Into::into),
+                    mtu: i.mtu,
+                    queues: i.queues,
+                    exports: i.exports.clone(),
+                })
+                .collect(),
+            workers: inv
+                .workers
+                .iter()
+                .map(|w| {
+                    let mut v = serde_json::to_value(&**w.stats.load()).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("name".into(), w.name.clone().into());
+                        o.insert("datapath".into(), w.datapath.into());
+                        o.insert("core".into(), w.core.into());
+                        o.insert("exports".into(), w.exports.clone().into());
+                    }
+                    v
+                })
+                .collect(),
+        }
+    }
+
+    pub(super) fn workers(&self) -> Vec<WorkerStats> {
+        self.inventory
+            .load()
+            .workers
+            .iter()
+            .map(|w| (**w.stats.load()).clone())
+            .collect()
+    }
+}
