@@ -340,47 +340,46 @@ pub fn run(iface: &str, shelf: u16, slot: u8, expect_scnt: Option<u8>) -> (Strin
     });
     c.set_timeout(SILENCE);
     c.set_retries(0);
-    note(
-        "silence: response flag, other shelf.slot, other MAC, runt",
-        {
-            (|| {
-                let other_slot = slot.wrapping_add(1);
-                let cases = [
-                    (
-                        "response flag",
-                        frame(tm, me, 0x18, shelf, slot, 0, c.next_tag(), &IDENTIFY_ARG),
+    note("silence: response flag, other shelf, other MAC, runt", {
+        (|| {
+            // Another shelf (never the broadcast one): the target may
+            // serve other slots of this shelf.
+            let other_shelf = shelf.wrapping_add(1) % 0xffff;
+            let cases = [
+                (
+                    "response flag",
+                    frame(tm, me, 0x18, shelf, slot, 0, c.next_tag(), &IDENTIFY_ARG),
+                ),
+                (
+                    "other shelf",
+                    frame(
+                        tm,
+                        me,
+                        0x10,
+                        other_shelf,
+                        slot,
+                        0,
+                        c.next_tag(),
+                        &IDENTIFY_ARG,
                     ),
-                    (
-                        "other slot",
-                        frame(
-                            tm,
-                            me,
-                            0x10,
-                            shelf,
-                            other_slot,
-                            0,
-                            c.next_tag(),
-                            &IDENTIFY_ARG,
-                        ),
-                    ),
-                    (
-                        "other MAC",
-                        frame(OTHER, me, 0x10, shelf, slot, 0, c.next_tag(), &IDENTIFY_ARG),
-                    ),
-                ];
-                for (why, f) in cases {
-                    if let Some(h) = raw(&mut c, &f)? {
-                        return Err(format!("{why}: answered {h:?}"));
-                    }
+                ),
+                (
+                    "other MAC",
+                    frame(OTHER, me, 0x10, shelf, slot, 0, c.next_tag(), &IDENTIFY_ARG),
+                ),
+            ];
+            for (why, f) in cases {
+                if let Some(h) = raw(&mut c, &f)? {
+                    return Err(format!("{why}: answered {h:?}"));
                 }
-                let f = frame(tm, me, 0x10, shelf, slot, 1, c.next_tag(), &[]);
-                if let Some(h) = raw(&mut c, &f[..20])? {
-                    return Err(format!("20-byte frame answered {h:?}"));
-                }
-                Ok(String::new())
-            })()
-        },
-    );
+            }
+            let f = frame(tm, me, 0x10, shelf, slot, 1, c.next_tag(), &[]);
+            if let Some(h) = raw(&mut c, &f[..20])? {
+                return Err(format!("20-byte frame answered {h:?}"));
+            }
+            Ok(String::new())
+        })()
+    });
     c.set_timeout(Duration::from_secs(1));
     c.set_retries(2);
     note(

@@ -34,20 +34,27 @@ ip -n "$INS" link set "$IIF" up
 ip -n "$HNS" link set "$HIF" up
 xl_sparse "$W/guest.img" $((64 << 20))
 
-# guest_script FILE ZC MTU: the guest's part. It starts xblade on eth0 (2 queues, O_DIRECT
-# on /dev/vda), lets the host run its checks (host-now), then prints xblade's status JSON and
-# log between markers for the host to parse. With MTU 9000 it first checks that
-# --zero-copy on refuses to start.
+# guest_script FILE ZC MTU: the guest's part. It starts xblade on eth0 (2 queues): at MTU
+# 1500 through `serve` with two exports, 75.1 on /dev/vda with O_DIRECT and 75.2 on the null
+# store (READ replies from its zero pool); at MTU 9000 in the vblade form with 75.1 only,
+# after checking that --zero-copy on refuses to start. It prints xblade's status JSON once
+# serving and again after the host's checks (host-now), and its log, between markers.
 guest_script() {
   cat >"$1" <<EOF
 #!/bin/sh
-XB_ARGS="--datapath xdp --xdp-mode native --queues 2 -d $SHELF 1 eth0 /dev/vda"
-if [ "$3" -gt 3602 ]; then
+if [ "$3" -le 3602 ]; then
+  printf '%s\n' 'datapath = "xdp"' '[xdp]' 'queues = 2' 'mode = "native"' 'zero_copy = "$2"' \
+    '[[export]]' 'shelf = $SHELF' 'slot = 1' 'file = "/dev/vda"' 'interfaces = ["eth0"]' \
+    'direct = true' '[[export]]' 'shelf = $SHELF' 'slot = 2' 'file = "null:64M"' \
+    'interfaces = ["eth0"]' >/tmp/xb.toml
+  xblade serve -c /tmp/xb.toml >/tmp/xb.log 2>&1 &
+else
+  XB_ARGS="--datapath xdp --xdp-mode native --queues 2 -d $SHELF 1 eth0 /dev/vda"
   timeout 60 xblade --zero-copy on \$XB_ARGS >/tmp/on.log 2>&1
   echo "XBZC-ON-EXIT=\$?"
   echo XBZC-ON-BEGIN; grep 'xblade: error' /tmp/on.log; echo XBZC-ON-END
+  xblade --zero-copy $2 \$XB_ARGS >/tmp/xb.log 2>&1 &
 fi
-xblade --zero-copy $2 \$XB_ARGS >/tmp/xb.log 2>&1 &
 XB=\$!
 i=0
 until grep -q 'xblade serving' /tmp/xb.log; do
@@ -58,10 +65,13 @@ until grep -q 'xblade serving' /tmp/xb.log; do
   fi
   i=\$((i + 1)); sleep 0.1
 done
-host-now $((XL_GUEST_TIMEOUT - 120)); hrc=\$?
 sleep 0.5   # counters are published every 250 ms
+xblade status --json >/tmp/st0.json 2>&1
+host-now $((XL_GUEST_TIMEOUT - 120)); hrc=\$?
+sleep 0.5
 xblade status --json >/tmp/st.json 2>&1
 kill \$XB; wait \$XB
+echo XBZC-STATUS0-BEGIN; cat /tmp/st0.json; echo; echo XBZC-STATUS0-END
 echo XBZC-STATUS-BEGIN; cat /tmp/st.json; echo; echo XBZC-STATUS-END
 echo XBZC-LOG-BEGIN; cat /tmp/xb.log; echo XBZC-LOG-END
 exit \$hrc
@@ -89,6 +99,11 @@ got=\$(x aoecfg -t 3 -c set -s zc$2 $SHELF 1 $IIF)
 got=\$(x aoecfg -t 3 $SHELF 1 $IIF)
 [[ \$got == zc$2 ]] || { echo "aoecfg read: '\$got'"; exit 1; }
 echo "aoetools: aoeping -v, aoeping -I, aoecfg set and read: ok"
+if (($2 <= 7)); then
+  echo "== xblade bench on the null store (1 KiB reads from the zero pool)"
+  x "$XL_BIN" bench --iface $IIF --target $SHELF.2 --op read --duration 2s --warmup 200ms \\
+    --window 16 --timeout 3000 --retries 8 -q
+fi
 EOF
 }
 
@@ -121,24 +136,36 @@ section() {
 }
 
 # check_status NAME ZERO_COPY: both queues' workers report zero_copy == ZERO_COPY (true or
-# false) and each served at least 10% of the ATA requests.
+# false), each served at least 10% of the ATA requests, no invalid descriptor either way, and
+# between the two snapshots (the host's checks) no frame met an empty fill ring or was dropped
+# at the socket. With zero-copy, the null export's READs went out from the zero pool.
 check_status() {
+  section "$1" STATUS0 >"$W/$1.status0.json"
   section "$1" STATUS >"$W/$1.status.json"
-  python3 - "$W/$1.status.json" "$2" <<'PY' || xl_die "$1: status check failed (status JSON in $W/$1.status.json)"
+  python3 - "$W/$1.status0.json" "$W/$1.status.json" "$2" <<'PY' || xl_die "$1: status check failed (status JSON in $W/$1.status*.json)"
 import json, sys
-st = json.load(open(sys.argv[1]))
-want = sys.argv[2] == "true"
-ws = sorted(st["workers"], key=lambda w: w["queue"])
+def workers(path):
+    return sorted(json.load(open(path))["workers"], key=lambda w: w["queue"])
+w0, ws = workers(sys.argv[1]), workers(sys.argv[2])
+want = sys.argv[3] == "true"
 assert [w["queue"] for w in ws] == [0, 1], f"workers on queues {[w['queue'] for w in ws]}"
 ata = [w["engine"]["ata_read"] + w["engine"]["ata_write"] for w in ws]
 total = sum(ata)
-for w, n in zip(ws, ata):
-    zc = w["xdp"]["zero_copy"]
-    assert zc == want, f"queue {w['queue']}: zero_copy {zc}, want {want}"
-    assert n >= 0.1 * total, f"queue {w['queue']} served {n} of {total} ATA requests"
-print(" ".join(f"q{w['queue']}: zero_copy={w['xdp']['zero_copy']} ata={n} ({100 * n // total}%)"
-               f" rx_fill_ring_empty={w['xdp']['rx_fill_ring_empty']} fill_depth={w['xdp']['fill_depth']}"
-               for w, n in zip(ws, ata)))
+out = []
+for a, b, n in zip(w0, ws, ata):
+    q, x0, x = b["queue"], a["xdp"], b["xdp"]
+    assert x["zero_copy"] == want, f"queue {q}: zero_copy {x['zero_copy']}, want {want}"
+    assert n >= 0.1 * total, f"queue {q} served {n} of {total} ATA requests"
+    for k in ("rx_invalid_descs", "tx_invalid_descs", "rx_bad_desc", "rx_oversize"):
+        assert x[k] == 0, f"queue {q}: {k} = {x[k]}"
+    for k in ("rx_fill_ring_empty", "rx_dropped"):
+        assert x[k] == x0[k], f"queue {q}: {k} {x0[k]} -> {x[k]} during the host's checks"
+    out.append(f"q{q}: zero_copy={x['zero_copy']} ata={n} ({100 * n // total}%) fill_depth={x['fill_depth']}"
+               f" zero_pool_replies={x['zero_pool_replies']} rx_fill_ring_empty={x['rx_fill_ring_empty']} (at start)")
+if want:
+    z = sum(w["xdp"]["zero_pool_replies"] for w in ws)
+    assert z > 0, "no READ reply went out from the zero pool"
+print("; ".join(out))
 PY
 }
 
@@ -153,7 +180,7 @@ n=$(grep -c 'AF_XDP socket ready (zero-copy mode)' "$W/zc1500.log" || true)
 xl_expect_eq "zc1500: queues bound in zero-copy mode (log)" "$n" 2
 summary=$(check_status zc1500 true) || xl_die "zc1500: status check failed"
 xl_log "zc1500: $summary"
-xl_pass "zero-copy without SG at MTU 1500 on 2 queues: conformance, bench --verify, aoetools; $summary" "$T0"
+xl_pass "zero-copy without SG at MTU 1500 on 2 queues: conformance, bench --verify (O_DIRECT), aoetools, null-store reads; $summary" "$T0"
 
 # --- run 2: MTU 9000, --zero-copy on refused, auto picks copy mode ----------------------
 T0=$SECONDS

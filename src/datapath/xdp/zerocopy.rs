@@ -22,6 +22,42 @@
 //!
 //! The decision ([`decide`]) is pure and unit-tested; [`probe`] gathers its
 //! inputs from the kernel.
+//!
+//! What zero-copy mode changes for the rest of the datapath, where frames
+//! are the NIC's DMA buffers (checked 2026-12-03, in the qemu guest of
+//! tests/scripts/75-xdp-zerocopy.sh where noted):
+//!
+//! - Headroom and O_DIRECT alignment: the driver receives at the same place
+//!   as the copy path (chunk + 256 + [`super::umem::FRAME_HEADROOM`] =
+//!   chunk + 476; `Worker::receive` drops a descriptor anywhere else and
+//!   counts `rx_bad_desc`), so frame byte 36 stays at chunk + 512 and
+//!   one-chunk READs and WRITEs go to an O_DIRECT store in place. Guest:
+//!   O_DIRECT export, `bench --verify`, `rx_bad_desc` 0.
+//! - Chunk ownership ([`super::umem::ChunkTable`]): the four rings carry the
+//!   same addresses as in copy mode. `InFill` also covers the chunks the
+//!   driver took from the fill ring into the NIC's RX ring, and the frames
+//!   the XDP program passes to the stack or drops: the kernel recycles those
+//!   into its own pool (`xsk_buff_free`) and uses them for later receives,
+//!   never handing them back on RX. All of them are the kernel's, as
+//!   `InFill` says; the counts hold.
+//! - Fill-ring starvation: a zero-copy worker keeps the whole fill ring
+//!   stocked from the start (`FILL_ZERO_COPY` in the worker): the NIC posts
+//!   its buffers from it and drops a frame when none is posted. xsk-rs binds
+//!   inside `Socket::new`, before the worker can fill the ring, so the
+//!   driver's first refill finds it empty and the kernel counts
+//!   `rx_fill_ring_empty` at start-up (thousands in the guest, before any
+//!   traffic); the guest test checks that it does not move while requests
+//!   are served.
+//! - TX completion order: `Worker::reap_tx` frees each completed address by
+//!   value and assumes no order.
+//! - Replies built in the request's chunk: the pool DMA-maps the whole UMEM
+//!   in both directions, so a received chunk goes back out as it is. On a
+//!   socket without `XDP_USE_SG` no reply spans two chunks: the port's
+//!   sectors are capped to one chunk (a debug assertion guards
+//!   `post_frags`), and the kernel delivers no multi-buffer frame to it.
+//! - The null store's zero pool: pool chunks never go to the fill ring, so
+//!   the NIC never writes them; TX only reads them. Guest: a null export's
+//!   READs served from the pool in zero-copy mode.
 
 use std::ffi::CString;
 use std::io;
@@ -413,9 +449,9 @@ mod tests {
     use super::*;
     use crate::datapath::xdp::umem::ROOM;
 
-    /// Flags of a zero-copy driver: basic, redirect, ndo_xmit,
-    /// xsk_zerocopy, rx_sg.
-    const VIRTIO_FEATURES: u64 = 0x2f;
+    /// virtio_net's flags on 6.18 with `iommu_platform=on` (measured in the
+    /// guest): basic, redirect, ndo_xmit, xsk_zerocopy, rx_sg, ndo_xmit_sg.
+    const VIRTIO_FEATURES: u64 = 0x6f;
     /// veth's flags on 6.18 (measured): basic, redirect, rx_sg; no
     /// zero-copy.
     const VETH_FEATURES: u64 = 0x23;
