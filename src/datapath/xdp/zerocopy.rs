@@ -15,9 +15,12 @@
 //!   needs: zero-copy with SG;
 //! - else copy mode (with SG) for that interface. A UMEM chunk above 4 KiB
 //!   would let a jumbo frame fit one buffer, but the kernel refuses it:
-//!   `Umem::new` with 8192- or 16384-byte chunks fails with EINVAL on 6.18
-//!   even on a 2 MiB-page UMEM (platform notes §1; the upstream patch for
-//!   chunks above PAGE_SIZE is not in this kernel), so there is no
+//!   `XDP_UMEM_REG` with 8192- or 16384-byte chunks fails with EINVAL on
+//!   6.18, on a 2 MiB-page (MAP_HUGETLB) UMEM too (platform notes §1 on the
+//!   dev VM; again 2026-12-03 in the 6.18.15 guest of
+//!   tests/scripts/75-xdp-zerocopy.sh with a raw probe, where the same UMEM
+//!   with 4096-byte chunks bound `XDP_ZEROCOPY` on virtio_net and
+//!   `XDP_ZEROCOPY | XDP_USE_SG` failed with EOPNOTSUPP). So there is no
 //!   zero-copy for jumbo frames on one-buffer drivers.
 //!
 //! The decision ([`decide`]) is pure and unit-tested; [`probe`] gathers its
