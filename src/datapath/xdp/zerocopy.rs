@@ -51,6 +51,12 @@
 //!   `rx_fill_ring_empty` at start-up (thousands in the guest, before any
 //!   traffic); the guest test checks that it does not move while requests
 //!   are served.
+//! - The stack's traffic: in zero-copy mode every frame of a served queue
+//!   lands in a UMEM chunk first, non-AoE ones included; the kernel copies
+//!   what the XDP program passes into a socket buffer. So the fill ring
+//!   feeds the host's own traffic on that queue too, one more reason to
+//!   keep it stocked, and a queue whose worker has stopped taking frames
+//!   (backpressure) delays the stack's frames with the AoE ones.
 //! - TX completion order: `Worker::reap_tx` frees each completed address by
 //!   value and assumes no order.
 //! - Replies built in the request's chunk: the pool DMA-maps the whole UMEM
