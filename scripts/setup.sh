@@ -19,12 +19,13 @@ PKGS=(
   iproute2 ethtool procps                                           # ip/veth/netns, sysctl (test harness)
   vblade aoetools tshark                                            # reference target, AoE tools, capture
   qemu-system-x86 busybox-static e2fsprogs                          # shared/tools/aoe-client-vm.sh
+  kmod xz-utils                                                     # shared/tools/xdp-guest-vm.sh (modinfo, xz -d modules)
   linux-perf python3 strace                                         # strace: ack-ordering test
   python3-prometheus-client                                         # Prometheus text parser (tests/control_plane.rs)
   dpkg-dev init-system-helpers                                      # dpkg-shlibdeps (cargo-deb), deb-systemd-helper (81-deb.sh)
 )
 # Commands that must resolve after installation (package -> command checks).
-CMDS=(clang llvm-strip ip ethtool sysctl strace vblade aoeping aoecfg tshark qemu-system-x86_64 busybox mkfs.ext4 perf python3 dpkg-shlibdeps deb-systemd-helper cargo rustc)
+CMDS=(clang llvm-strip ip ethtool sysctl strace vblade aoeping aoecfg tshark qemu-system-x86_64 busybox modinfo xz mkfs.ext4 perf python3 dpkg-shlibdeps deb-systemd-helper cargo rustc)
 
 die() {
   echo "setup.sh: ERROR: $*" >&2

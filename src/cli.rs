@@ -113,6 +113,20 @@ enum Command {
         #[arg(long, default_value = "target/man")]
         dir: PathBuf,
     },
+    /// Run the AoE r11 conformance check list against SHELF.SLOT through
+    /// IFACE (a target this host cannot start itself: tests/scripts/75).
+    /// Writes to the export's first 64 and last sectors.
+    #[command(hide = true)]
+    Conformance {
+        /// Interface facing the target.
+        iface: String,
+        /// The export: SHELF.SLOT (or eSHELF.SLOT).
+        #[arg(value_name = "SHELF.SLOT", value_parser = parse_target)]
+        target: (u16, u8),
+        /// Sectors per request the target must advertise.
+        #[arg(long)]
+        expect_scnt: Option<u8>,
+    },
     // ---- xblade bench (src/bench/) ----
     /// Benchmark an AoE target from this host (`xblade bench compare`:
     /// side-by-side comparison with vblade).
@@ -347,6 +361,22 @@ pub fn main() -> Result<()> {
         }
         Some(Command::Reload { socket }) => send_command(socket, crate::control::Command::Reload),
         Some(Command::Man { dir }) => write_man(&dir),
+        Some(Command::Conformance {
+            iface,
+            target: (shelf, slot),
+            expect_scnt,
+        }) => {
+            let (report, failed) =
+                crate::initiator::conformance::run(&iface, shelf, slot, expect_scnt);
+            print!("{report}");
+            if failed > 0 {
+                anyhow::bail!(
+                    "{failed} conformance check(s) failed against {shelf}.{slot} on {iface}"
+                );
+            }
+            println!("conformance: all checks passed against {shelf}.{slot} on {iface}");
+            Ok(())
+        }
         Some(Command::Bench(b)) => crate::bench::main(*b),
         Some(Command::ImportVblade { dir, output }) => import_vblade(&dir, output.as_deref()),
         Some(Command::CheckConfig { config }) => {

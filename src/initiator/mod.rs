@@ -3,4 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod conformance;
 pub mod request;

@@ -324,30 +324,6 @@ fn link_create(prog_fd: RawFd, ifindex: u32, mode: Attached) -> io::Result<Owned
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `NETDEV_XDP_ACT_XSK_ZEROCOPY` from linux/netdev.h (not in libbpf-sys's
-/// bindings).
-const NETDEV_XDP_ACT_XSK_ZEROCOPY: u64 = 1 << 3;
-
-/// Whether the driver of `ifindex` offers AF_XDP zero-copy, from its
-/// advertised XDP features (kernel 6.3+); None when the kernel cannot say.
-/// Asking first spares a refused zero-copy bind, whose UMEM the kernel
-/// frees only later (it would hold a second set of huge pages meanwhile).
-pub fn zero_copy_supported(ifindex: u32) -> Option<bool> {
-    let ifindex = i32::try_from(ifindex).ok()?;
-    // SAFETY: bpf_xdp_query_opts is a plain C struct for which all-zero is
-    // the documented default; `sz` is set right after.
-    let mut opts: libbpf_sys::bpf_xdp_query_opts = unsafe { std::mem::zeroed() };
-    opts.sz = std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as libbpf_sys::size_t;
-    // SAFETY: `opts` lives on this stack frame for the whole call and its
-    // size is declared in `sz`.
-    let rc = unsafe { libbpf_sys::bpf_xdp_query(ifindex, 0, &mut opts) };
-    // No features at all: an old kernel that does not report them.
-    if rc != 0 || opts.feature_flags == 0 {
-        return None;
-    }
-    Some(opts.feature_flags & NETDEV_XDP_ACT_XSK_ZEROCOPY != 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,7 @@ pub mod commit;
 pub mod ring;
 pub mod socket;
 pub mod umem;
+pub mod zerocopy;
 
 use std::collections::VecDeque;
 use std::io;
@@ -65,7 +66,7 @@ pub const BATCH: usize = 64;
 /// bytes); longer frames are dropped and counted.
 pub const MAX_FRAGS: usize = 5;
 /// Most sectors per ATA request the datapath can carry in MAX_FRAGS chunks.
-pub const MAX_SECTORS: u8 = ((MAX_FRAGS * ROOM - ATA_DATA_OFFSET) / SECTOR_SIZE) as u8;
+pub const MAX_SECTORS: u8 = sectors_in(MAX_FRAGS);
 /// Entries of each ring (fill, completion, RX, TX).
 const RING: u32 = 2048;
 /// UMEM chunks per socket (16 MiB).
@@ -77,6 +78,13 @@ const CHUNKS: u32 = 4096;
 /// cost about 10% more CPU per request (measured on veth, 2026-11-25).
 /// A worker about to sleep still fills the whole ring (see `refill_to`).
 const FILL_START: usize = 4 * BATCH;
+/// Fill-ring depth a zero-copy worker starts with: the whole ring. In
+/// zero-copy mode the driver posts chunks from the fill ring to the NIC's
+/// own RX ring ahead of traffic (as many as that ring has slots, often
+/// 512-4096), and a frame arriving when none is posted is dropped by the
+/// NIC, not copied later: the L2 working-set argument of [`FILL_START`]
+/// loses to keeping the NIC stocked.
+const FILL_ZERO_COPY: usize = RING as usize;
 /// Disk operations in flight per worker (io_uring slots).
 const DISK_SLOTS: u32 = 128;
 /// Zeroed chunks a worker with a null store keeps for READ replies (2 MiB:
@@ -144,6 +152,22 @@ fn prefetch(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// Most sectors per ATA request a frame of `frags` chunks carries.
+pub const fn sectors_in(frags: usize) -> u8 {
+    let k = (frags * ROOM).saturating_sub(ATA_DATA_OFFSET) / SECTOR_SIZE;
+    if k > 255 {
+        255
+    } else {
+        k as u8
+    }
+}
+
+/// Chunks per frame a worker handles on a socket that carries at most
+/// `max_buffers` (None: no driver limit).
+fn max_frags(max_buffers: Option<u32>) -> usize {
+    max_buffers.map_or(MAX_FRAGS, |b| (b as usize).clamp(1, MAX_FRAGS))
 }
 
 /// Chunks a frame of `len` bytes occupies.
@@ -508,12 +532,10 @@ impl Worker {
         let xopts = XskOptions {
             chunks: CHUNKS,
             ring: RING,
-            zero_copy: match (opts.zero_copy, ifc.mode()) {
-                // Generic XDP cannot feed a zero-copy socket.
-                (ZeroCopy::Auto, Attached::Skb) => ZeroCopy::Off,
-                (z, _) => z,
-            },
+            zero_copy: opts.zero_copy,
             busy_poll: opts.busy_poll,
+            mtu: spec.iface.mtu,
+            native: ifc.mode() == Attached::Native,
         };
         let xsk = Xsk::open(&spec.iface.name, spec.iface.index, queue, &xopts).map_err(qerr)?;
         let mut port = Port::new(
@@ -521,9 +543,15 @@ impl Worker {
             spec.iface.mtu,
             (0..spec.exports.len()).collect(),
         );
-        port.max_sectors = port.max_sectors.min(MAX_SECTORS);
+        // A socket bound without XDP_USE_SG (zero-copy on a one-buffer
+        // driver) carries one-chunk frames only: no request or reply may
+        // need more (see `zerocopy`).
+        port.max_sectors = port
+            .max_sectors
+            .min(sectors_in(max_frags(xsk.max_buffers())));
         let max_reply = ATA_DATA_OFFSET + usize::from(port.max_sectors) * SECTOR_SIZE;
-        let reply_frags = frags_for(max_reply.max(port.max_frame()));
+        let reply_frags =
+            frags_for(max_reply.max(port.max_frame())).min(max_frags(xsk.max_buffers()));
 
         // SAFETY: `xsk` moves into the Worker below, whose `xsk` field is
         // declared after `uring` and `bounce`.
@@ -582,7 +610,11 @@ impl Worker {
             commit_held: 0,
             max_reply,
             reserve,
-            fill_depth: FILL_START,
+            fill_depth: if xsk.zero_copy() {
+                FILL_ZERO_COPY
+            } else {
+                FILL_START
+            },
             tx_q: Vec::with_capacity(n),
             tx_outstanding: 0,
             partial: Partial::default(),
@@ -875,6 +907,13 @@ impl Worker {
     /// Queue a frame of `len` bytes spread over `frags` (each holding ROOM
     /// bytes but the last) for TX.
     fn post_frags(&mut self, frags: &[u32], len: usize, from: ChunkState) {
+        // Without XDP_USE_SG the kernel takes no XDP_PKT_CONTD chain: the
+        // port's sectors are capped so that every reply fits one chunk.
+        debug_assert!(
+            frags.len() <= 1 || self.xsk.sg(),
+            "{}-fragment reply on a socket bound without XDP_USE_SG",
+            frags.len()
+        );
         let mut left = len;
         for (i, &c) in frags.iter().enumerate() {
             let l = left.min(ROOM);
@@ -1807,6 +1846,43 @@ mod tests {
         assert_eq!(MAX_SECTORS, 35);
         assert_eq!(max_bufcnt(1500), RING as u16);
         assert_eq!(max_bufcnt(9000), (RING / 3) as u16);
+    }
+
+    /// A socket bound without XDP_USE_SG: whatever MTU `zerocopy::decide`
+    /// binds it at, every request and reply the port allows fits one chunk,
+    /// and the buffer count advertised is the whole RX ring.
+    #[test]
+    fn one_chunk_sockets_carry_one_chunk_frames() {
+        use zerocopy::{decide, Bind, Offer};
+        assert_eq!(sectors_in(1), 7);
+        assert_eq!(ATA_DATA_OFFSET + 7 * SECTOR_SIZE, ROOM);
+        assert_eq!(max_frags(Some(1)), 1);
+        assert_eq!(max_frags(Some(64)), MAX_FRAGS);
+        assert_eq!(max_frags(None), MAX_FRAGS);
+        for mtu in 600..12_000 {
+            let o = Offer {
+                iface: "eth1".into(),
+                driver: "virtio_net".into(),
+                features: Some(zerocopy::NETDEV_XDP_ACT_XSK_ZEROCOPY),
+                zc_max_segs: 1,
+                mtu,
+                room: ROOM,
+                native: true,
+            };
+            let c = decide(ZeroCopy::Auto, &o).unwrap();
+            if c.bind != Bind::ZeroCopy {
+                assert!(mtu > 3602, "mtu {mtu}: {c:?}");
+                continue;
+            }
+            let port =
+                crate::wire::max_sectors_for_mtu(mtu).min(sectors_in(max_frags(c.max_buffers)));
+            assert_eq!(
+                frags_for(ATA_DATA_OFFSET + usize::from(port) * SECTOR_SIZE),
+                1
+            );
+            assert!(mtu as usize + 14 <= ROOM);
+            assert_eq!(max_bufcnt(mtu), RING as u16);
+        }
     }
 
     #[test]

@@ -8,22 +8,25 @@ use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::socket::XdpStatistics;
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use super::ring::{Addr, Desc, Rings};
 use super::umem::{CHUNK_SIZE, DATA_OFFSET, FRAME_HEADROOM, ROOM};
+use super::zerocopy::{self, Bind, Choice};
 
 /// Zero-copy policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ZeroCopy {
-    /// Try zero-copy, fall back to copy mode (and say which).
+    /// Zero-copy where the driver and the MTU allow it (see
+    /// [`super::zerocopy`]), else copy mode; logs which and why.
     #[default]
     Auto,
-    /// Zero-copy or fail.
+    /// Zero-copy or fail at start, naming the driver's limit and what
+    /// would work.
     On,
     /// Copy mode.
     Off,
@@ -40,6 +43,11 @@ pub struct XskOptions {
     pub zero_copy: ZeroCopy,
     /// SO_PREFER_BUSY_POLL + SO_BUSY_POLL instead of need_wakeup.
     pub busy_poll: bool,
+    /// Interface MTU (how many chunks its largest frame takes).
+    pub mtu: u32,
+    /// The XDP program runs in native mode (generic XDP feeds no
+    /// zero-copy socket).
+    pub native: bool,
 }
 
 // Socket options not in every libc release.
@@ -68,6 +76,11 @@ pub struct Xsk {
     base: *mut u8,
     /// Bound in zero-copy mode.
     zero_copy: bool,
+    /// Most chunks per frame the bind carries (None: no limit of the
+    /// driver's; see [`zerocopy::Choice::max_buffers`]).
+    max_buffers: Option<u32>,
+    /// Bound with XDP_USE_SG.
+    sg: bool,
     /// The UMEM sits on 2 MiB pages.
     huge_pages: bool,
     /// Declared last: dropped after the socket handles that reference it
@@ -80,6 +93,7 @@ impl std::fmt::Debug for Xsk {
         f.debug_struct("Xsk")
             .field("chunks", &self.chunks)
             .field("zero_copy", &self.zero_copy)
+            .field("sg", &self.sg)
             .field("huge_pages", &self.huge_pages)
             .finish()
     }
@@ -142,30 +156,42 @@ fn create_umem(
 
 impl Xsk {
     /// Create a UMEM of `opts.chunks` chunks and bind a socket to
-    /// `ifname` (index `ifindex`) / `queue`.
+    /// `ifname` (index `ifindex`) / `queue`, in the mode
+    /// [`zerocopy::decide`] picks from the driver's offer, the MTU and
+    /// `opts.zero_copy`. Queue 0 logs the choice and its reason for the
+    /// interface (every queue decides alike); `--zero-copy on` that the
+    /// driver cannot honour fails here with what would work.
     pub fn open(ifname: &str, ifindex: u32, queue: u32, opts: &XskOptions) -> io::Result<Xsk> {
-        match opts.zero_copy {
-            ZeroCopy::Off => Xsk::open_with(ifname, queue, opts, false),
-            ZeroCopy::On => Xsk::open_with(ifname, queue, opts, true),
-            ZeroCopy::Auto if super::bpf::zero_copy_supported(ifindex) == Some(false) => {
-                info!(
-                    iface = ifname,
-                    queue, "the driver offers no AF_XDP zero-copy; using copy mode"
-                );
-                Xsk::open_with(ifname, queue, opts, false)
+        let offer = zerocopy::probe(ifname, ifindex, opts.mtu, ROOM, opts.native);
+        let choice = zerocopy::decide(opts.zero_copy, &offer)
+            .map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e.to_string()))?;
+        if queue == 0 {
+            info!(iface = ifname, driver = %offer.driver, policy = ?opts.zero_copy,
+                  mtu = opts.mtu, xdp_features = offer.features.unwrap_or(0),
+                  xdp_zc_max_segs = offer.zc_max_segs, bind = choice.bind.name(),
+                  "AF_XDP bind mode: {}", choice.reason);
+        } else {
+            debug!(iface = ifname, queue, bind = choice.bind.name(), reason = %choice.reason,
+                   "AF_XDP bind mode");
+        }
+        match Xsk::open_with(ifname, queue, opts, &choice) {
+            Err(e) if choice.fallback && choice.bind.zero_copy() => {
+                warn!(iface = ifname, queue, reason = %e,
+                      "zero-copy bind refused; using copy mode");
+                let copy = Choice {
+                    bind: Bind::Copy,
+                    fallback: false,
+                    max_buffers: None,
+                    reason: format!("zero-copy bind refused: {e}"),
+                };
+                Xsk::open_with(ifname, queue, opts, &copy)
             }
-            ZeroCopy::Auto => match Xsk::open_with(ifname, queue, opts, true) {
-                Ok(x) => Ok(x),
-                Err(e) => {
-                    info!(iface = ifname, queue, reason = %e,
-                          "zero-copy bind refused; using copy mode");
-                    Xsk::open_with(ifname, queue, opts, false)
-                }
-            },
+            r => r,
         }
     }
 
-    fn open_with(ifname: &str, queue: u32, opts: &XskOptions, zc: bool) -> io::Result<Xsk> {
+    fn open_with(ifname: &str, queue: u32, opts: &XskOptions, choice: &Choice) -> io::Result<Xsk> {
+        let zc = choice.bind.zero_copy();
         let bad = |what: &str, e: &dyn std::error::Error| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {}", chain(e)))
         };
@@ -179,11 +205,11 @@ impl Xsk {
             .map_err(|e| bad("UMEM config", &e))?;
         let n = NonZeroU32::new(opts.chunks).ok_or_else(|| io::Error::other("zero chunks"))?;
         let (umem, descs, huge_pages) = create_umem(ucfg, n, opts.chunks)?;
-        let mut flags = if zc {
-            BindFlags::XDP_ZEROCOPY
-        } else {
-            BindFlags::XDP_COPY
-        } | BindFlags::XDP_USE_SG;
+        let mut flags = match choice.bind {
+            Bind::Copy => BindFlags::XDP_COPY | BindFlags::XDP_USE_SG,
+            Bind::ZeroCopy => BindFlags::XDP_ZEROCOPY,
+            Bind::ZeroCopySg => BindFlags::XDP_ZEROCOPY | BindFlags::XDP_USE_SG,
+        };
         if !opts.busy_poll {
             flags |= BindFlags::XDP_USE_NEED_WAKEUP;
         }
@@ -219,7 +245,7 @@ impl Xsk {
                         kind,
                         format!(
                             "AF_XDP socket on {ifname} queue {queue} ({} mode): {}",
-                            if zc { "zero-copy" } else { "copy" },
+                            choice.bind.name(),
                             chain(&e)
                         ),
                     ));
@@ -252,6 +278,8 @@ impl Xsk {
             chunks: descs.len() as u32,
             base,
             zero_copy: false,
+            max_buffers: choice.max_buffers,
+            sg: choice.bind.sg(),
             huge_pages,
             _umem: umem,
         };
@@ -323,6 +351,19 @@ impl Xsk {
     /// Bound in zero-copy mode.
     pub fn zero_copy(&self) -> bool {
         self.zero_copy
+    }
+
+    /// Bound with XDP_USE_SG: frames may span several chunks. Without it
+    /// the kernel delivers only one-chunk frames and a TX descriptor must
+    /// never carry XDP_PKT_CONTD.
+    pub fn sg(&self) -> bool {
+        self.sg
+    }
+
+    /// Most chunks per frame (RX and TX) this socket carries; None: only the
+    /// datapath's own limit applies.
+    pub fn max_buffers(&self) -> Option<u32> {
+        self.max_buffers
     }
 
     /// The UMEM sits on 2 MiB pages.

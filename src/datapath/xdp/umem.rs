@@ -30,7 +30,9 @@
 //! completed one returns to the pool, not to the free list.
 //!
 //! While a chunk is `InFill` or `InTx` the kernel owns it and user space
-//! must not touch it; `Rx` and `Disk` chunks belong to the worker (`Disk`:
+//! must not touch it (in zero-copy mode `InFill` also covers chunks posted
+//! to the NIC's RX ring and frames the XDP program passed or dropped, which
+//! the kernel recycles for later receives: see [`super::zerocopy`]); `Rx` and `Disk` chunks belong to the worker (`Disk`:
 //! to the io_uring operation in flight, which the worker must not touch
 //! either until the completion).
 

@@ -1,0 +1,496 @@
+//! An AoE r11 conformance check list against any target on the link
+//! (hidden subcommand `xblade conformance IFACE SHELF SLOT`), for targets
+//! the integration tests cannot start themselves: xblade in a qemu guest
+//! (tests/scripts/75-xdp-zerocopy.sh), or another implementation.
+//!
+//! It writes to the export (sectors 0-63 and the last one) and leaves its
+//! config string, Mac Mask list and reservation as it found them (empty),
+//! and needs a link that delivers frames sent to another MAC (a bridge or
+//! veth: the "second host" is a second source MAC on this interface).
+//! Each check prints one line; the result is the number of failures.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::initiator::client::{AtaReply, Client, ClientError, ReplyHeader};
+use crate::wire::mask::{DirCmd, MaskCmd};
+use crate::wire::qc::ConfigCmd;
+use crate::wire::reserve::ReserveCmd;
+use crate::wire::{MacAddr, ETHERTYPE_AOE, SECTOR_SIZE};
+
+/// The second host's source MAC (locally administered).
+const OTHER: MacAddr = MacAddr([0x02, 0x00, 0x5e, 0xc0, 0x0f, 0x01]);
+/// How long silence must last to count as "no reply".
+const SILENCE: Duration = Duration::from_millis(600);
+/// The 12-byte ATA argument of an IDENTIFY as Linux sends it.
+const IDENTIFY_ARG: [u8; 12] = [0, 0, 1, 0xec, 0, 0, 0, 0xa0, 0, 0, 0, 0];
+
+type Check = Result<String, String>;
+
+/// A request frame: Ethernet + AoE common header, then `arg` (unpadded).
+#[allow(clippy::too_many_arguments)]
+fn frame(
+    dst: MacAddr,
+    src: MacAddr,
+    ver_flags: u8,
+    major: u16,
+    minor: u8,
+    cmd: u8,
+    tag: u32,
+    arg: &[u8],
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(24 + arg.len());
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&ETHERTYPE_AOE.to_be_bytes());
+    f.extend_from_slice(&[ver_flags, 0]);
+    f.extend_from_slice(&major.to_be_bytes());
+    f.extend_from_slice(&[minor, cmd]);
+    f.extend_from_slice(&tag.to_be_bytes());
+    f.extend_from_slice(arg);
+    f
+}
+
+fn tagged(tag: u32) -> impl Fn(&[u8]) -> bool {
+    move |f| ReplyHeader::parse(f).is_some_and(|h| h.tag == tag && h.is_response())
+}
+
+/// Send a raw frame, return the reply header (or None on silence).
+fn raw(c: &mut Client, f: &[u8]) -> Result<Option<ReplyHeader>, String> {
+    let tag = ReplyHeader::parse(f).map(|h| h.tag).unwrap_or(0);
+    let r = c.request_raw(f, tagged(tag)).map_err(|e| e.to_string())?;
+    Ok(r.and_then(|r| ReplyHeader::parse(&r)))
+}
+
+fn expect<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what}: got {got:?}, want {want:?}"))
+    }
+}
+
+fn err(e: ClientError) -> String {
+    e.to_string()
+}
+
+fn pattern(lba: u64, sectors: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(sectors as usize * SECTOR_SIZE);
+    for s in lba..lba + sectors {
+        for i in 0..SECTOR_SIZE as u64 {
+            v.push((s.wrapping_mul(131) ^ i.wrapping_mul(7) ^ 0x5a) as u8);
+        }
+    }
+    v
+}
+
+/// Run the check list against `shelf.slot` through `iface`; `expect_scnt`:
+/// the sectors per request the target must advertise. Returns the report
+/// (one line per check) and the number of failures.
+pub fn run(iface: &str, shelf: u16, slot: u8, expect_scnt: Option<u8>) -> (String, usize) {
+    let mut out = String::new();
+    let mut failed = 0;
+    let mut note = |name: &str, r: Check| {
+        match r {
+            Ok(detail) => writeln!(out, "ok: {name}{}", sep(&detail)),
+            Err(why) => {
+                failed += 1;
+                writeln!(out, "FAIL: {name}: {why}")
+            }
+        }
+        .ok();
+    };
+    let (mut c, mut b) = match (Client::open(iface), Client::open(iface)) {
+        (Ok(c), Ok(b)) => (c, b),
+        (Err(e), _) | (_, Err(e)) => {
+            note("open the interface", Err(e.to_string()));
+            return (out, failed);
+        }
+    };
+    b.set_source_mac(OTHER);
+    for x in [&mut c, &mut b] {
+        x.set_timeout(Duration::from_secs(1));
+        x.set_retries(2);
+    }
+    c.set_capture(true);
+    let t = match c.find(shelf, slot) {
+        Ok(t) => t,
+        Err(e) => {
+            note("discovery (broadcast Query Config)", Err(e.to_string()));
+            return (out, failed);
+        }
+    };
+    note(
+        "discovery (broadcast Query Config)",
+        Ok(format!(
+            "{shelf}.{slot} at {}, {} sectors/request, bufcnt {}",
+            t.mac, t.max_sectors, t.bufcnt
+        )),
+    );
+    let me = c.mac();
+    let tm = t.mac;
+    note("sectors per request advertised", {
+        match expect_scnt {
+            Some(n) => expect("QC sector count", t.max_sectors, n).map(|_| n.to_string()),
+            None if t.max_sectors > 0 => Ok(t.max_sectors.to_string()),
+            None => Err("0".into()),
+        }
+    });
+    note("Query Config read", {
+        (|| {
+            let r = c
+                .query_config(tm, shelf, slot, ConfigCmd::Read, b"")
+                .map_err(err)?
+                .ok_or("no reply")?;
+            expect(
+                "error, ccmd, version",
+                (r.aoe_error, r.ccmd, r.aoe_version),
+                (None, 0, 1),
+            )?;
+            expect("config string", r.config.as_slice(), b"".as_slice())?;
+            if r.len < 60 {
+                return Err(format!("{}-byte reply (unpadded)", r.len));
+            }
+            Ok(String::new())
+        })()
+    });
+    note(
+        "Query Config set, set-when-set (error 4), tests, force set",
+        {
+            (|| {
+                let mut qc = |cmd, s: &[u8]| c.query_config(tm, shelf, slot, cmd, s).map_err(err);
+                let r = qc(ConfigCmd::SetIfEmpty, b"xblade-conf")?.ok_or("no reply to set")?;
+                expect(
+                    "set",
+                    (r.aoe_error, r.config.as_slice()),
+                    (None, &b"xblade-conf"[..]),
+                )?;
+                let r = qc(ConfigCmd::SetIfEmpty, b"other")?.ok_or("no reply to set when set")?;
+                expect("set when set", r.aoe_error, Some(4))?;
+                let r = qc(ConfigCmd::TestExact, b"xblade-conf")?;
+                expect("exact test match", r.map(|r| r.aoe_error), Some(None))?;
+                let r = qc(ConfigCmd::TestPrefix, b"xblade")?;
+                expect("prefix test match", r.map(|r| r.aoe_error), Some(None))?;
+                let r = qc(ConfigCmd::ForceSet, b"")?.ok_or("no reply to force set")?;
+                expect(
+                    "force set to empty",
+                    (r.aoe_error, r.config.len()),
+                    (None, 0),
+                )?;
+                Ok(String::new())
+            })()
+        },
+    );
+    note("Query Config test mismatch: silence", {
+        c.set_retries(0);
+        let r = c.query_config(tm, shelf, slot, ConfigCmd::TestExact, b"nope");
+        c.set_retries(2);
+        match r {
+            Ok(None) => Ok(String::new()),
+            Ok(Some(r)) => Err(format!("answered: {r:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    let sectors = match c.identify(&t) {
+        Ok(id) => {
+            let s = id.sectors;
+            note(
+                "IDENTIFY",
+                if s > 64 && id.lba48 {
+                    Ok(format!("{s} sectors, model {:?}", id.model))
+                } else {
+                    Err(format!("{s} sectors, lba48 {}", id.lba48))
+                },
+            );
+            s
+        }
+        Err(e) => {
+            note("IDENTIFY", Err(e.to_string()));
+            return (out, failed);
+        }
+    };
+    let scnt = u64::from(t.max_sectors.max(1));
+    note("WRITE then READ, 1 to max sectors per request", {
+        (|| {
+            let mut lba = 0;
+            for n in 1..=scnt {
+                let data = pattern(lba, n);
+                let r = c.ata(&t, 0x34, n as u8, lba, &data).map_err(err)?;
+                r.check().map_err(err)?;
+                let r = c.ata(&t, 0x24, n as u8, lba, &[]).map_err(err)?;
+                r.check().map_err(err)?;
+                if r.data != data {
+                    return Err(format!("{n} sectors at LBA {lba}: data differs"));
+                }
+                lba += n;
+            }
+            Ok(format!("{lba} sectors"))
+        })()
+    });
+    note(
+        "READ/WRITE through the client (64 sectors, split per request)",
+        {
+            (|| {
+                let data = pattern(1000, 64);
+                let lba = 0;
+                c.write(&t, lba, &data).map_err(err)?;
+                expect("read back", c.read(&t, lba, 64).map_err(err)? == data, true)?;
+                let last = pattern(sectors - 1, 1);
+                c.write(&t, sectors - 1, &last).map_err(err)?;
+                expect(
+                    "last sector",
+                    c.read(&t, sectors - 1, 1).map_err(err)? == last,
+                    true,
+                )?;
+                Ok(String::new())
+            })()
+        },
+    );
+    let ata_status = |r: Result<AtaReply, ClientError>| r.map(|r| (r.status, r.error, r.aoe_error));
+    note("READ past the end: ATA abort (IDNF)", {
+        ata_status(c.ata(&t, 0x24, 1, sectors, &[]))
+            .map_err(err)
+            .and_then(|s| expect("status, error, aoe error", s, (0x41, 0x10, None)))
+            .map(|_| String::new())
+    });
+    note("READ of more sectors than advertised: ATA abort", {
+        if t.max_sectors == 255 {
+            Ok("255 advertised: nothing above".into())
+        } else {
+            ata_status(c.ata(&t, 0x24, t.max_sectors + 1, 0, &[]))
+                .map_err(err)
+                .and_then(|s| expect("status, error", (s.0, s.1), (0x41, 0x04)))
+                .map(|_| String::new())
+        }
+    });
+    note("CHECK POWER, FLUSH, FLUSH EXT, unsupported opcode", {
+        (|| {
+            expect("power", c.check_power(&t).map_err(err)?, 0xff)?;
+            c.flush(&t).map_err(err)?;
+            let r = c.ata(&t, 0xea, 0, 0, &[]).map_err(err)?;
+            expect("flush ext", (r.status, r.error), (0x40, 0))?;
+            let r = c.ata(&t, 0xef, 1, 0, &[]).map_err(err)?;
+            expect(
+                "SET FEATURES",
+                (r.status, r.error, r.aoe_error),
+                (0x41, 0x04, None),
+            )?;
+            Ok(String::new())
+        })()
+    });
+    note("unknown AoE commands: error 1", {
+        (|| {
+            for cmd in [4u8, 7, 0xf0] {
+                let f = frame(tm, me, 0x10, shelf, slot, cmd, c.next_tag(), &[0; 8]);
+                let h = raw(&mut c, &f)?.ok_or(format!("no reply to command {cmd:#x}"))?;
+                expect("flags, error", (h.flags, h.error), (0x0c, 1))?;
+            }
+            Ok(String::new())
+        })()
+    });
+    note("version 2: error 5, answered as version 1", {
+        (|| {
+            let f = frame(tm, me, 0x20, shelf, slot, 0, c.next_tag(), &IDENTIFY_ARG);
+            let h = raw(&mut c, &f)?.ok_or("no reply")?;
+            expect(
+                "version, flags, error",
+                (h.version, h.flags, h.error),
+                (1, 0x0c, 5),
+            )?;
+            Ok(String::new())
+        })()
+    });
+    note("tag and reserved flag bits: tag verbatim, flags clean", {
+        (|| {
+            let f = frame(
+                tm,
+                me,
+                0x13,
+                shelf,
+                slot,
+                1,
+                0xdead_beef,
+                &[0, 0, 0, 0, 0, 0x10, 0, 0],
+            );
+            let h = raw(&mut c, &f)?.ok_or("no reply")?;
+            expect(
+                "flags, error, tag",
+                (h.flags, h.error, h.tag),
+                (0x08, 0, 0xdead_beef),
+            )?;
+            Ok(String::new())
+        })()
+    });
+    note("argument too short: error 2", {
+        (|| {
+            let f = frame(
+                tm,
+                me,
+                0x10,
+                shelf,
+                slot,
+                0,
+                c.next_tag(),
+                &IDENTIFY_ARG[..6],
+            );
+            let h = raw(&mut c, &f)?.ok_or("no reply")?;
+            expect("error", (h.flags, h.error), (0x0c, 2))?;
+            Ok(String::new())
+        })()
+    });
+    c.set_timeout(SILENCE);
+    c.set_retries(0);
+    note("silence: response flag, other shelf, other MAC, runt", {
+        (|| {
+            // Another shelf (never the broadcast one): the target may
+            // serve other slots of this shelf.
+            let other_shelf = shelf.wrapping_add(1) % 0xffff;
+            let cases = [
+                (
+                    "response flag",
+                    frame(tm, me, 0x18, shelf, slot, 0, c.next_tag(), &IDENTIFY_ARG),
+                ),
+                (
+                    "other shelf",
+                    frame(
+                        tm,
+                        me,
+                        0x10,
+                        other_shelf,
+                        slot,
+                        0,
+                        c.next_tag(),
+                        &IDENTIFY_ARG,
+                    ),
+                ),
+                (
+                    "other MAC",
+                    frame(OTHER, me, 0x10, shelf, slot, 0, c.next_tag(), &IDENTIFY_ARG),
+                ),
+            ];
+            for (why, f) in cases {
+                if let Some(h) = raw(&mut c, &f)? {
+                    return Err(format!("{why}: answered {h:?}"));
+                }
+            }
+            let f = frame(tm, me, 0x10, shelf, slot, 1, c.next_tag(), &[]);
+            if let Some(h) = raw(&mut c, &f[..20])? {
+                return Err(format!("20-byte frame answered {h:?}"));
+            }
+            Ok(String::new())
+        })()
+    });
+    c.set_timeout(Duration::from_secs(1));
+    c.set_retries(2);
+    note(
+        "Mac Mask: a listed other host, we are refused, then cleared",
+        {
+            (|| {
+                let r = c
+                    .mac_mask(&t, MaskCmd::Read, &[])
+                    .map_err(err)?
+                    .ok_or("no reply to read")?;
+                expect("empty list", r.list.len(), 0)?;
+                let r = c
+                    .mac_mask(&t, MaskCmd::Edit, &[(DirCmd::Add, OTHER)])
+                    .map_err(err)?
+                    .ok_or("no reply to edit")?;
+                expect("list", r.list.as_slice(), &[OTHER][..])?;
+                b.identify(&t).map_err(|e| format!("listed host: {e}"))?;
+                c.set_timeout(SILENCE);
+                c.set_retries(0);
+                let refused = c.identify(&t);
+                c.set_timeout(Duration::from_secs(1));
+                c.set_retries(2);
+                if refused.is_ok() {
+                    return Err("a host off the list got an IDENTIFY reply".into());
+                }
+                let r = b
+                    .mac_mask(&t, MaskCmd::Edit, &[(DirCmd::Delete, OTHER)])
+                    .map_err(err)?
+                    .ok_or("no reply to delete")?;
+                expect("list after delete", r.list.len(), 0)?;
+                c.identify(&t).map_err(|e| format!("after clearing: {e}"))?;
+                Ok(String::new())
+            })()
+        },
+    );
+    note(
+        "Reserve/Release: others refused with error 6, then released",
+        {
+            (|| {
+                let r = c
+                    .reserve(&t, ReserveCmd::Set, &[me])
+                    .map_err(err)?
+                    .ok_or("no reply to set")?;
+                expect("set", (r.aoe_error, r.list.as_slice()), (None, &[me][..]))?;
+                let r = b.ata(&t, 0x24, 1, 0, &[]).map_err(err)?;
+                expect("READ by another host", r.aoe_error, Some(6))?;
+                let r = b
+                    .reserve(&t, ReserveCmd::Set, &[OTHER])
+                    .map_err(err)?
+                    .ok_or("no reply")?;
+                expect("set by another host", r.aoe_error, Some(6))?;
+                c.read(&t, 0, 1).map_err(|e| format!("holder: {e}"))?;
+                let r = c
+                    .reserve(&t, ReserveCmd::Set, &[])
+                    .map_err(err)?
+                    .ok_or("no reply to release")?;
+                expect("release", (r.aoe_error, r.list.len()), (None, 0))?;
+                b.read(&t, 0, 1)
+                    .map_err(|e| format!("after release: {e}"))?;
+                Ok(String::new())
+            })()
+        },
+    );
+    note("every reply at least 60 bytes", {
+        let short: Vec<usize> = c
+            .take_captured()
+            .iter()
+            .filter(|f| ReplyHeader::parse(f).is_some_and(|h| h.is_response()))
+            .map(Vec::len)
+            .filter(|&n| n < 60)
+            .collect();
+        if short.is_empty() {
+            Ok(String::new())
+        } else {
+            Err(format!("reply lengths {short:?}"))
+        }
+    });
+    (out, failed)
+}
+
+fn sep(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_and_patterns() {
+        let f = frame(
+            MacAddr::BROADCAST,
+            OTHER,
+            0x10,
+            0x1234,
+            5,
+            1,
+            0xdead_beef,
+            &[9],
+        );
+        assert_eq!(f.len(), 25);
+        assert_eq!(&f[12..14], &[0x88, 0xa2]);
+        assert_eq!(
+            &f[14..24],
+            &[0x10, 0, 0x12, 0x34, 5, 1, 0xde, 0xad, 0xbe, 0xef]
+        );
+        assert_eq!(pattern(3, 2).len(), 1024);
+        assert_ne!(pattern(3, 1), pattern(4, 1));
+    }
+}
