@@ -18,7 +18,7 @@ const NLMSG_HDRLEN: usize = 16;
 const NDMSG_LEN: usize = 12;
 /// NDA_LLADDR attribute: 4-byte header, 6-byte address, padded to 4.
 const LLADDR_ATTR_LEN: usize = 4 + 6;
-const MSG_LEN: usize = NLMSG_HDRLEN + NDMSG_LEN + (LLADDR_ATTR_LEN + 3) / 4 * 4;
+const MSG_LEN: usize = NLMSG_HDRLEN + NDMSG_LEN + LLADDR_ATTR_LEN.div_ceil(4) * 4;
 
 /// An rtnetlink socket.
 #[derive(Debug)]
