@@ -12,7 +12,7 @@
 //! with an error naming the interface; `auto` serves from queue 0 only and
 //! says why.
 //!
-//! Prefixes (unique across all integration tests): xq01..xq05.
+//! Prefixes (unique across all integration tests): xq01..xq06.
 
 mod aoe_support;
 mod common;
@@ -361,4 +361,46 @@ fn auto_on_veth_serves_queue_0_only_and_says_why() {
     let found = discover(&mut c, 1, 1);
     assert_eq!(found.len(), 1, "{found:?}");
     c.identify(&found[0]).unwrap();
+}
+
+/// `xblade bench` finds both MACs of the target and rotates its requests
+/// over them; `--verify` checks every byte.
+#[test]
+fn bench_rotates_over_queue_macs() {
+    let q = Queues::new("xq06", true);
+    let file = sparse_file(16 << 20);
+    let _xb = q.start(&["--steer", "external"], file.path());
+    let mut p = common::Proc::spawn_in_ns(
+        q.pair.initiator_ns(),
+        common::xblade_bin(),
+        [
+            "bench",
+            "--iface",
+            &q.iif,
+            "--target",
+            "1.1",
+            "--op",
+            "mix:50",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0",
+            "--window",
+            "16",
+            "--verify",
+            "--lba-range",
+            "4M",
+        ],
+    );
+    let st = p
+        .wait_timeout(Duration::from_secs(90))
+        .unwrap_or_else(|| panic!("bench hung:\n{}", p.log()));
+    let log = p.log();
+    assert!(st.success(), "{log}");
+    let m1 = queue_mac(q.port_mac(), 1);
+    assert!(
+        log.contains("requests rotate over them") && log.contains(&m1.to_string()),
+        "{log}"
+    );
+    assert!(log.contains("verify          ok"), "{log}");
 }
