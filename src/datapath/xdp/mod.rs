@@ -636,6 +636,8 @@ impl Worker {
             spec,
             xsk,
         };
+        // `xblade status` shows the worker's MAC before its first counters.
+        w.spec.stats.store(Arc::new(w.stats.clone()));
         // Stock the fill ring before the XDP program may steer frames here.
         w.refill().map_err(qerr)?;
         ifc.prog
