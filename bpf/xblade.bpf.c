@@ -10,8 +10,9 @@
  *    (the kernel untags it on the way up);
  *  - an AoE response (R flag set): XDP_PASS. It is meant for an initiator
  *    on this host (the Linux aoe driver), never for a target;
- *  - an AoE request to another host's MAC (neither the interface's address
- *    nor broadcast; seen in promiscuous mode, e.g. on a bridge port):
+ *  - an AoE request to another host's MAC (neither the interface's address,
+ *    nor one of its per-queue target MACs in the `macs` map, nor broadcast;
+ *    seen in promiscuous mode, e.g. on a bridge port):
  *    XDP_PASS, and the kernel discards it as PACKET_OTHERHOST. The engine
  *    would drop it too (not_for_us), after a copy into the UMEM and a ring
  *    slot;
@@ -94,6 +95,19 @@ struct {
 	__type(value, __u8);
 } targets SEC(".maps");
 
+/* The per-queue target MACs of the interface (src/datapath/xdp/steer.rs),
+ * besides cfg.mac: AoE requests to them are ours too. */
+struct mac_key {
+	__u8 addr[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_QUEUES);
+	__type(key, struct mac_key);
+	__type(value, __u8);
+} macs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -171,8 +185,13 @@ int xblade_xdp(struct xdp_md *ctx)
 	struct cfg *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (cfg && cfg->filter && !is_broadcast(eth->h_dest) &&
 	    !mac_eq(eth->h_dest, cfg->mac)) {
-		count_q(ctx, CNT_OTHER_HOST);
-		return XDP_PASS;
+		struct mac_key mk;
+
+		__builtin_memcpy(mk.addr, eth->h_dest, 6);
+		if (!bpf_map_lookup_elem(&macs, &mk)) {
+			count_q(ctx, CNT_OTHER_HOST);
+			return XDP_PASS;
+		}
 	}
 	if (cfg && cfg->filter) {
 		__u16 major = ((__u16)aoe[2] << 8) | aoe[3];

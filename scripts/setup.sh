@@ -25,7 +25,7 @@ PKGS=(
   dpkg-dev init-system-helpers                                      # dpkg-shlibdeps (cargo-deb), deb-systemd-helper (81-deb.sh)
 )
 # Commands that must resolve after installation (package -> command checks).
-CMDS=(clang llvm-strip ip ethtool sysctl strace vblade aoeping aoecfg tshark qemu-system-x86_64 busybox modinfo xz mkfs.ext4 perf python3 dpkg-shlibdeps deb-systemd-helper cargo rustc)
+CMDS=(clang llvm-strip ip tc bridge ethtool sysctl strace vblade aoeping aoecfg tshark qemu-system-x86_64 busybox modinfo xz mkfs.ext4 perf python3 dpkg-shlibdeps deb-systemd-helper cargo rustc)
 
 die() {
   echo "setup.sh: ERROR: $*" >&2

@@ -12,6 +12,7 @@ use crate::config::{
 };
 use crate::datapath::xdp::bpf::XdpMode;
 use crate::datapath::xdp::socket::ZeroCopy;
+use crate::datapath::xdp::steer::Steer;
 use crate::datapath::xdp::XdpOptions;
 use crate::disk::{DiskSpec, Source};
 use crate::wire::MacAddr;
@@ -159,6 +160,14 @@ struct RunArgs {
     /// AF_XDP zero-copy: auto (try it, else copy mode), on, off.
     #[arg(long, value_enum, value_name = "MODE")]
     zero_copy: Option<ZeroCopy>,
+    /// XDP with several queues: how frames reach the queue of their
+    /// destination MAC (each queue answers from its own MAC, so initiators
+    /// spread requests over the queues). auto: NIC ntuple rules by
+    /// destination MAC if it has them, else queue 0 only; ntuple: those
+    /// rules or fail; external: per-queue MACs, steered by the network;
+    /// none: every queue answers from the port MAC.
+    #[arg(long, value_enum, value_name = "MODE")]
+    steer: Option<Steer>,
     /// XDP: busy-poll the NIC from the workers (SO_PREFER_BUSY_POLL,
     /// SO_BUSY_POLL) instead of relying on need_wakeup.
     #[arg(long)]
@@ -196,6 +205,9 @@ impl RunArgs {
         }
         if let Some(z) = self.zero_copy {
             x.zero_copy = z;
+        }
+        if let Some(st) = self.steer {
+            x.steer = st;
         }
         x.busy_poll |= self.busy_poll;
         if self.spin_us.is_some() {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::datapath::xdp::bpf::XdpMode;
 use crate::datapath::xdp::socket::ZeroCopy;
+use crate::datapath::xdp::steer::Steer;
 use crate::datapath::xdp::XdpOptions;
 use crate::disk::{DiskSpec, Source};
 use crate::wire::{MacAddr, MAX_CONFIG_STRING};
@@ -191,6 +192,9 @@ struct FileXdp {
     /// auto | on | off
     #[serde(default)]
     zero_copy: ZeroCopy,
+    /// auto | ntuple | external | none
+    #[serde(default)]
+    steer: Steer,
     #[serde(default)]
     busy_poll: bool,
     #[serde(default)]
@@ -294,6 +298,7 @@ pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
             queues: f.xdp.queues,
             mode: f.xdp.mode,
             zero_copy: f.xdp.zero_copy,
+            steer: f.xdp.steer,
             busy_poll: f.xdp.busy_poll,
             drop_foreign: f.xdp.drop_foreign,
             spin_us: f.xdp.spin_us,
@@ -362,7 +367,7 @@ writeback = true
     fn xdp_table() {
         let c = from_toml(
             Path::new("x.toml"),
-            &format!("{GOOD}\n[xdp]\nqueues = 2\nmode = \"skb\"\nzero_copy = \"off\"\nbusy_poll = true\ndrop_foreign = true\nspin_us = 0\n"),
+            &format!("{GOOD}\n[xdp]\nqueues = 2\nmode = \"skb\"\nzero_copy = \"off\"\nsteer = \"external\"\nbusy_poll = true\ndrop_foreign = true\nspin_us = 0\n"),
         )
         .unwrap();
         assert_eq!(
@@ -371,6 +376,7 @@ writeback = true
                 queues: Some(2),
                 mode: XdpMode::Skb,
                 zero_copy: ZeroCopy::Off,
+                steer: Steer::External,
                 busy_poll: true,
                 drop_foreign: true,
                 reflect: false,

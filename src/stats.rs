@@ -17,6 +17,9 @@ pub struct WorkerStats {
     pub iface: String,
     /// Queue index (0 for AF_PACKET).
     pub queue: u32,
+    /// The MAC this worker answers from (per-queue with `--steer`
+    /// ntuple/external, else the interface's).
+    pub mac: String,
     /// Frames received.
     pub rx_frames: u64,
     /// Frames sent.
@@ -47,6 +50,10 @@ pub struct WorkerStats {
 pub struct XdpStats {
     /// How the program is attached: "native" or "skb".
     pub mode: &'static str,
+    /// How the interface's queues are steered to their MACs: "ntuple",
+    /// "external", "none", "queue0-only" (`auto` without ntuple rules) or
+    /// "single-queue".
+    pub steer: &'static str,
     /// The socket is bound in zero-copy mode.
     pub zero_copy: bool,
     /// Busy polling instead of need_wakeup.

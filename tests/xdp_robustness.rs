@@ -326,6 +326,9 @@ fn queue_count_is_checked() {
             "xdp",
             "--queues",
             "2",
+            // auto would fall back to queue 0 only on a veth (no ntuple).
+            "--steer",
+            "none",
             "--control-socket",
             "none",
             "1",

@@ -93,6 +93,11 @@ pub struct LoadSpec {
     pub src: MacAddr,
     /// The target's MAC.
     pub dst: MacAddr,
+    /// Every MAC the target answered Query Config from (`dst` first): a
+    /// target with one MAC per queue (`--steer`) is a path per queue, and
+    /// request slot i goes to `paths[i % paths.len()]`, as the Linux
+    /// initiator rotates over a target's MACs. Empty: `dst` only.
+    pub paths: Vec<MacAddr>,
     /// Shelf.
     pub major: u16,
     /// Slot.
@@ -642,6 +647,9 @@ impl<'a> Engine<'a> {
         } else {
             0
         };
+        if !self.spec.paths.is_empty() {
+            self.addr.dst = self.spec.paths[slot % self.spec.paths.len()];
+        }
         let s = &mut self.slots[slot];
         s.gen = next_gen(s.gen);
         let tag = make_tag(self.q, s.gen, slot);
@@ -719,7 +727,7 @@ impl<'a> Engine<'a> {
         let f = &self.rx.frame(i)[..len.min(room)];
         if f.len() < ARG_OFFSET
             || f[0..6] != self.spec.src.0
-            || f[6..12] != self.spec.dst.0
+            || (f[6..12] != self.spec.dst.0 && !self.spec.paths.iter().any(|m| f[6..12] == m.0))
             || u16::from_be_bytes([f[12], f[13]]) != ETHERTYPE_AOE
         {
             return;

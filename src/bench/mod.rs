@@ -311,6 +311,18 @@ pub fn run(a: &BenchArgs) -> Result<BenchReport> {
         ),
         Err(e) => return Err(anyhow!("Query Config for {target} on {iface}: {e}")),
     };
+    // Other MACs of the same target (one per queue with `--steer`): the
+    // answers to one more broadcast within a short wait.
+    let mut paths = vec![t.mac];
+    client.set_timeout(Duration::from_millis(200));
+    client.set_retries(0);
+    if let Ok(found) = client.discover(major, minor) {
+        for f in found {
+            if (f.major, f.minor) == (t.major, t.minor) && !paths.contains(&f.mac) {
+                paths.push(f.mac);
+            }
+        }
+    }
     let mac = t.mac.to_string();
     let mtu = client.iface().mtu;
     let by_mtu = crate::wire::max_sectors_for_mtu(mtu);
@@ -338,6 +350,17 @@ pub fn run(a: &BenchArgs) -> Result<BenchReport> {
         .map_err(|e| target_err(&target, &mac, &iface, format!("IDENTIFY failed: {e}")))?;
     let mut capacity = id.sectors;
     let mut notes = Vec::new();
+    if paths.len() > 1 {
+        notes.push(format!(
+            "target answers from {} MACs ({}): requests rotate over them",
+            paths.len(),
+            paths
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if !id.lba48 && capacity > 1 << 28 {
         capacity = 1 << 28;
         notes.push("no LBA48: using the first 2^28 sectors".to_string());
@@ -389,6 +412,11 @@ pub fn run(a: &BenchArgs) -> Result<BenchReport> {
         ifindex: client.iface().index,
         src: client.mac(),
         dst: t.mac,
+        paths: if paths.len() > 1 {
+            paths.clone()
+        } else {
+            Vec::new()
+        },
         major,
         minor,
         lba48: id.lba48,

@@ -169,8 +169,18 @@ pub fn render_status(st: &Status) -> String {
     o.push_str(&format!("workers: {}\n", st.workers.len()));
     if !st.workers.is_empty() {
         o.push_str(&format!(
-            "  {:<14} {:<8} {:>4} {:<10} {:>10} {:>10} {:>10} {:>7} {:>8}\n",
-            "worker", "datapath", "core", "xdp", "rx", "reads", "writes", "errors", "inflight"
+            "  {:<14} {:<8} {:>4} {:<10} {:>10} {:>10} {:>10} {:>7} {:>8}  {:<17} {}\n",
+            "worker",
+            "datapath",
+            "core",
+            "xdp",
+            "rx",
+            "reads",
+            "writes",
+            "errors",
+            "inflight",
+            "mac",
+            "steer"
         ));
     }
     for w in &st.workers {
@@ -189,7 +199,7 @@ pub fn render_status(st: &Status) -> String {
             _ => "-".into(),
         };
         o.push_str(&format!(
-            "  {:<14} {:<8} {:>4} {:<10} {:>10} {:>10} {:>10} {:>7} {:>8}\n",
+            "  {:<14} {:<8} {:>4} {:<10} {:>10} {:>10} {:>10} {:>7} {:>8}  {:<17} {}\n",
             w["name"].as_str().or(w["iface"].as_str()).unwrap_or("?"),
             w["datapath"].as_str().unwrap_or("?"),
             w["core"].as_u64().map_or("-".into(), |c| c.to_string()),
@@ -199,6 +209,8 @@ pub fn render_status(st: &Status) -> String {
             e("ata_write"),
             e("ata_errors") + e("aoe_errors") + g("disk_errors"),
             g("disk_in_flight"),
+            w["mac"].as_str().unwrap_or("-"),
+            w["xdp"]["steer"].as_str().unwrap_or("-"),
         ));
     }
     o

@@ -72,6 +72,7 @@ impl Worker {
         let mut to_flush: Vec<usize> = Vec::with_capacity(MAX_BATCH);
         let mut counters = WorkerStats {
             iface: self.spec.iface.name.clone(),
+            mac: self.spec.iface.mac.to_string(),
             ..Default::default()
         };
         let mut last_publish = Instant::now();

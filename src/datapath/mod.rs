@@ -12,7 +12,9 @@
 //! [`Control`] messages.
 
 pub mod afpacket;
+pub mod ethtool;
 pub mod iface;
+pub mod netlink;
 pub mod socket;
 pub mod xdp;
 

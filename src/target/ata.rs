@@ -62,7 +62,7 @@ fn reply_nodata(t: &mut Target, frame: &mut [u8], r: Regs) -> Action {
 /// zero-padded to 60 bytes.
 fn aoe_error_reply(
     t: &mut Target,
-    port: usize,
+    from: MacAddr,
     e: usize,
     src: MacAddr,
     tag: [u8; 4],
@@ -70,15 +70,7 @@ fn aoe_error_reply(
     frame: &mut [u8],
 ) -> Action {
     let info = &t.exports[e].info;
-    emit_reply_header(
-        frame,
-        &t.ports[port],
-        src,
-        info,
-        aoe::Command::Ata,
-        tag,
-        Some(code),
-    );
+    emit_reply_header(frame, from, src, info, aoe::Command::Ata, tag, Some(code));
     t.stats.aoe_errors += 1;
     t.stats.replies += 1;
     Action::Reply {
@@ -87,11 +79,13 @@ fn aoe_error_reply(
     }
 }
 
-/// Handle an ATA request for export `e` received on `port`.
+/// Handle an ATA request for export `e` received on `port` from `src`; the
+/// reply leaves from `from`.
 pub(super) fn handle(
     t: &mut Target,
     port: usize,
     e: usize,
+    from: MacAddr,
     src: MacAddr,
     frame: &mut [u8],
     frame_len: usize,
@@ -116,16 +110,16 @@ pub(super) fn handle(
         // No room for the 12-byte argument: a malformed request, answered
         // with AoE error 2 and whatever part of the argument arrived.
         frame[avail..ATA_DATA_OFFSET].fill(0);
-        return aoe_error_reply(t, port, e, src, tag, aoe::ErrorCode::BadArg, frame);
+        return aoe_error_reply(t, from, e, src, tag, aoe::ErrorCode::BadArg, frame);
     }
     let req = ata::Packet::new_unchecked(&frame[ARG_OFFSET..avail]);
     let op = ata::Opcode::from(req.cmd_status());
     let scnt = req.sector_count();
     let lba = req.lba(op);
     if !reserve_ok && op != ata::Opcode::Identify {
-        return aoe_error_reply(t, port, e, src, tag, aoe::ErrorCode::Reserved, frame);
+        return aoe_error_reply(t, from, e, src, tag, aoe::ErrorCode::Reserved, frame);
     }
-    emit_reply_header(frame, p, src, &export.info, aoe::Command::Ata, tag, None);
+    emit_reply_header(frame, from, src, &export.info, aoe::Command::Ata, tag, None);
     let max_sectors = p.max_sectors;
     let in_range = lba
         .checked_add(scnt as u64)

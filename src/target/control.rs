@@ -12,11 +12,13 @@ use crate::wire::{
 
 type Reply = Result<usize, DropReason>;
 
-/// Build the reply of a control request (`req` is the whole frame).
+/// Build the reply of a control request (`req` is the whole frame), sent
+/// from `from` (one of the port's MACs).
 pub(super) fn handle(
     stats: &mut EngineStats,
     req: &[u8],
     port: &Port,
+    from: MacAddr,
     export: &Export,
     ambiguous: bool,
     out: &mut [u8],
@@ -31,6 +33,7 @@ pub(super) fn handle(
     let mut r = Replier {
         stats,
         port,
+        from,
         export,
         src,
         tag,
@@ -80,6 +83,8 @@ pub(super) fn handle(
 struct Replier<'a> {
     stats: &'a mut EngineStats,
     port: &'a Port,
+    /// Source address of the reply.
+    from: MacAddr,
     export: &'a Export,
     src: MacAddr,
     tag: [u8; 4],
@@ -106,7 +111,7 @@ impl Replier<'_> {
         }
         emit_reply_header(
             self.out,
-            self.port,
+            self.from,
             self.src,
             &self.export.info,
             self.command,
@@ -334,6 +339,7 @@ pub fn announce(port: &Port, export: &Export, dst: MacAddr, out: &mut [u8]) -> O
     let mut r = Replier {
         stats: &mut stats,
         port,
+        from: port.mac,
         export,
         src: dst,
         tag: [0; 4],

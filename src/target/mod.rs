@@ -35,8 +35,15 @@ pub const FIRMWARE_VERSION: u16 = 0x0001;
 /// An interface (or one queue of it) as the engine sees it.
 #[derive(Debug, Clone)]
 pub struct Port {
-    /// Our MAC on this interface: replies leave with it as source.
+    /// Our MAC on this interface (or this queue of it): replies to
+    /// broadcast requests and announcements leave with it as source.
     pub mac: MacAddr,
+    /// Every target MAC of the interface, `mac` included (one per queue
+    /// with per-queue steering, else just `mac`). Requests to any of them
+    /// are accepted, and answered from the address they were sent to; a
+    /// broadcast Query Config is answered once from each, so an initiator
+    /// learns every path whichever queue the broadcast arrived on.
+    pub macs: Vec<MacAddr>,
     /// Interface MTU.
     pub mtu: u32,
     /// Sectors per ATA request advertised and accepted on this port:
@@ -51,9 +58,36 @@ impl Port {
     pub fn new(mac: MacAddr, mtu: u32, exports: Vec<usize>) -> Port {
         Port {
             mac,
+            macs: vec![mac],
             mtu,
             max_sectors: crate::wire::max_sectors_for_mtu(mtu),
             exports,
+        }
+    }
+
+    /// The same port answering from `mac`, one of the interface's target
+    /// MACs `macs` (it is added to them if missing).
+    pub fn with_macs(mut self, mac: MacAddr, mut macs: Vec<MacAddr>) -> Port {
+        if !macs.contains(&mac) {
+            macs.insert(0, mac);
+        }
+        self.mac = mac;
+        self.macs = macs;
+        self
+    }
+
+    /// Whether `dst` is one of this port's addresses.
+    pub fn is_ours(&self, dst: MacAddr) -> bool {
+        dst == self.mac || self.macs.contains(&dst)
+    }
+
+    /// Source address of a reply to a request sent to `dst`: that address
+    /// when it is ours, else (broadcast) the port's.
+    pub fn reply_from(&self, dst: MacAddr) -> MacAddr {
+        if dst.is_multicast() {
+            self.mac
+        } else {
+            dst
         }
     }
 
@@ -117,6 +151,10 @@ struct Pending {
     len: usize,
     /// The request was addressed with a wildcard matching several exports.
     ambiguous: bool,
+    /// A broadcast Query Config: each export answers once from each of the
+    /// port's MACs; `mac` is the index of the next one.
+    fan_out: bool,
+    mac: usize,
 }
 
 /// Most request bytes a control command can use: a Mac Mask edit with 255
@@ -215,7 +253,7 @@ impl Target {
         let Some(p) = self.ports.get(port) else {
             return self.drop(DropReason::NotForUs);
         };
-        if dst != p.mac && !dst.is_broadcast() {
+        if !dst.is_broadcast() && !p.is_ours(dst) {
             return self.drop(DropReason::NotForUs);
         }
         let hdr = aoe::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..avail]);
@@ -241,10 +279,15 @@ impl Target {
                 return self.drop(DropReason::AmbiguousWildcard);
             }
             let e = p.exports[first];
-            return ata::handle(self, port, e, src, frame, frame_len);
+            let from = p.reply_from(dst);
+            return ata::handle(self, port, e, from, src, frame, frame_len);
         }
         // Control path (and protocol errors): copy the request so that each
         // matching export can build its own reply into the output buffer.
+        let fan_out = dst.is_broadcast()
+            && p.macs.len() > 1
+            && hdr.version() == aoe::VERSION
+            && hdr.command() == aoe::Command::QueryConfig;
         let n = avail.min(CONTROL_SCRATCH);
         self.scratch[..n].copy_from_slice(&frame[..n]);
         self.pending = Some(Pending {
@@ -252,6 +295,8 @@ impl Target {
             cursor: first,
             len: n,
             ambiguous: matching > 1,
+            fan_out,
+            mac: 0,
         });
         match self.next_reply(frame) {
             Some((len, more)) => Action::Reply { len, more },
@@ -272,15 +317,40 @@ impl Target {
                 (from..port.exports.len()).find(|&i| exports[port.exports[i]].matches(major, minor))
             };
             let pos = find(pend.cursor)?;
+            let (from, more_macs) = if pend.fan_out {
+                (port.macs[pend.mac], pend.mac + 1 < port.macs.len())
+            } else {
+                let dst = ethernet::Frame::new_unchecked(req).dst();
+                (port.reply_from(dst), false)
+            };
             let next = find(pos + 1);
-            if let Some(cursor) = next {
-                self.pending = Some(Pending { cursor, ..pend });
+            if more_macs {
+                self.pending = Some(Pending {
+                    cursor: pos,
+                    mac: pend.mac + 1,
+                    ..pend
+                });
+            } else if let Some(cursor) = next {
+                self.pending = Some(Pending {
+                    cursor,
+                    mac: 0,
+                    ..pend
+                });
             }
+            let more = more_macs || next.is_some();
             let export = &self.exports[port.exports[pos]];
-            match control::handle(&mut self.stats, req, port, export, pend.ambiguous, out) {
+            match control::handle(
+                &mut self.stats,
+                req,
+                port,
+                from,
+                export,
+                pend.ambiguous,
+                out,
+            ) {
                 Ok(len) => {
                     self.stats.replies += 1;
-                    return Some((len, next.is_some()));
+                    return Some((len, more));
                 }
                 Err(reason) => {
                     self.stats.drop(reason);
@@ -298,11 +368,11 @@ impl Target {
 }
 
 /// Write a reply's Ethernet and AoE headers over `out[..24]`: to `dst`, from
-/// the port's MAC, R set, E set with `error`, our real shelf.slot (never the
+/// `from` (one of the port's MACs), R set, E set with `error`, our real shelf.slot (never the
 /// wildcard the request may have used), the request's tag.
 pub(crate) fn emit_reply_header(
     out: &mut [u8],
-    port: &Port,
+    from: MacAddr,
     dst: MacAddr,
     info: &ExportInfo,
     command: aoe::Command,
@@ -311,7 +381,7 @@ pub(crate) fn emit_reply_header(
 ) {
     ethernet::Repr {
         dst,
-        src: port.mac,
+        src: from,
         ethertype: ETHERTYPE_AOE,
     }
     .emit(&mut ethernet::Frame::new_unchecked(&mut out[..]));

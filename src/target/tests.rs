@@ -604,6 +604,182 @@ fn wildcards_answer_for_each_export_with_real_addresses() {
     check_reply_header(&f, 2, 1, HOST);
 }
 
+/// A second queue MAC of the same interface (as steer::queue_mac makes
+/// them).
+const QUEUE1_MAC: MacAddr = MacAddr([0x06, 0, 0, 0, 0, 0x10]);
+
+/// Two workers of one interface, one per queue, each answering from its
+/// own MAC, sharing the exports.
+fn two_queue_targets(exports: Vec<Arc<Export>>) -> (Target, Target) {
+    let idx: Vec<usize> = (0..exports.len()).collect();
+    let macs = vec![TARGET_MAC, QUEUE1_MAC];
+    let p0 = Port::new(TARGET_MAC, 1500, idx.clone()).with_macs(TARGET_MAC, macs.clone());
+    let p1 = Port::new(TARGET_MAC, 1500, idx).with_macs(QUEUE1_MAC, macs);
+    (
+        Target::new(vec![p0], exports.clone()),
+        Target::new(vec![p1], exports),
+    )
+}
+
+fn src_of(f: &[u8]) -> MacAddr {
+    ethernet::Frame::new_unchecked(f).src()
+}
+
+#[test]
+fn broadcast_query_config_is_answered_from_every_queue_mac() {
+    let (_, mut t1) = two_queue_targets(vec![export(1, 1, 100), export(1, 2, 100)]);
+    let mut f = buf();
+    f[..32].copy_from_slice(&LINUX_QC_BCAST);
+    let a = run(&mut t1, &mut f, 32);
+    assert_eq!(
+        a,
+        Action::Reply {
+            len: 60,
+            more: true
+        }
+    );
+    let mut seen = vec![(f[18], src_of(&f))];
+    loop {
+        let mut o = buf();
+        let Some((len, more)) = t1.next_reply(&mut o) else {
+            break;
+        };
+        assert_eq!(len, 60);
+        assert_eq!(ethernet::Frame::new_unchecked(&o[..]).dst(), HOST);
+        seen.push((o[18], src_of(&o)));
+        if !more {
+            break;
+        }
+    }
+    // For each export, once from each of the interface's MACs (in queue
+    // order, whichever queue the broadcast arrived on).
+    assert_eq!(
+        seen,
+        vec![
+            (1, TARGET_MAC),
+            (1, QUEUE1_MAC),
+            (2, TARGET_MAC),
+            (2, QUEUE1_MAC)
+        ]
+    );
+}
+
+#[test]
+fn unicast_requests_are_answered_from_the_mac_they_were_sent_to() {
+    let (mut t0, mut t1) = two_queue_targets(vec![export(1, 1, 100)]);
+    for (q, to) in [(0, QUEUE1_MAC), (1, QUEUE1_MAC), (1, TARGET_MAC)] {
+        let t = if q == 0 { &mut t0 } else { &mut t1 };
+        let mut a = addr(HOST);
+        a.dst = to;
+        let mut f = buf();
+        let n = request::query_config(&mut f, &a, 1, qc::ConfigCmd::Read, b"");
+        assert_eq!(
+            run(t, &mut f, n),
+            Action::Reply {
+                len: 60,
+                more: false
+            }
+        );
+        assert_eq!(src_of(&f), to);
+        let mut f = buf();
+        let n = request::ata(&mut f, &a, 2, ata::Opcode::Identify, 1, 0, &[]);
+        assert_eq!(reply_len(run(t, &mut f, n)), 548);
+        assert_eq!(src_of(&f), to);
+    }
+    // Another host's MAC is still not ours.
+    let mut a = addr(HOST);
+    a.dst = OTHER;
+    let mut f = buf();
+    let n = request::query_config(&mut f, &a, 1, qc::ConfigCmd::Read, b"");
+    assert_eq!(run(&mut t1, &mut f, n), Action::Drop(DropReason::NotForUs));
+}
+
+#[test]
+fn mask_and_reservation_hold_across_queue_macs() {
+    use mask::{DirCmd, MaskCmd};
+    use reserve::ReserveCmd;
+    let (mut t0, mut t1) = two_queue_targets(vec![export(1, 1, 100)]);
+    let to = |mac: MacAddr, src: MacAddr| Addr {
+        dst: mac,
+        ..addr(src)
+    };
+    // Mac Mask set through queue 0's MAC: OTHER is shut out on queue 1's.
+    let mut f = buf();
+    let n = request::mac_mask(
+        &mut f,
+        &to(TARGET_MAC, HOST),
+        3,
+        MaskCmd::Edit,
+        &[(DirCmd::Add, HOST)],
+    );
+    reply_len(run(&mut t0, &mut f, n));
+    assert_eq!(aoe_error(&f), None);
+    let mut f = buf();
+    let n = request::ata(
+        &mut f,
+        &to(QUEUE1_MAC, OTHER),
+        1,
+        ata::Opcode::ReadExt,
+        1,
+        0,
+        &[],
+    );
+    assert_eq!(
+        run(&mut t1, &mut f, n),
+        Action::Drop(DropReason::MaskDenied)
+    );
+    let mut f = buf();
+    let n = request::ata(
+        &mut f,
+        &to(QUEUE1_MAC, HOST),
+        1,
+        ata::Opcode::ReadExt,
+        1,
+        0,
+        &[],
+    );
+    assert!(matches!(run(&mut t1, &mut f, n), Action::Disk(_)));
+    // Cleared through queue 1's MAC: OTHER may use queue 0's again.
+    let mut f = buf();
+    let n = request::mac_mask(
+        &mut f,
+        &to(QUEUE1_MAC, HOST),
+        3,
+        MaskCmd::Edit,
+        &[(DirCmd::Delete, HOST)],
+    );
+    reply_len(run(&mut t1, &mut f, n));
+    let mut f = buf();
+    let n = request::ata(
+        &mut f,
+        &to(TARGET_MAC, OTHER),
+        1,
+        ata::Opcode::ReadExt,
+        1,
+        0,
+        &[],
+    );
+    assert!(matches!(run(&mut t0, &mut f, n), Action::Disk(_)));
+    // Reservation through queue 1's MAC holds on queue 0's.
+    let mut f = buf();
+    let n = request::reserve(&mut f, &to(QUEUE1_MAC, HOST), 4, ReserveCmd::Set, &[HOST]);
+    reply_len(run(&mut t1, &mut f, n));
+    assert_eq!(aoe_error(&f), None);
+    let mut f = buf();
+    let n = request::ata(
+        &mut f,
+        &to(TARGET_MAC, OTHER),
+        1,
+        ata::Opcode::ReadExt,
+        1,
+        0,
+        &[],
+    );
+    reply_len(run(&mut t0, &mut f, n));
+    assert_eq!(aoe_error(&f), Some(6));
+    assert_eq!(src_of(&f), TARGET_MAC);
+}
+
 #[test]
 fn announce_is_a_padded_qc_reply() {
     let t = target();

@@ -135,6 +135,7 @@ pub struct XdpProgram {
     xsks: MapHandle,
     counters: MapHandle,
     targets: MapHandle,
+    macs: MapHandle,
 }
 
 /// Key of the `targets` map: struct target_key { u16 major; u8 minor; u8
@@ -179,6 +180,7 @@ impl XdpProgram {
         let counters = map(&obj, "counters")?;
         let tmap = map(&obj, "targets")?;
         let config = map(&obj, "config")?;
+        let macs = map(&obj, "macs")?;
         for &(major, minor) in targets {
             tmap.update(&target_key(major, minor), &[1u8], MapFlags::ANY)
                 .map_err(|source| BpfError::Map {
@@ -203,7 +205,19 @@ impl XdpProgram {
             xsks,
             counters,
             targets: tmap,
+            macs,
         })
+    }
+
+    /// Treat AoE requests to `mac` (a per-queue target MAC of the
+    /// interface) as ours, like those to the interface's own address.
+    pub fn add_mac(&self, mac: MacAddr) -> Result<(), BpfError> {
+        self.macs
+            .update(&mac.0, &[1u8], MapFlags::ANY)
+            .map_err(|source| BpfError::Map {
+                map: "macs",
+                source,
+            })
     }
 
     /// Start (`serve`) or stop steering requests for `major.minor` to the

@@ -33,6 +33,7 @@ pub mod bpf;
 pub mod commit;
 pub mod ring;
 pub mod socket;
+pub mod steer;
 pub mod umem;
 pub mod zerocopy;
 
@@ -49,6 +50,7 @@ use tracing::{debug, info, warn};
 use self::bounce::Bounce;
 use self::bpf::{Attached, BpfError, XdpLink, XdpMode, XdpProgram};
 use self::socket::{Xsk, XskOptions, ZeroCopy};
+use self::steer::{Steer, SteerError, SteerState, Steering};
 use self::umem::{ChunkState, ChunkTable, CHUNK_SIZE, DATA_OFFSET, ROOM};
 use super::iface::IfaceInfo;
 use super::{Control, Reconfig, WorkerSpec};
@@ -56,7 +58,7 @@ use crate::disk::uring::{self, Dir, Op, Seg, Uring};
 use crate::disk::Disk;
 use crate::stats::{WorkerStats, XdpStats};
 use crate::target::{control, reflect, Action, DiskIo, DiskOp, Port, Target};
-use crate::wire::{ATA_DATA_OFFSET, SECTOR_SIZE};
+use crate::wire::{MacAddr, ATA_DATA_OFFSET, SECTOR_SIZE};
 
 /// XDP_PKT_CONTD: more fragments of this frame follow.
 pub const XDP_PKT_CONTD: u32 = 1;
@@ -115,8 +117,8 @@ pub const DEFAULT_SPIN_US: u32 = 50;
 const _: () = assert!(MAX_FRAGS <= uring::MAX_SEGS);
 
 /// Options of the XDP datapath (command line `--queues`, `--xdp-mode`,
-/// `--zero-copy`, `--busy-poll`, `--xdp-drop-foreign`, `--spin-us`; TOML
-/// `[xdp]`).
+/// `--zero-copy`, `--busy-poll`, `--xdp-drop-foreign`, `--spin-us`,
+/// `--steer`; TOML `[xdp]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct XdpOptions {
     /// Queues served per interface (default: its rx queue count).
@@ -125,6 +127,8 @@ pub struct XdpOptions {
     pub mode: XdpMode,
     /// Zero-copy policy.
     pub zero_copy: ZeroCopy,
+    /// How frames reach the queue of their destination MAC ([`steer`]).
+    pub steer: Steer,
     /// Busy polling.
     pub busy_poll: bool,
     /// Drop (rather than pass to the stack) AoE requests for shelf.slots
@@ -191,6 +195,9 @@ pub enum XdpError {
     /// Program load or attach.
     #[error(transparent)]
     Bpf(#[from] BpfError),
+    /// Per-queue MACs or steering rules.
+    #[error(transparent)]
+    Steer(#[from] SteerError),
     /// Socket, UMEM or io_uring.
     #[error("queue {queue}")]
     Queue {
@@ -207,7 +214,9 @@ pub enum XdpError {
 pub struct XdpInterface {
     link: XdpLink,
     prog: Arc<XdpProgram>,
-    queues: u32,
+    /// Per-queue MACs and rules (removed when dropped); its MAC list has
+    /// one address per queue served.
+    steering: Steering,
 }
 
 impl XdpInterface {
@@ -229,16 +238,47 @@ impl XdpInterface {
         let link = prog.attach(iface.index, opts.mode)?;
         info!(iface = %iface.name, mode = link.mode().name(), queues,
               "XDP program attached (bpf_link)");
+        // With the program attached, no other target owns the interface:
+        // queue MACs left on it are a killed run's, and ours to clean.
+        let steering = Steering::setup(iface, queues, opts.steer)?;
+        for &m in steering.macs() {
+            if m != iface.mac {
+                prog.add_mac(m)?;
+            }
+        }
         Ok(XdpInterface {
             link,
             prog: Arc::new(prog),
-            queues,
+            steering,
         })
     }
 
     /// Queues to serve.
     pub fn queues(&self) -> u32 {
-        self.queues
+        self.steering.macs().len() as u32
+    }
+
+    /// How the queues are steered.
+    pub fn steer_state(&self) -> SteerState {
+        self.steering.state()
+    }
+
+    /// The address `queue` answers from.
+    pub fn queue_mac(&self, queue: u32) -> MacAddr {
+        let macs = self.steering.macs();
+        macs.get(queue as usize).copied().unwrap_or(macs[0])
+    }
+
+    /// Every target MAC of the interface, one per queue (duplicates
+    /// removed).
+    fn target_macs(&self) -> Vec<MacAddr> {
+        let mut v: Vec<MacAddr> = Vec::new();
+        for &m in self.steering.macs() {
+            if !v.contains(&m) {
+                v.push(m);
+            }
+        }
+        v
     }
 
     /// Mode the program runs in.
@@ -538,16 +578,19 @@ impl Worker {
             native: ifc.mode() == Attached::Native,
         };
         let xsk = Xsk::open(&spec.iface.name, spec.iface.index, queue, &xopts).map_err(qerr)?;
+        let mac = ifc.queue_mac(queue);
         let mut port = Port::new(
             spec.iface.mac,
             spec.iface.mtu,
             (0..spec.exports.len()).collect(),
-        );
+        )
+        .with_macs(mac, ifc.target_macs());
         // A socket bound without XDP_USE_SG (zero-copy on a one-buffer
         // driver) carries one-chunk frames only: no request or reply may
         // need more (see `zerocopy`).
         port.max_sectors = port
             .max_sectors
+            .min(MAX_SECTORS)
             .min(sectors_in(max_frags(xsk.max_buffers())));
         let max_reply = ATA_DATA_OFFSET + usize::from(port.max_sectors) * SECTOR_SIZE;
         let reply_frags =
@@ -573,6 +616,7 @@ impl Worker {
         let stats = WorkerStats {
             iface: spec.iface.name.clone(),
             queue,
+            mac: mac.to_string(),
             ..Default::default()
         };
         let spin_us = opts.spin_us.unwrap_or(DEFAULT_SPIN_US);
@@ -581,9 +625,10 @@ impl Worker {
             zero_copy: xsk.zero_copy(),
             busy_poll: opts.busy_poll,
             huge_pages: xsk.huge_pages(),
+            steer: ifc.steer_state().name(),
             ..Default::default()
         };
-        info!(iface = %spec.iface.name, queue, mode = ifc.mode().name(),
+        info!(iface = %spec.iface.name, queue, %mac, mode = ifc.mode().name(),
               zero_copy = xsk.zero_copy(), busy_poll = opts.busy_poll, reflect = opts.reflect,
               spin_us, umem_huge_pages = xsk.huge_pages(),
               "AF_XDP socket ready ({} mode)", if xsk.zero_copy() { "zero-copy" } else { "copy" });
@@ -624,6 +669,8 @@ impl Worker {
             spec,
             xsk,
         };
+        // `xblade status` shows the worker's MAC before its first counters.
+        w.spec.stats.store(Arc::new(w.stats.clone()));
         // Stock the fill ring before the XDP program may steer frames here.
         w.refill().map_err(qerr)?;
         ifc.prog
@@ -1196,10 +1243,12 @@ impl Worker {
     }
 
     /// Unsolicited Query Config replies (start-up, SIGHUP), as the
-    /// AF_PACKET worker sends them; queue 0's worker speaks for the
-    /// interface. `only` limits them to these exports (shelf, slot).
+    /// AF_PACKET worker sends them. Each worker with its own MAC announces
+    /// from it, so initiators learn every queue's path; without per-queue
+    /// MACs queue 0's worker speaks for the interface. `only` limits them
+    /// to these exports (shelf, slot).
     fn announce(&mut self, only: Option<&[(u16, u8)]>) {
-        if self.queue != 0 {
+        if self.queue != 0 && self.engine.ports()[0].mac == self.spec.iface.mac {
             return;
         }
         let exports = self.spec.exports.clone();
