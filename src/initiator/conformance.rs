@@ -16,7 +16,7 @@ use crate::initiator::client::{AtaReply, Client, ClientError, ReplyHeader};
 use crate::wire::mask::{DirCmd, MaskCmd};
 use crate::wire::qc::ConfigCmd;
 use crate::wire::reserve::ReserveCmd;
-use crate::wire::{MacAddr, ETHERTYPE_AOE, SECTOR_SIZE};
+use crate::wire::{MacAddr, SECTOR_SIZE};
 
 /// The second host's source MAC (locally administered).
 const OTHER: MacAddr = MacAddr([0x02, 0x00, 0x5e, 0xc0, 0x0f, 0x01]);
@@ -27,29 +27,7 @@ const IDENTIFY_ARG: [u8; 12] = [0, 0, 1, 0xec, 0, 0, 0, 0xa0, 0, 0, 0, 0];
 
 type Check = Result<String, String>;
 
-/// A request frame: Ethernet + AoE common header, then `arg` (unpadded).
-#[allow(clippy::too_many_arguments)]
-fn frame(
-    dst: MacAddr,
-    src: MacAddr,
-    ver_flags: u8,
-    major: u16,
-    minor: u8,
-    cmd: u8,
-    tag: u32,
-    arg: &[u8],
-) -> Vec<u8> {
-    let mut f = Vec::with_capacity(24 + arg.len());
-    f.extend_from_slice(&dst.0);
-    f.extend_from_slice(&src.0);
-    f.extend_from_slice(&ETHERTYPE_AOE.to_be_bytes());
-    f.extend_from_slice(&[ver_flags, 0]);
-    f.extend_from_slice(&major.to_be_bytes());
-    f.extend_from_slice(&[minor, cmd]);
-    f.extend_from_slice(&tag.to_be_bytes());
-    f.extend_from_slice(arg);
-    f
-}
+use super::request::raw_frame as frame;
 
 fn tagged(tag: u32) -> impl Fn(&[u8]) -> bool {
     move |f| ReplyHeader::parse(f).is_some_and(|h| h.tag == tag && h.is_response())

@@ -118,3 +118,30 @@ pub fn reserve(
     p.set_macs(macs);
     ARG_OFFSET + reserve::buffer_len(macs.len())
 }
+
+/// A hand-made AoE frame, for checks that need what the builders above never
+/// produce (a bad version, the response flag, an unknown command, a short
+/// argument): Ethernet header, byte 14 = `ver_flags`, error byte 0, `major`,
+/// `minor`, `command`, `tag`, then `arg` (not padded).
+#[allow(clippy::too_many_arguments)]
+pub fn raw_frame(
+    dst: MacAddr,
+    src: MacAddr,
+    ver_flags: u8,
+    major: u16,
+    minor: u8,
+    command: u8,
+    tag: u32,
+    arg: &[u8],
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(24 + arg.len());
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&ETHERTYPE_AOE.to_be_bytes());
+    f.extend_from_slice(&[ver_flags, 0]);
+    f.extend_from_slice(&major.to_be_bytes());
+    f.extend_from_slice(&[minor, command]);
+    f.extend_from_slice(&tag.to_be_bytes());
+    f.extend_from_slice(arg);
+    f
+}
