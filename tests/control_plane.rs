@@ -205,15 +205,20 @@ fn assert_not_slowed(what: &str, idle: Duration, loaded: Duration) {
     assert!(loaded < Duration::from_secs(1), "{what}: {loaded:?}");
 }
 
-/// `xblade status --socket S` (run from the root namespace: the socket is
-/// a file), its wall time; panics unless it succeeds.
-fn xblade_status(socket: &Path) -> Duration {
+/// `xblade status --socket S` run from the root namespace (the socket is a
+/// file): its output and wall time.
+fn timed_status(socket: &Path) -> (std::process::Output, Duration) {
     let t = Instant::now();
     let out = Command::new(xblade_bin())
         .args(["status", "--socket", path_str(socket)])
         .output()
         .expect("run xblade status");
-    let el = t.elapsed();
+    (out, t.elapsed())
+}
+
+/// `xblade status --socket S`, its wall time; panics unless it succeeds.
+fn xblade_status(socket: &Path) -> Duration {
+    let (out, el) = timed_status(socket);
     assert!(
         out.status.success(),
         "xblade status: {}{}",
@@ -590,12 +595,7 @@ fn page_passes_the_prometheus_parser() {
 
 /// `xblade status --socket S` fails within a few seconds, saying why.
 fn assert_status_fails_fast(socket: &Path, case: &str) {
-    let t = Instant::now();
-    let out = Command::new(xblade_bin())
-        .args(["status", "--socket", path_str(socket)])
-        .output()
-        .expect("run xblade status");
-    let el = t.elapsed();
+    let (out, el) = timed_status(socket);
     let text = String::from_utf8_lossy(&out.stderr);
     eprintln!("{case}: {el:?}: {}", text.trim());
     assert!(!out.status.success(), "{case}: status succeeded");
