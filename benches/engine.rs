@@ -5,8 +5,8 @@
 //! decide how many requests one core can carry on a zero-copy NIC.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use xblade::engine::Action;
 use xblade::initiator::request::{self, Addr};
-use xblade::target::Action;
 use xblade::wire::{ata::Opcode, qc::ConfigCmd, MacAddr};
 
 fn addr() -> Addr {

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use crate::bdev::{DiskSpec, Source};
 use crate::config::{
     self, Config, DatapathKind, ExportSpec, DEFAULT_BUFCNT, DEFAULT_SIZE_CHECK_SECS,
 };
-use crate::datapath::xdp::bpf::XdpMode;
-use crate::datapath::xdp::socket::ZeroCopy;
-use crate::datapath::xdp::steer::Steer;
-use crate::datapath::xdp::XdpOptions;
-use crate::disk::{DiskSpec, Source};
+use crate::net::xdp::bpf::XdpMode;
+use crate::net::xdp::socket::ZeroCopy;
+use crate::net::xdp::steer::Steer;
+use crate::net::xdp::XdpOptions;
 use crate::wire::MacAddr;
 
 /// xblade: an ATA-over-Ethernet target.

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::datapath::xdp::bpf::XdpMode;
-use crate::datapath::xdp::socket::ZeroCopy;
-use crate::datapath::xdp::steer::Steer;
-use crate::datapath::xdp::XdpOptions;
-use crate::disk::{DiskSpec, Source};
+use crate::bdev::{DiskSpec, Source};
+use crate::net::xdp::bpf::XdpMode;
+use crate::net::xdp::socket::ZeroCopy;
+use crate::net::xdp::steer::Steer;
+use crate::net::xdp::XdpOptions;
 use crate::wire::{MacAddr, MAX_CONFIG_STRING};
 
 /// Default advertised buffer count: what one AF_PACKET worker absorbs per
@@ -104,10 +104,10 @@ pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
 fn validate_indexed(cfg: &Config) -> Result<(), (Option<usize>, String)> {
     let bad = |m: String| Err((None, m));
     if let Some(q) = cfg.xdp.queues {
-        if !(1..=crate::datapath::xdp::bpf::MAX_QUEUES).contains(&q) {
+        if !(1..=crate::net::xdp::bpf::MAX_QUEUES).contains(&q) {
             return bad(format!(
                 "xdp queues {q}: use 1-{}",
-                crate::datapath::xdp::bpf::MAX_QUEUES
+                crate::net::xdp::bpf::MAX_QUEUES
             ));
         }
     }
@@ -138,11 +138,11 @@ fn validate_indexed(cfg: &Config) -> Result<(), (Option<usize>, String)> {
                 e.config_string.len()
             ));
         }
-        if e.mac_mask.len() > crate::target::export::MAX_MASK_ENTRIES {
+        if e.mac_mask.len() > crate::engine::export::MAX_MASK_ENTRIES {
             return bad(format!(
                 "{name}: {} Mac Mask entries, at most {}",
                 e.mac_mask.len(),
-                crate::target::export::MAX_MASK_ENTRIES
+                crate::engine::export::MAX_MASK_ENTRIES
             ));
         }
         if let Some(j) = seen.insert((e.shelf, e.slot), i) {

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::target::{Action, DiskOp, Export, ExportInfo, ExportState, Port, Target};
+use crate::engine::{Action, DiskOp, Export, ExportInfo, ExportState, Port, Target};
 use crate::wire::{aoe, MacAddr};
 
 /// The target MAC the harness serves on.

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::bdev::Source;
 use crate::config::ExportSpec;
-use crate::disk::Source;
 
 /// A file that could not be imported, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

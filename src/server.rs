@@ -29,13 +29,13 @@ use crossbeam_channel::{Receiver, Sender};
 use thiserror::Error;
 use tracing::{error, info, warn};
 
+use crate::bdev::{Disk, DiskError, Source};
 use crate::config::{Config, DatapathKind, ExportSpec};
-use crate::datapath::iface::{IfaceError, IfaceInfo};
-use crate::datapath::xdp::{self, XdpError, XdpInterface};
-use crate::datapath::{afpacket, Control, Reconfig, WorkerSpec};
-use crate::disk::{Disk, DiskError, Source};
+use crate::engine::{Export, ExportInfo, ExportState};
+use crate::net::iface::{IfaceError, IfaceInfo};
+use crate::net::xdp::{self, XdpError, XdpInterface};
+use crate::net::{afpacket, Control, Reconfig, WorkerSpec};
 use crate::stats::{new_cell, StatsCell};
-use crate::target::{Export, ExportInfo, ExportState};
 
 /// Why a target could not start (or a reload was refused).
 #[derive(Debug, Error)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::target::EngineStats;
+use crate::engine::EngineStats;
 
 /// Counters of one worker (one interface, or one queue of it).
 #[derive(Debug, Clone, Default, Serialize)]

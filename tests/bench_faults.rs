@@ -7,7 +7,7 @@
 //!   clear error naming the target, the request and the timeout.
 //!
 //! The misbehaving targets are in-process responders: the real engine
-//! (`xblade::target::Target`) over an in-memory disk, on the harness's raw
+//! (`xblade::engine::Target`) over an in-memory disk, on the harness's raw
 //! socket in the target namespace.
 //!
 //! Prefixes (unique across all integration tests): xbbl, xbbs, xbbq.
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::{temp_file, xblade_bin, NetPair, PacketSocket, Proc, ETH_P_AOE};
 use xblade::bench::report::BenchReport;
-use xblade::target::{Action, DiskOp, Export, ExportInfo, ExportState, Port, Target};
+use xblade::engine::{Action, DiskOp, Export, ExportInfo, ExportState, Port, Target};
 use xblade::wire::{MacAddr, ATA_DATA_OFFSET, SECTOR_SIZE};
 
 /// What the responder does with READ/WRITE replies.

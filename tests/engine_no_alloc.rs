@@ -5,8 +5,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use xblade::engine::Action;
 use xblade::initiator::request::{self, Addr};
-use xblade::target::Action;
 use xblade::wire::{ata::Opcode, MacAddr};
 
 struct Counting;

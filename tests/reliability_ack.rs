@@ -47,9 +47,9 @@ use std::time::Duration;
 use aoe_support::{fill_random, raw_frame};
 use common::{sparse_file, NetPair, Proc};
 use reliability_support::*;
+use xblade::engine::{Action, DiskOp};
 use xblade::fuzzing::{engine, TARGET_MAC};
 use xblade::initiator::client::Client;
-use xblade::target::{Action, DiskOp};
 use xblade::wire::{MacAddr, SECTOR_SIZE};
 
 const O_DSYNC: u32 = 0o10000;

@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use aoe_support::*;
 use common::{sparse_file, NetPair};
-use xblade::datapath::xdp::steer::queue_mac;
 use xblade::initiator::client::{Client, ClientError, Target};
+use xblade::net::xdp::steer::queue_mac;
 use xblade::wire::mask::{DirCmd, MaskCmd};
 use xblade::wire::reserve::ReserveCmd;
 use xblade::wire::{qc, MacAddr, SECTOR_SIZE};

@@ -1315,7 +1315,7 @@ pub fn render(r: &CompareReport) -> String {
     let _ = writeln!(
         s,
         "xblade XDP workers poll {} µs before sleeping (default --spin-us), except on null and reflect rows (--spin-us 0: their CPU is request work only)",
-        crate::datapath::xdp::DEFAULT_SPIN_US
+        crate::net::xdp::DEFAULT_SPIN_US
     );
     let _ = writeln!(s);
     let head = format!(

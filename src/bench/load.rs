@@ -37,8 +37,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::pattern;
-use crate::datapath::socket::{FramePool, PacketSocket, MAX_BATCH};
 use crate::initiator::request::{self, Addr};
+use crate::net::socket::{FramePool, PacketSocket, MAX_BATCH};
 use crate::wire::{aoe, ata, MacAddr, ARG_OFFSET, ATA_DATA_OFFSET, ETHERTYPE_AOE, SECTOR_SIZE};
 
 /// Bits of the tag naming the queue.

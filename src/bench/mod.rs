@@ -29,8 +29,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::datapath::socket::PacketSocket;
 use crate::initiator::client::{Client, ClientError};
+use crate::net::socket::PacketSocket;
 use crate::wire::SECTOR_SIZE;
 use load::{LoadSpec, Phase, Shared};
 use report::{BenchReport, CpuUse, ErrorDetail, Latency, Phases, TargetCpu, VerifyReport};
@@ -189,7 +189,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `1k`, `8k`, `4096`, `1KiB`: a whole number of sectors, at least one.
 pub fn parse_bytes(s: &str) -> Result<usize, String> {
     let t = s.trim().trim_end_matches("iB").trim_end_matches(['B', 'b']);
-    let n = crate::disk::parse_size(t).ok_or_else(|| format!("{s:?}: expected a size like 1k"))?;
+    let n = crate::bdev::parse_size(t).ok_or_else(|| format!("{s:?}: expected a size like 1k"))?;
     if n == 0 || n % SECTOR_SIZE as u64 != 0 {
         return Err(format!("{s:?}: not a positive multiple of 512 bytes"));
     }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::http;
 use super::reactor::{Limits, Protocol, Verdict};
 use super::{ExportStatus, Sources};
+use crate::engine::DropReason;
 use crate::stats::WorkerStats;
-use crate::target::DropReason;
 
 /// Bounds of the endpoint. A scrape sends its ~200-byte request at once
 /// and reads the answer at once; 3 s for the request and 10 s for the

@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use super::request::{self, Addr};
-use crate::datapath::iface::{IfaceError, IfaceInfo};
-use crate::datapath::socket::PacketSocket;
+use crate::net::iface::{IfaceError, IfaceInfo};
+use crate::net::socket::PacketSocket;
 use crate::wire::{
     aoe, ata, ethernet, identify, mask, max_sectors_for_mtu, qc, reserve, MacAddr, AOE_OFFSET,
     ARG_OFFSET, ATA_DATA_OFFSET, ETHERTYPE_AOE, MIN_FRAME_LEN, SECTOR_SIZE,

@@ -11,8 +11,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use xblade::datapath::iface::IfaceInfo;
 use xblade::initiator::client::{Client, ReplyHeader};
+use xblade::net::iface::IfaceInfo;
 use xblade::wire::{MacAddr, ETHERTYPE_AOE, SECTOR_SIZE};
 
 use crate::common::{enter_ns, mtu_of, xblade_bin, NetPair, PacketSocket as HarnessSocket, Proc};

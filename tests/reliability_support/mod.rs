@@ -403,7 +403,7 @@ impl Counters {
                 }
             }
             if let Some(d) = w["engine"]["drops"].as_array() {
-                for (r, v) in xblade::target::DropReason::ALL.iter().zip(d) {
+                for (r, v) in xblade::engine::DropReason::ALL.iter().zip(d) {
                     add(format!("drop.{}", r.name()), v.as_u64().unwrap_or(0));
                 }
             }

@@ -54,10 +54,10 @@ use self::steer::{Steer, SteerError, SteerState, Steering};
 use self::umem::{ChunkState, ChunkTable, CHUNK_SIZE, DATA_OFFSET, ROOM};
 use super::iface::IfaceInfo;
 use super::{Control, Reconfig, WorkerSpec};
-use crate::disk::uring::{self, Dir, Op, Seg, Uring};
-use crate::disk::Disk;
+use crate::bdev::uring::{self, Dir, Op, Seg, Uring};
+use crate::bdev::Disk;
+use crate::engine::{control, reflect, Action, DiskIo, DiskOp, Port, Target};
 use crate::stats::{WorkerStats, XdpStats};
-use crate::target::{control, reflect, Action, DiskIo, DiskOp, Port, Target};
 use crate::wire::{MacAddr, ATA_DATA_OFFSET, SECTOR_SIZE};
 
 /// XDP_PKT_CONTD: more fragments of this frame follow.
@@ -135,7 +135,7 @@ pub struct XdpOptions {
     /// not served here.
     pub drop_foreign: bool,
     /// Measurement only: answer READ and WRITE without the engine or the
-    /// disk ([`crate::target::reflect`]), for the no-disk ceiling.
+    /// disk ([`crate::engine::reflect`]), for the no-disk ceiling.
     pub reflect: bool,
     /// Microseconds a worker keeps polling its rings, with no system call,
     /// after its last piece of work before it sleeps in poll(2) (None:
@@ -1033,7 +1033,7 @@ impl Worker {
             // A wakeup may also meet EBUSY (the kernel still sending) or
             // EINTR, which a receive never does.
             Err(e)
-                if crate::datapath::socket::is_transient(&e)
+                if crate::net::socket::is_transient(&e)
                     || matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EINTR)) =>
             {
                 self.xstats.wakeup_errors += 1;

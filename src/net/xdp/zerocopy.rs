@@ -456,7 +456,7 @@ fn drvinfo(iface: &str) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::xdp::umem::ROOM;
+    use crate::net::xdp::umem::ROOM;
 
     /// virtio_net's flags on 6.18 with `iommu_platform=on` (measured in the
     /// guest): basic, redirect, ndo_xmit, xsk_zerocopy, rx_sg, ndo_xmit_sg.

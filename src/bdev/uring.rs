@@ -10,7 +10,7 @@
 //! each token exactly once with the operation's result (`Err(errno)` for
 //! `res < 0`, `Err(EIO)` for a short transfer).
 //!
-//! Durability: files come from [`crate::disk::FileDisk`], opened `O_DSYNC`
+//! Durability: files come from [`crate::bdev::FileDisk`], opened `O_DSYNC`
 //! unless the export is `writeback`, so a completed write through the
 //! registered descriptor is already on stable storage and no `RWF_DSYNC` is
 //! needed. FLUSH is `fsync(DATASYNC)` submitted with `IOSQE_IO_DRAIN`, so it

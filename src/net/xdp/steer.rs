@@ -28,9 +28,9 @@ use std::io;
 use tracing::{debug, info, warn};
 
 use super::bpf::MAX_QUEUES;
-use crate::datapath::ethtool::Ethtool;
-use crate::datapath::iface::IfaceInfo;
-use crate::datapath::netlink::Rtnl;
+use crate::net::ethtool::Ethtool;
+use crate::net::iface::IfaceInfo;
+use crate::net::netlink::Rtnl;
 use crate::wire::MacAddr;
 
 /// How frames reach the queue whose MAC they are sent to (`--steer`, TOML

@@ -209,7 +209,7 @@ impl FileDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::Disk;
+    use crate::bdev::Disk;
 
     fn spec(path: PathBuf) -> DiskSpec {
         DiskSpec {

@@ -12,8 +12,8 @@ use tracing::{debug, info, warn};
 
 use super::socket::{is_transient, FramePool, PacketSocket, MAX_BATCH};
 pub use super::{Control, Reconfig, WorkerSpec};
+use crate::engine::{control, Action, DiskIo, DiskOp, Port, Target};
 use crate::stats::WorkerStats;
-use crate::target::{control, Action, DiskIo, DiskOp, Port, Target};
 use crate::wire::ATA_DATA_OFFSET;
 
 /// Spare frames for the extra replies of a wildcard request.

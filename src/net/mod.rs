@@ -1,5 +1,5 @@
-//! Datapaths: move frames between a NIC, the [`crate::target`] engine and
-//! the [`crate::disk`] backends. They hold no request logic of their own.
+//! Datapaths: move frames between a NIC, the [`crate::engine`] engine and
+//! the [`crate::bdev`] backends. They hold no request logic of their own.
 //!
 //! - [`xdp`]: AF_XDP sockets fed by an XDP program, one pinned worker per
 //!   (interface, queue), disk I/O through io_uring straight into UMEM.
@@ -24,9 +24,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use tracing::info;
 
-use crate::disk::Disk;
+use crate::bdev::Disk;
+use crate::engine::{Export, Target};
 use crate::stats::StatsCell;
-use crate::target::{Export, Target};
 use iface::IfaceInfo;
 
 /// Messages from the control plane to a worker.
