@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::bdev::Source;
 use crate::config::ExportSpec;
 
 /// A file that could not be imported, and why.
@@ -232,10 +231,7 @@ pub fn import_dir(dir: &Path) -> std::io::Result<Imported> {
         let _ = writeln!(t, "[[export]]");
         let _ = writeln!(t, "shelf = {}", e.shelf);
         let _ = writeln!(t, "slot = {}", e.slot);
-        let file = match &e.disk.source {
-            Source::File(p) => p.display().to_string(),
-            Source::Null { bytes } => format!("null:{bytes}"),
-        };
+        let file = e.disk.source.to_string();
         let _ = writeln!(t, "file = {}", quote(&file));
         let ifs: Vec<String> = e.interfaces.iter().map(|i| quote(i)).collect();
         let _ = writeln!(t, "interfaces = [{}]", ifs.join(", "));

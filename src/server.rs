@@ -10,7 +10,7 @@
 //!   new one needs (backing stores, interfaces, sockets, XDP programs) is
 //!   opened first; any failure rejects it whole and nothing changes. Then
 //!   each worker whose export set changes gets a [`Control::Reconfigure`]
-//!   with its new lists of `Arc<Export>`/`Arc<Disk>` and swaps them between
+//!   with its new lists of `Arc<Export>`/`Arc<dyn Bdev>` and swaps them between
 //!   batches, once the requests in hand have completed (on XDP: with no
 //!   io_uring operation in flight, so none can complete against a store
 //!   that is gone). Workers whose set does not change are not disturbed.
@@ -29,7 +29,7 @@ use crossbeam_channel::{Receiver, Sender};
 use thiserror::Error;
 use tracing::{error, info, warn};
 
-use crate::bdev::{Disk, DiskError, Source};
+use crate::bdev::{self, Bdev, DiskError, Source};
 use crate::config::{Config, DatapathKind, ExportSpec};
 use crate::engine::{Export, ExportInfo, ExportState};
 use crate::net::iface::{IfaceError, IfaceInfo};
@@ -191,7 +191,7 @@ struct ExportRec {
     /// What is in force (restart-only fields keep their start-up values).
     spec: ExportSpec,
     export: Arc<Export>,
-    disk: Arc<Disk>,
+    disk: Arc<dyn Bdev>,
     /// The store is open for writing (a read-only export may become writable
     /// only with a new descriptor).
     writable: bool,
@@ -370,7 +370,7 @@ fn open_export(
     ifaces: &BTreeMap<String, IfaceInfo>,
 ) -> Result<ExportRec, StartError> {
     let (shelf, slot) = (e.shelf, e.slot);
-    let disk = Disk::open(&e.disk).map_err(|source| StartError::Disk {
+    let disk = bdev::open(&e.disk).map_err(|source| StartError::Disk {
         shelf,
         slot,
         source,
@@ -413,7 +413,7 @@ fn open_export(
     Ok(ExportRec {
         spec: e.clone(),
         export: Arc::new(Export::new(info, state)),
-        disk: Arc::new(disk),
+        disk,
         writable: !e.disk.read_only,
     })
 }
@@ -422,7 +422,7 @@ fn open_export(
 fn worker_spec(
     info: &IfaceInfo,
     queue: u32,
-    set: &[(Arc<Export>, Arc<Disk>)],
+    set: &[(Arc<Export>, Arc<dyn Bdev>)],
     core: Option<usize>,
 ) -> (WorkerSpec, Sender<Control>, StatsCell) {
     let (tx, rx) = crossbeam_channel::bounded(16);
@@ -442,7 +442,7 @@ fn worker_spec(
 fn open_xdp(
     cfg: &Config,
     info: &IfaceInfo,
-    set: &[(Arc<Export>, Arc<Disk>)],
+    set: &[(Arc<Export>, Arc<dyn Bdev>)],
     cores: &[usize],
     next_core: usize,
 ) -> Result<(XdpInterface, Vec<Prepared>), XdpError> {
@@ -473,7 +473,7 @@ fn open_xdp(
 fn open_iface(
     cfg: &Config,
     info: &IfaceInfo,
-    set: &[(Arc<Export>, Arc<Disk>)],
+    set: &[(Arc<Export>, Arc<dyn Bdev>)],
     cores: &[usize],
     next_core: usize,
 ) -> Result<(Option<XdpInterface>, Vec<Prepared>), StartError> {
@@ -536,11 +536,7 @@ fn restart_only_changes(old: &ExportSpec, new: &ExportSpec) -> Vec<String> {
         v.push(format!("{what} {from} -> {to}"));
     };
     if o.source != n.source {
-        let show = |s: &Source| match s {
-            Source::File(p) => p.display().to_string(),
-            Source::Null { bytes } => format!("null:{bytes}"),
-        };
-        note("file", show(&o.source), show(&n.source));
+        note("file", o.source.to_string(), n.source.to_string());
     }
     if o.offset_sectors != n.offset_sectors {
         note(
@@ -600,10 +596,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 fn source_name(s: &Source) -> String {
-    match s {
-        Source::File(p) => p.display().to_string(),
-        Source::Null { bytes } => format!("null:{bytes}"),
-    }
+    s.to_string()
 }
 
 impl Server {
@@ -657,7 +650,7 @@ impl Server {
     }
 
     /// The (export, disk) list of `served`.
-    fn set_of(&self, served: &[Key]) -> Vec<(Arc<Export>, Arc<Disk>)> {
+    fn set_of(&self, served: &[Key]) -> Vec<(Arc<Export>, Arc<dyn Bdev>)> {
         served
             .iter()
             .map(|k| {
@@ -929,7 +922,7 @@ impl Server {
         }
         let mut added: BTreeMap<Key, ExportRec> = BTreeMap::new();
         // Read-only exports becoming writable: a writable descriptor.
-        let mut reopened: BTreeMap<Key, Arc<Disk>> = BTreeMap::new();
+        let mut reopened: BTreeMap<Key, Arc<dyn Bdev>> = BTreeMap::new();
         for e in &run.exports {
             let key = (e.shelf, e.slot);
             match self.exports.get(&key) {
@@ -938,14 +931,14 @@ impl Server {
                     added.insert(key, rec);
                 }
                 Some(r) if !e.disk.read_only && !r.writable => {
-                    let d = Disk::open(&e.disk).map_err(|source| {
+                    let d = bdev::open(&e.disk).map_err(|source| {
                         chain(&StartError::Disk {
                             shelf: key.0,
                             slot: key.1,
                             source,
                         })
                     })?;
-                    reopened.insert(key, Arc::new(d));
+                    reopened.insert(key, d);
                 }
                 Some(_) => {}
             }
@@ -957,7 +950,7 @@ impl Server {
             .copied()
             .collect();
         // The (export, disk) in force after the reload, per key.
-        let pair = |k: &Key| -> (Arc<Export>, Arc<Disk>) {
+        let pair = |k: &Key| -> (Arc<Export>, Arc<dyn Bdev>) {
             if let Some(r) = added.get(k) {
                 return (Arc::clone(&r.export), Arc::clone(&r.disk));
             }

@@ -1,14 +1,23 @@
 //! A regular file or block device, read with pread and written with pwrite
-//! through a descriptor whose flags carry the durability policy.
-#![forbid(unsafe_code)]
+//! through a descriptor whose flags carry the durability policy, and its
+//! synchronous channel ([`FileChannel`]): the I/O runs on the worker's
+//! thread during the submit, as vblade does it. It is the AF_PACKET
+//! datapath's channel and the oracle the io_uring channel is tested
+//! against.
+#![deny(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
+use std::os::fd::RawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use super::{export_sectors, DiskError, DiskSpec, Source};
+use super::{
+    export_sectors, Bdev, BlockOp, BlockReq, BlockResult, Channel, ChannelCounters, ChannelCx,
+    DiskError, DiskSpec, Geometry, IoEngine, Segs, Source, Submit, Tag,
+};
 use crate::wire::SECTOR_SIZE;
 
 /// An opened file or block device.
@@ -19,7 +28,8 @@ pub struct FileDisk {
     /// Byte offset of the export in the store.
     base: u64,
     /// Exported capacity; grows online ([`FileDisk::grow`]), never shrinks.
-    sectors: AtomicU64,
+    /// Shared with the channels, which check every range against it.
+    sectors: Arc<AtomicU64>,
     /// The operator fixed the length (`-l`, `length =`): no online growth.
     fixed_length: bool,
     direct: bool,
@@ -96,7 +106,7 @@ impl FileDisk {
             file,
             path: path.clone(),
             base: spec.offset_sectors * SECTOR_SIZE as u64,
-            sectors: AtomicU64::new(sectors),
+            sectors: Arc::new(AtomicU64::new(sectors)),
             fixed_length: spec.length_sectors.is_some(),
             direct: spec.direct,
             page_cache_acks: spec.writeback && !spec.sync && !spec.direct && !spec.read_only,
@@ -206,10 +216,318 @@ impl FileDisk {
     }
 }
 
+impl FileDisk {
+    /// O_DIRECT memory alignment (bytes) this store's transfers need: what
+    /// `statx(STATX_DIOALIGN)` says, at least one sector; 1 without O_DIRECT.
+    pub fn mem_align(&self) -> u32 {
+        if !self.direct {
+            return 1;
+        }
+        use std::os::fd::AsRawFd;
+        super::uring::dio_alignment(self.file.as_raw_fd())
+            .map_or(SECTOR_SIZE as u32, |(mem, _)| mem.max(SECTOR_SIZE as u32))
+    }
+
+    /// Duplicates of the descriptors, for a channel of its own.
+    fn channel_files(&self) -> io::Result<(File, Option<File>)> {
+        let plain = match &self.plain {
+            Some(p) => Some(p.try_clone()?),
+            None => None,
+        };
+        Ok((self.file.try_clone()?, plain))
+    }
+}
+
+impl Bdev for FileDisk {
+    fn sectors(&self) -> u64 {
+        FileDisk::sectors(self)
+    }
+
+    fn probe_sectors(&self) -> Option<io::Result<u64>> {
+        (!self.fixed_length).then(|| FileDisk::probe_sectors(self))
+    }
+
+    fn grow(&self, sectors: u64) -> u64 {
+        FileDisk::grow(self, sectors)
+    }
+
+    fn geometry(&self) -> Geometry {
+        Geometry {
+            mem_align: self.mem_align(),
+            reads_zero: false,
+            asynchronous: false,
+        }
+    }
+
+    fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>> {
+        match cx.engine {
+            IoEngine::Sync => Ok(Box::new(FileChannel::open(self, cx)?)),
+            IoEngine::Uring => Ok(Box::new(FileChannel::open(self, cx)?)),
+        }
+    }
+
+    fn as_file(&self) -> Option<&FileDisk> {
+        Some(self)
+    }
+}
+
+/// An aligned heap buffer for O_DIRECT transfers whose memory is not.
+struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuf {
+    fn new(len: usize, align: usize) -> io::Result<AlignedBuf> {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), align.max(1))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has a non-zero size.
+        #[allow(unsafe_code)]
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr =
+            std::ptr::NonNull::new(p).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        Ok(AlignedBuf { ptr, layout })
+    }
+
+    fn slice(&mut self, len: usize) -> &mut [u8] {
+        let len = len.min(self.layout.size());
+        // SAFETY: the allocation is live, `len` bytes long at least, and
+        // only reachable through `&mut self`.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.as_ptr(), len)
+        }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::alloc::dealloc(self.ptr.as_ptr(), self.layout)
+        }
+    }
+}
+
+// SAFETY: the buffer is owned by one channel and moves with it.
+#[allow(unsafe_code)]
+unsafe impl Send for AlignedBuf {}
+
+/// A worker's synchronous channel on a [`FileDisk`]: every request runs
+/// during its submit, except durable page-cache writes, which are written
+/// during the submit and acknowledged after one `fdatasync` at the end of
+/// the worker's batch (group commit: one device flush for the batch).
+pub struct FileChannel {
+    file: File,
+    /// Group commit descriptor (no O_DSYNC), when the store has one.
+    plain: Option<File>,
+    base: u64,
+    sectors: Arc<AtomicU64>,
+    /// O_DIRECT: transfers must be aligned to this (0: any).
+    align: usize,
+    bounce: Option<AlignedBuf>,
+    /// Written through `plain`, waiting for the batch's fdatasync.
+    held: Vec<Tag>,
+    /// Finished, waiting for `reap`.
+    done: Vec<(Tag, BlockResult)>,
+    counters: ChannelCounters,
+}
+
+impl std::fmt::Debug for FileChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileChannel")
+            .field("held", &self.held.len())
+            .field("done", &self.done.len())
+            .finish()
+    }
+}
+
+impl FileChannel {
+    /// A channel on `disk` for a worker offering `cx`.
+    pub fn open(disk: &FileDisk, cx: &ChannelCx) -> io::Result<FileChannel> {
+        let (file, plain) = disk.channel_files()?;
+        let align = if disk.direct {
+            disk.mem_align() as usize
+        } else {
+            0
+        };
+        let bounce = if align > 0 {
+            Some(AlignedBuf::new(cx.max_io.div_ceil(align) * align, align)?)
+        } else {
+            None
+        };
+        let depth = cx.depth.max(1) as usize;
+        Ok(FileChannel {
+            file,
+            plain,
+            base: disk.base,
+            sectors: Arc::clone(&disk.sectors),
+            align,
+            bounce,
+            held: Vec::with_capacity(depth),
+            done: Vec::with_capacity(depth),
+            counters: ChannelCounters::default(),
+        })
+    }
+
+    fn errno(e: io::Error) -> i32 {
+        e.raw_os_error().unwrap_or(libc::EIO)
+    }
+
+    /// Read or write every segment in turn at `at`, through `fd`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Channel::submit`]: the segments are lent for the call.
+    #[allow(unsafe_code)]
+    unsafe fn transfer(file: &File, segs: &Segs, mut at: u64, write: bool) -> BlockResult {
+        for s in segs.as_slice() {
+            // SAFETY: the submit contract lends each segment, valid for
+            // `len` bytes (writable for a read), to this call alone.
+            let buf = unsafe { std::slice::from_raw_parts_mut(s.ptr, s.len as usize) };
+            let r = if write {
+                file.write_all_at(buf, at)
+            } else {
+                file.read_exact_at(buf, at)
+            };
+            r.map_err(Self::errno)?;
+            at += u64::from(s.len);
+        }
+        Ok(())
+    }
+
+    /// As [`FileChannel::transfer`], through the aligned bounce buffer when
+    /// the store wants alignment the segments do not have.
+    ///
+    /// # Safety
+    ///
+    /// As [`Channel::submit`].
+    #[allow(unsafe_code)]
+    unsafe fn rw(&mut self, file_is_plain: bool, segs: &Segs, at: u64, write: bool) -> BlockResult {
+        let file = match (&self.plain, file_is_plain) {
+            (Some(p), true) => p,
+            _ => &self.file,
+        };
+        if self.align == 0 || segs.aligned(self.align) {
+            // SAFETY: the caller's contract.
+            return unsafe { Self::transfer(file, segs, at, write) };
+        }
+        let total = segs.total();
+        let padded = total.div_ceil(self.align) * self.align;
+        let Some(b) = self.bounce.as_mut() else {
+            return Err(libc::EINVAL);
+        };
+        if padded > b.layout.size() || padded != total {
+            // Lengths come in whole sectors; a store that wants more than
+            // the request carries cannot be served.
+            return Err(libc::EINVAL);
+        }
+        let buf = b.slice(total);
+        if write {
+            let mut o = 0;
+            for s in segs.as_slice() {
+                // SAFETY: the caller lends the segment for the call.
+                let src = unsafe { std::slice::from_raw_parts(s.ptr, s.len as usize) };
+                buf[o..o + src.len()].copy_from_slice(src);
+                o += src.len();
+            }
+            file.write_all_at(buf, at).map_err(Self::errno)
+        } else {
+            file.read_exact_at(buf, at).map_err(Self::errno)?;
+            let mut o = 0;
+            for s in segs.as_slice() {
+                // SAFETY: the caller lends the segment, writable, for the call.
+                let dst = unsafe { std::slice::from_raw_parts_mut(s.ptr, s.len as usize) };
+                dst.copy_from_slice(&buf[o..o + dst.len()]);
+                o += dst.len();
+            }
+            Ok(())
+        }
+    }
+
+    /// fdatasync the batch's held writes and queue their completions.
+    fn commit(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let r = self
+            .plain
+            .as_ref()
+            .unwrap_or(&self.file)
+            .sync_data()
+            .map_err(Self::errno);
+        self.counters.group_commits += 1;
+        self.counters.group_commit_writes += self.held.len() as u64;
+        for t in self.held.drain(..) {
+            self.done.push((t, r));
+        }
+    }
+}
+
+impl Channel for FileChannel {
+    #[allow(unsafe_code)]
+    unsafe fn submit(&mut self, req: BlockReq, segs: &Segs, tag: Tag) -> Submit {
+        let end = req.offset.checked_add(u64::from(req.len));
+        let cap = self.sectors.load(Ordering::Acquire) * SECTOR_SIZE as u64;
+        if end.is_none_or(|e| e > cap) || segs.total() != req.len as usize {
+            // The engine never asks for this; refuse rather than trust it.
+            return Submit::Done(Err(libc::EINVAL));
+        }
+        let at = self.base + req.offset;
+        match req.op {
+            // SAFETY: the caller's contract, passed on.
+            BlockOp::Read => Submit::Done(unsafe { self.rw(false, segs, at, false) }),
+            BlockOp::Write if self.plain.is_some() => {
+                if self.held.len() == self.held.capacity() {
+                    // More writes than the worker said it would queue: the
+                    // earlier ones get their sync now.
+                    self.commit();
+                }
+                // SAFETY: the caller's contract, passed on.
+                match unsafe { self.rw(true, segs, at, true) } {
+                    Ok(()) => {
+                        self.held.push(tag);
+                        Submit::Queued
+                    }
+                    Err(e) => Submit::Done(Err(e)),
+                }
+            }
+            // SAFETY: the caller's contract, passed on.
+            BlockOp::Write => Submit::Done(unsafe { self.rw(false, segs, at, true) }),
+            BlockOp::Flush => Submit::Done(self.file.sync_data().map_err(Self::errno)),
+        }
+    }
+
+    fn end_batch(&mut self) -> io::Result<()> {
+        self.commit();
+        Ok(())
+    }
+
+    fn reap(&mut self, done: &mut dyn FnMut(Tag, BlockResult)) -> usize {
+        let n = self.done.len();
+        for (t, r) in self.done.drain(..) {
+            done(t, r);
+        }
+        n
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    fn in_flight(&self) -> usize {
+        self.held.len() + self.done.len()
+    }
+
+    fn counters(&self) -> ChannelCounters {
+        self.counters
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bdev::Disk;
 
     fn spec(path: PathBuf) -> DiskSpec {
         DiskSpec {
@@ -284,7 +602,7 @@ mod tests {
     fn offset_and_bounds() {
         let dir = std::env::temp_dir().join(format!("xblade-file-{}", std::process::id()));
         std::fs::write(&dir, vec![0u8; 16 * 512]).unwrap();
-        let d = Disk::open(&spec(dir.clone())).unwrap();
+        let d = FileDisk::open(&spec(dir.clone())).unwrap();
         assert_eq!(d.sectors(), 4);
         d.write_at(&[7u8; 512], 512).unwrap();
         let raw = std::fs::read(&dir).unwrap();
@@ -295,7 +613,7 @@ mod tests {
         d.read_at(&mut b, 512).unwrap();
         assert_eq!(b, [7u8; 512]);
         d.flush().unwrap();
-        let Disk::File(f) = &d else { unreachable!() };
+        let f = &d;
         assert!(f.fixed_length());
         assert_eq!(f.grow(6), 6);
         assert_eq!(f.grow(5), 6, "never shrinks");
@@ -307,12 +625,12 @@ mod tests {
         let mut s = spec(dir.clone());
         s.length_sectors = Some(15);
         assert!(matches!(
-            Disk::open(&s),
+            crate::bdev::open(&s),
             Err(DiskError::LengthPastEnd { .. })
         ));
         std::fs::remove_file(&dir).unwrap();
         assert!(matches!(
-            Disk::open(&spec(dir)),
+            crate::bdev::open(&spec(dir)),
             Err(DiskError::Open { .. })
         ));
     }

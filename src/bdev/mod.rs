@@ -1,27 +1,369 @@
-//! Backing stores. The engine only ever hands out ranges inside the export;
-//! a backend adds the export's offset into the file or device.
+//! Block devices under the exports: the one storage interface of both
+//! datapaths.
 //!
-//! Durability is decided here, once, when the store is opened: by default
-//! every write goes through a descriptor opened `O_DSYNC`, so a write is on
-//! stable storage when it returns and the target may acknowledge it (the
-//! Linux initiator never sends FLUSH). `writeback` opts out.
+//! Shaped after SPDK's bdev and io_channel: a [`Bdev`] per export, shared by
+//! every worker, knows its size and what its memory must look like
+//! ([`Geometry`]); each worker opens its own [`Channel`] on it and submits
+//! requests there, single-threaded, with the segments of frame memory the
+//! data lands in (READ) or leaves from (WRITE) and a [`Tag`]. A channel
+//! completes a request at once ([`Submit::Done`]: pread, null) or later
+//! (io_uring, a network store), and then returns its tag exactly once
+//! through [`Channel::reap`]; it may also refuse a request with nothing
+//! taken ([`Submit::Busy`]), and the worker then stops taking frames until
+//! something completes. What a store needs and a datapath should not know
+//! lives behind the channel, written once: O_DIRECT alignment and bouncing,
+//! group commit, the durability policy.
 //!
-//! [`uring`] is the io_uring engine of the AF_XDP datapath, the one module
-//! here allowed `unsafe` (hence `deny` rather than `forbid` at this level;
-//! `file` and `null` keep `forbid`).
+//! Durability is decided when the store is opened: by default every write
+//! goes through a descriptor opened `O_DSYNC`, or through a plain one
+//! followed by an `fdatasync` before it is acknowledged (group commit), so
+//! a write is on stable storage when its completion comes back (the Linux
+//! initiator never sends FLUSH). `writeback` opts out.
+//!
+//! Implementations: [`null`] (complete at once), [`file`] (pread/pwritev on
+//! the worker's thread), [`uring`] (io_uring with fixed files and buffers,
+//! O_DIRECT), [`fake`] (tests: completes later, out of order, through an
+//! eventfd).
 #![deny(unsafe_code)]
 
+pub mod bounce;
+pub mod commit;
+pub mod fake;
 pub mod file;
 pub mod null;
 pub mod uring;
 
+use std::fmt;
 use std::io;
+use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use file::FileDisk;
 pub use null::NullDisk;
 
 use crate::wire::SECTOR_SIZE;
+
+/// Most memory segments one request may name (a jumbo frame's fragments).
+pub const MAX_SEGS: usize = 6;
+
+/// One piece of memory a request transfers to or from.
+#[derive(Debug, Clone, Copy)]
+pub struct Seg {
+    /// Start.
+    pub ptr: *mut u8,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+impl Seg {
+    /// An empty segment (fills unused slots).
+    pub const EMPTY: Seg = Seg {
+        ptr: std::ptr::null_mut(),
+        len: 0,
+    };
+}
+
+/// The memory of one request, in order: at most [`MAX_SEGS`] segments.
+#[derive(Debug, Clone, Copy)]
+pub struct Segs {
+    n: u8,
+    seg: [Seg; MAX_SEGS],
+}
+
+impl Default for Segs {
+    fn default() -> Segs {
+        Segs {
+            n: 0,
+            seg: [Seg::EMPTY; MAX_SEGS],
+        }
+    }
+}
+
+impl Segs {
+    /// One segment.
+    pub fn one(ptr: *mut u8, len: usize) -> Segs {
+        let mut s = Segs::default();
+        s.push(ptr, len);
+        s
+    }
+
+    /// Append a segment; false (nothing appended) when full.
+    pub fn push(&mut self, ptr: *mut u8, len: usize) -> bool {
+        let i = usize::from(self.n);
+        if i == MAX_SEGS {
+            return false;
+        }
+        self.seg[i] = Seg {
+            ptr,
+            len: len as u32,
+        };
+        self.n += 1;
+        true
+    }
+
+    /// The segments.
+    pub fn as_slice(&self) -> &[Seg] {
+        &self.seg[..usize::from(self.n)]
+    }
+
+    /// Bytes in all segments.
+    pub fn total(&self) -> usize {
+        self.as_slice().iter().map(|s| s.len as usize).sum()
+    }
+
+    /// Every segment starts and ends on a multiple of `align` bytes.
+    pub fn aligned(&self, align: usize) -> bool {
+        align <= 1
+            || self
+                .as_slice()
+                .iter()
+                .all(|s| s.ptr as usize % align == 0 && s.len as usize % align == 0)
+    }
+}
+
+/// Direction and kind of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockOp {
+    /// Store to memory.
+    Read,
+    /// Memory to store.
+    Write,
+    /// Every write completed before it is on stable storage.
+    Flush,
+}
+
+/// A request to a channel: byte offset and length inside the export (the
+/// engine has checked the range against the export's size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockReq {
+    /// What to do.
+    pub op: BlockOp,
+    /// Byte offset inside the export.
+    pub offset: u64,
+    /// Bytes (0 for a flush).
+    pub len: u32,
+}
+
+/// The submitter's name for a request, handed back with its result.
+pub type Tag = u32;
+
+/// A request's result: `Err(errno)` on failure.
+pub type BlockResult = Result<(), i32>;
+
+/// What [`Channel::submit`] did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submit {
+    /// Completed during the call; its memory is the caller's again and the
+    /// tag will not come back from [`Channel::reap`].
+    Done(BlockResult),
+    /// Taken: the tag comes back once from [`Channel::reap`], and the
+    /// memory stays the channel's until then.
+    Queued,
+    /// Nothing taken (no slot, no bounce room): submit again after
+    /// something completes.
+    Busy,
+}
+
+/// What a store needs from the memory it is given, and what it can do
+/// without any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Memory and length alignment for a transfer without a copy (1: any;
+    /// 512 or more under O_DIRECT). A channel copies through an aligned
+    /// bounce buffer what does not meet it, so this is a hint for where
+    /// datapaths place data, not a rule for them.
+    pub mem_align: u32,
+    /// READs return zeros (null store): a datapath may answer them from
+    /// frames it keeps zeroed, without submitting them.
+    pub reads_zero: bool,
+    /// Completions come later than the submit, through
+    /// [`Channel::poll_fd`] (informational: the worker treats every channel
+    /// alike).
+    pub asynchronous: bool,
+}
+
+/// How a file channel does its I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoEngine {
+    /// pread/pwritev on the worker's thread.
+    #[default]
+    Sync,
+    /// io_uring with the worker's frame memory registered as fixed buffers.
+    Uring,
+}
+
+/// A piece of memory a worker lends to its channels for their whole life
+/// (its UMEM or frame pool): an io_uring channel registers it as a fixed
+/// buffer once, so later transfers into it skip the page pinning.
+#[derive(Debug, Clone, Copy)]
+pub struct MemRegion {
+    /// Start.
+    pub ptr: *mut u8,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl MemRegion {
+    /// Index of the region in `regions` that holds every segment of `segs`.
+    pub fn holding(regions: &[MemRegion], segs: &Segs) -> Option<usize> {
+        regions.iter().position(|r| {
+            let (lo, hi) = (r.ptr as usize, r.ptr as usize + r.len);
+            segs.as_slice()
+                .iter()
+                .all(|s| s.ptr as usize >= lo && s.ptr as usize + s.len as usize <= hi)
+        })
+    }
+}
+
+/// What a worker offers the channels it opens.
+#[derive(Debug, Clone)]
+pub struct ChannelCx {
+    memory: Vec<MemRegion>,
+    /// Longest transfer of one request in bytes (sizes bounce buffers).
+    pub max_io: usize,
+    /// Requests the worker may have queued on the channel at once.
+    pub depth: u32,
+    /// How file channels do their I/O.
+    pub engine: IoEngine,
+}
+
+// SAFETY: the regions are addresses of memory owned by the worker that
+// opens the channels and moves with them; nothing here dereferences them.
+#[allow(unsafe_code)]
+unsafe impl Send for ChannelCx {}
+
+impl ChannelCx {
+    /// A context lending `memory`.
+    ///
+    /// # Safety
+    ///
+    /// Every region must stay mapped, neither unmapped nor remapped, for as
+    /// long as any channel opened with this context lives: an io_uring
+    /// channel registers the regions and the kernel keeps their pages
+    /// pinned.
+    #[allow(unsafe_code)]
+    pub unsafe fn new(memory: Vec<MemRegion>, max_io: usize, depth: u32, engine: IoEngine) -> Self {
+        ChannelCx {
+            memory,
+            max_io,
+            depth,
+            engine,
+        }
+    }
+
+    /// A context lending no memory (synchronous channels, tests).
+    pub fn without_memory(max_io: usize, depth: u32) -> Self {
+        ChannelCx {
+            memory: Vec::new(),
+            max_io,
+            depth,
+            engine: IoEngine::Sync,
+        }
+    }
+
+    /// The lent regions.
+    pub fn memory(&self) -> &[MemRegion] {
+        &self.memory
+    }
+}
+
+/// A block device under one export, shared by every worker.
+pub trait Bdev: Send + Sync + fmt::Debug {
+    /// Exported capacity in sectors.
+    fn sectors(&self) -> u64;
+    /// What the store could export now (online resize), `None` when the
+    /// export does not follow its store (null, an operator-fixed length).
+    fn probe_sectors(&self) -> Option<io::Result<u64>>;
+    /// Accept requests up to `sectors` from now on (online growth; never
+    /// shrinks). Returns the capacity in force.
+    fn grow(&self, sectors: u64) -> u64;
+    /// Alignment needs and capabilities.
+    fn geometry(&self) -> Geometry;
+    /// A channel for one worker.
+    fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>>;
+    /// Transitional: the file under the export, for the datapath code that
+    /// still reaches around the channel (removed with it).
+    fn as_file(&self) -> Option<&FileDisk> {
+        None
+    }
+}
+
+/// What a channel counts about its own work (published with the worker's
+/// counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelCounters {
+    /// fdatasyncs that acknowledged durable page-cache writes (group
+    /// commit).
+    pub group_commits: u64,
+    /// Writes acknowledged by those fdatasyncs.
+    pub group_commit_writes: u64,
+}
+
+impl std::ops::AddAssign for ChannelCounters {
+    fn add_assign(&mut self, o: ChannelCounters) {
+        self.group_commits += o.group_commits;
+        self.group_commit_writes += o.group_commit_writes;
+    }
+}
+
+/// One worker's queue to a [`Bdev`]: single-threaded, owned by the worker.
+pub trait Channel: Send + fmt::Debug {
+    /// Start `req` on `segs` (READ: written into; WRITE: read from; FLUSH:
+    /// none). The segments hold exactly `req.len` bytes.
+    ///
+    /// # Safety
+    ///
+    /// Every segment must be valid for the transfer (writable for a READ)
+    /// and lie inside one of the context's regions or stay mapped, and no
+    /// one else may touch it until the request is done: at return for
+    /// [`Submit::Done`] and [`Submit::Busy`], else until [`Channel::reap`]
+    /// hands `tag` back.
+    #[allow(unsafe_code)]
+    unsafe fn submit(&mut self, req: BlockReq, segs: &Segs, tag: Tag) -> Submit;
+    /// The worker has submitted a batch: start what was queued (io_uring
+    /// submit, a group commit's fdatasync).
+    fn end_batch(&mut self) -> io::Result<()>;
+    /// Hand every finished request's tag to `done`, with its result;
+    /// returns how many. A tag comes back exactly once.
+    fn reap(&mut self, done: &mut dyn FnMut(Tag, BlockResult)) -> usize;
+    /// A descriptor that becomes readable when [`Channel::reap`] has work
+    /// (`None`: completions come only from `submit` and `end_batch`).
+    fn poll_fd(&self) -> Option<RawFd>;
+    /// Requests taken and not yet reaped.
+    fn in_flight(&self) -> usize;
+    /// Counters since the channel opened.
+    fn counters(&self) -> ChannelCounters {
+        ChannelCounters::default()
+    }
+}
+
+/// Open the store `spec` names.
+pub fn open(spec: &DiskSpec) -> Result<Arc<dyn Bdev>, DiskError> {
+    match &spec.source {
+        Source::File(_) => Ok(Arc::new(FileDisk::open(spec)?)),
+        Source::Null { bytes } => {
+            let total = bytes / SECTOR_SIZE as u64;
+            let sectors = export_sectors(
+                &PathBuf::from("null"),
+                total,
+                spec.offset_sectors,
+                spec.length_sectors,
+            )?;
+            Ok(Arc::new(NullDisk::new(sectors)))
+        }
+        Source::FakeAsync { bytes } => {
+            let total = bytes / SECTOR_SIZE as u64;
+            let sectors = export_sectors(
+                &PathBuf::from("fake-async"),
+                total,
+                spec.offset_sectors,
+                spec.length_sectors,
+            )?;
+            Ok(Arc::new(fake::FakeAsync::new(sectors)))
+        }
+    }
+}
 
 /// How to open a backing store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,17 +394,46 @@ pub enum Source {
         /// Size in bytes.
         bytes: u64,
     },
+    /// Tests only (`fake-async:SIZE`, accepted when the environment has
+    /// `XBLADE_TEST_STORES=1`): memory that completes every request later,
+    /// out of order, through an eventfd ([`fake`]); lost at exit.
+    FakeAsync {
+        /// Size in bytes.
+        bytes: u64,
+    },
 }
+
+impl fmt::Display for Source {
+    /// As the operator writes it (`FILE`, `null:BYTES`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Null { bytes } => write!(f, "null:{bytes}"),
+            Source::FakeAsync { bytes } => write!(f, "fake-async:{bytes}"),
+        }
+    }
+}
+
+/// Environment variable that lets `fake-async:SIZE` through.
+pub const TEST_STORES_ENV: &str = "XBLADE_TEST_STORES";
 
 impl Source {
     /// Parse `null:SIZE` (with k/m/g/t suffixes) or a path.
     pub fn parse(s: &str) -> Result<Source, DiskError> {
-        match s.strip_prefix("null:") {
-            Some(size) => Ok(Source::Null {
+        if let Some(size) = s.strip_prefix("null:") {
+            return Ok(Source::Null {
                 bytes: parse_size(size).ok_or_else(|| DiskError::BadSize(s.into()))?,
-            }),
-            None => Ok(Source::File(PathBuf::from(s))),
+            });
         }
+        if let Some(size) = s.strip_prefix("fake-async:") {
+            if std::env::var(TEST_STORES_ENV).as_deref() != Ok("1") {
+                return Err(DiskError::TestOnly(s.into()));
+            }
+            return Ok(Source::FakeAsync {
+                bytes: parse_size(size).ok_or_else(|| DiskError::BadSize(s.into()))?,
+            });
+        }
+        Ok(Source::File(PathBuf::from(s)))
     }
 }
 
@@ -118,110 +489,12 @@ pub enum DiskError {
     /// Bad `null:` size.
     #[error("bad size in {0:?}: expected null:SIZE like null:1G")]
     BadSize(String),
+    /// A test-only store asked for outside the tests.
+    #[error("{0:?} is a test store (memory, lost at exit): set XBLADE_TEST_STORES=1 to use it")]
+    TestOnly(String),
     /// A zero-sector export.
     #[error("export of {0} would have no sectors")]
     Empty(String),
-}
-
-/// An opened backing store.
-#[derive(Debug)]
-pub enum Disk {
-    /// File or block device.
-    File(FileDisk),
-    /// Null.
-    Null(NullDisk),
-}
-
-impl Disk {
-    /// Open per `spec`.
-    pub fn open(spec: &DiskSpec) -> Result<Disk, DiskError> {
-        match &spec.source {
-            Source::File(_) => FileDisk::open(spec).map(Disk::File),
-            Source::Null { bytes } => {
-                let total = bytes / SECTOR_SIZE as u64;
-                let sectors = export_sectors(
-                    &PathBuf::from("null"),
-                    total,
-                    spec.offset_sectors,
-                    spec.length_sectors,
-                )?;
-                Ok(Disk::Null(NullDisk::new(sectors)))
-            }
-        }
-    }
-
-    /// Exported capacity in sectors.
-    pub fn sectors(&self) -> u64 {
-        match self {
-            Disk::File(f) => f.sectors(),
-            Disk::Null(n) => n.sectors(),
-        }
-    }
-
-    /// What the store could export now (online resize): the sectors past
-    /// the export's offset. `None` when the export does not follow its
-    /// store: a null store, or an operator-fixed length.
-    pub fn probe_sectors(&self) -> Option<io::Result<u64>> {
-        match self {
-            Disk::File(f) if !f.fixed_length() => Some(f.probe_sectors()),
-            _ => None,
-        }
-    }
-
-    /// Accept requests up to `sectors` from now on (online growth; never
-    /// shrinks). Returns the capacity in force.
-    pub fn grow(&self, sectors: u64) -> u64 {
-        match self {
-            Disk::File(f) => f.grow(sectors),
-            Disk::Null(n) => n.sectors(),
-        }
-    }
-
-    /// Read `buf.len()` bytes at `offset` (inside the export).
-    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        match self {
-            Disk::File(f) => f.read_at(buf, offset),
-            Disk::Null(n) => n.read_at(buf, offset),
-        }
-    }
-
-    /// Write `buf` at `offset` (inside the export); durable on return unless
-    /// the store was opened `writeback`.
-    pub fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        match self {
-            Disk::File(f) => f.write_at(buf, offset),
-            Disk::Null(n) => n.write_at(buf, offset),
-        }
-    }
-
-    /// Durable writes go through the page cache and are acknowledged by
-    /// group commit: [`Disk::write_uncommitted`] for each write of a
-    /// batch, then one [`Disk::flush`] before any of them is acknowledged.
-    pub fn group_commit(&self) -> bool {
-        matches!(self, Disk::File(f) if f.plain().is_some())
-    }
-
-    /// Write `buf` at `offset` (inside the export) into the page cache
-    /// only, when [`Disk::group_commit`]; otherwise as [`Disk::write_at`].
-    pub fn write_uncommitted(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        match self {
-            Disk::File(f) => f.write_uncommitted(buf, offset),
-            Disk::Null(n) => n.write_at(buf, offset),
-        }
-    }
-
-    /// Make all completed writes durable.
-    pub fn flush(&self) -> io::Result<()> {
-        match self {
-            Disk::File(f) => f.flush(),
-            Disk::Null(_) => Ok(()),
-        }
-    }
-
-    /// True when buffers must be 512-byte aligned (O_DIRECT).
-    pub fn needs_alignment(&self) -> bool {
-        matches!(self, Disk::File(f) if f.direct())
-    }
 }
 
 /// Exported sectors for a store of `total` sectors, with the operator's

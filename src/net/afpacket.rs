@@ -149,7 +149,10 @@ impl Worker {
                         }
                     }
                     Action::Disk(io)
-                        if io.op == DiskOp::Write && self.spec.disks[io.export].group_commit() =>
+                        if io.op == DiskOp::Write
+                            && self.spec.disks[io.export]
+                                .as_file()
+                                .is_some_and(|f| f.plain().is_some()) =>
                     {
                         match self.disk_io(&io, pool.frame_mut(i)) {
                             Ok(()) => {
@@ -181,10 +184,13 @@ impl Worker {
             // Group commit: one fdatasync per store covers every write of
             // the batch to it; only then are they acknowledged.
             for &e in &to_flush {
-                let synced = self.spec.disks[e].flush().map_err(|err| {
-                    warn!(export = e, error = %err, "fdatasync of a batch of writes failed");
-                    err.raw_os_error().unwrap_or(libc::EIO)
-                });
+                let synced = self.spec.disks[e]
+                    .as_file()
+                    .map_or(Ok(()), |f| f.flush())
+                    .map_err(|err| {
+                        warn!(export = e, error = %err, "fdatasync of a batch of writes failed");
+                        err.raw_os_error().unwrap_or(libc::EIO)
+                    });
                 for &(i, io) in uncommitted.iter().filter(|(_, io)| io.export == e) {
                     if synced.is_err() {
                         counters.disk_errors += 1;
@@ -226,12 +232,17 @@ impl Worker {
             // Cannot happen while max_sectors fits the room; refuse, never panic.
             return Err(libc::EINVAL);
         }
-        let r = match io.op {
-            DiskOp::Read => disk.read_at(&mut frame[data], io.offset),
+        let r = match (io.op, disk.as_file()) {
+            (DiskOp::Read, Some(f)) => f.read_at(&mut frame[data], io.offset),
+            (DiskOp::Read, None) => {
+                frame[data].fill(0);
+                Ok(())
+            }
             // Group-committed stores: into the page cache; the caller
             // flushes before acknowledging.
-            DiskOp::Write => disk.write_uncommitted(&frame[data], io.offset),
-            DiskOp::Flush => disk.flush(),
+            (DiskOp::Write, Some(f)) => f.write_uncommitted(&frame[data], io.offset),
+            (DiskOp::Flush, Some(f)) => f.flush(),
+            (_, None) => Ok(()),
         };
         r.map_err(|e| {
             warn!(op = ?io.op, offset = io.offset, len = io.len, error = %e, "disk I/O failed");

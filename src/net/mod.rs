@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use tracing::info;
 
-use crate::bdev::Disk;
+use crate::bdev::Bdev;
 use crate::engine::{Export, Target};
 use crate::stats::StatsCell;
 use iface::IfaceInfo;
@@ -54,7 +54,7 @@ pub struct Reconfig {
     /// Exports to serve, in order.
     pub exports: Vec<Arc<Export>>,
     /// Their backing stores, in the same order.
-    pub disks: Vec<Arc<Disk>>,
+    pub disks: Vec<Arc<dyn Bdev>>,
     /// Exports (shelf, slot) to announce once the set is in force.
     pub announce: Vec<(u16, u8)>,
     /// Told once the new set is in force, or why it could not be applied
@@ -70,7 +70,7 @@ pub struct WorkerSpec {
     /// Exports served on it.
     pub exports: Vec<Arc<Export>>,
     /// Their backing stores, in the same order.
-    pub disks: Vec<Arc<Disk>>,
+    pub disks: Vec<Arc<dyn Bdev>>,
     /// Control channel.
     pub control: Receiver<Control>,
     /// Where counters go.

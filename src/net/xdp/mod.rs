@@ -28,9 +28,7 @@
 //! No allocation happens per request: every table, queue and staging array
 //! is sized when the worker opens.
 
-pub mod bounce;
 pub mod bpf;
-pub mod commit;
 pub mod ring;
 pub mod socket;
 pub mod steer;
@@ -41,21 +39,21 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use commit::GroupCommit;
+use crate::bdev::commit::GroupCommit;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use self::bounce::Bounce;
 use self::bpf::{Attached, BpfError, XdpLink, XdpMode, XdpProgram};
 use self::socket::{Xsk, XskOptions, ZeroCopy};
 use self::steer::{Steer, SteerError, SteerState, Steering};
 use self::umem::{ChunkState, ChunkTable, CHUNK_SIZE, DATA_OFFSET, ROOM};
 use super::iface::IfaceInfo;
 use super::{Control, Reconfig, WorkerSpec};
+use crate::bdev::bounce::Bounce;
 use crate::bdev::uring::{self, Dir, Op, Seg, Uring};
-use crate::bdev::Disk;
+use crate::bdev::Bdev;
 use crate::engine::{control, reflect, Action, DiskIo, DiskOp, Port, Target};
 use crate::stats::{WorkerStats, XdpStats};
 use crate::wire::{MacAddr, ATA_DATA_OFFSET, SECTOR_SIZE};
@@ -435,18 +433,18 @@ impl DiskSide {
     /// `xsk` (its UMEM, registered with the ring) must outlive the returned
     /// ring: keep both in a Worker, whose `xsk` field is declared after
     /// `uring`.
-    unsafe fn open(disks: &[Arc<Disk>], xsk: &Xsk, max_reply: usize) -> io::Result<DiskSide> {
+    unsafe fn open(disks: &[Arc<dyn Bdev>], xsk: &Xsk, max_reply: usize) -> io::Result<DiskSide> {
         let mut stores = Vec::with_capacity(disks.len());
         let mut files = Vec::new();
         let mut commits = Vec::with_capacity(disks.len());
         let mut need_bounce = false;
         for d in disks {
-            match &**d {
-                Disk::Null(_) => {
+            match d.as_file() {
+                None => {
                     stores.push(Store::Null);
                     commits.push(None);
                 }
-                Disk::File(f) => {
+                Some(f) => {
                     let fd = f.file().as_raw_fd();
                     let mut bounce_all = false;
                     if f.direct() {

@@ -4,6 +4,8 @@
 //! operation at most, page-aligned, registered with io_uring next to the
 //! UMEM.
 
+#![allow(unsafe_code)]
+
 use std::io;
 use std::ptr::NonNull;
 
