@@ -26,3 +26,4 @@ pub mod server;
 pub mod service;
 pub mod stats;
 pub mod wire;
+pub mod worker;

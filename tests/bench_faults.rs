@@ -18,10 +18,9 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{temp_file, xblade_bin, NetPair, PacketSocket, Proc, ETH_P_AOE};
-use xblade::bench::report::BenchReport;
+use common::{NetPair, PacketSocket, ETH_P_AOE};
 use xblade::engine::{Action, DiskOp, Export, ExportInfo, ExportState, Port, Target};
 use xblade::wire::{MacAddr, ATA_DATA_OFFSET, SECTOR_SIZE};
 
@@ -126,41 +125,12 @@ impl Drop for Responder {
     }
 }
 
-/// Run `xblade bench` in the initiator namespace: (success, output,
-/// report, wall time).
-fn run_bench(
-    pair: &NetPair,
-    args: &[&str],
-    limit: Duration,
-) -> (bool, String, Option<BenchReport>, Duration) {
-    let json = temp_file("xblade-bench-json");
-    let mut all = vec![
-        "bench",
-        "--iface",
-        pair.initiator_if(),
-        "--json",
-        json.to_str().expect("utf-8 path"),
-    ];
-    all.extend_from_slice(args);
-    let t0 = Instant::now();
-    let mut p = Proc::spawn_in_ns(pair.initiator_ns(), xblade_bin(), &all);
-    let st = p
-        .wait_timeout(limit)
-        .unwrap_or_else(|| panic!("xblade bench hung (over {limit:?}); output:\n{}", p.log()));
-    let took = t0.elapsed();
-    let report = std::fs::read(json.path())
-        .ok()
-        .filter(|b| !b.is_empty())
-        .map(|b| serde_json::from_slice::<BenchReport>(&b).expect("bench JSON parses"));
-    (st.success(), p.log(), report, took)
-}
-
 #[test]
 fn lossy_target_is_survived_with_retransmits_and_verify() {
     let pair = NetPair::new("xbbl", 1500);
     let r = Responder::start(&pair, Mode::DropEvery(10), 4096);
     #[rustfmt::skip]
-    let (ok, log, rep, _) = run_bench(&pair, &[
+    let (ok, log, rep, _) = aoe_support::run_bench_within(&pair, &[
         "--target", "1.1", "--op", "mix:70", "--duration", "2s", "--warmup", "0",
         "--window", "16", "--verify", "--timeout", "50", "--retries", "8",
     ], Duration::from_secs(60));
@@ -192,7 +162,7 @@ fn lossy_target_is_survived_with_retransmits_and_verify() {
 #[test]
 fn absent_target_is_a_clear_error_not_a_hang() {
     let pair = NetPair::new("xbbs", 1500);
-    let (ok, log, rep, took) = run_bench(
+    let (ok, log, rep, took) = aoe_support::run_bench_within(
         &pair,
         &["--target", "7.3", "--duration", "2s"],
         Duration::from_secs(20),
@@ -216,7 +186,7 @@ fn target_silent_on_io_is_a_clear_error() {
     let pair = NetPair::new("xbbq", 1500);
     let r = Responder::start(&pair, Mode::SilentIo, 4096);
     #[rustfmt::skip]
-    let (ok, log, _, took) = run_bench(&pair, &[
+    let (ok, log, _, took) = aoe_support::run_bench_within(&pair, &[
         "--target", "1.1", "--duration", "5s", "--timeout", "100", "--retries", "3",
     ], Duration::from_secs(30));
     let answered = r.answered.load(Ordering::Relaxed);

@@ -9,58 +9,8 @@
 mod aoe_support;
 mod common;
 
-use std::time::Duration;
-
 use aoe_support::*;
-use common::{sparse_file, temp_file, xblade_bin, NetPair, Proc};
-use xblade::bench::report::BenchReport;
-
-/// Longest a 2-second bench run may take, verify passes included.
-const BENCH_LIMIT: Duration = Duration::from_secs(90);
-
-/// Run `xblade bench ARGS --json FILE` in the initiator namespace; its
-/// exit status, its output and its report.
-pub fn run_bench(pair: &NetPair, args: &[&str]) -> (bool, String, Option<BenchReport>) {
-    let json = temp_file("xblade-bench-json");
-    let mut all = vec![
-        "bench",
-        "--iface",
-        pair.initiator_if(),
-        "--json",
-        json.to_str().expect("utf-8 path"),
-    ];
-    all.extend_from_slice(args);
-    let mut p = Proc::spawn_in_ns(pair.initiator_ns(), xblade_bin(), &all);
-    let st = p
-        .wait_timeout(BENCH_LIMIT)
-        .unwrap_or_else(|| panic!("xblade bench hung ({BENCH_LIMIT:?}); output:\n{}", p.log()));
-    let report = std::fs::read(json.path())
-        .ok()
-        .filter(|b| !b.is_empty())
-        .map(|b| serde_json::from_slice::<BenchReport>(&b).expect("bench JSON parses"));
-    (st.success(), p.log(), report)
-}
-
-fn check_clean(ok: bool, log: &str, r: Option<BenchReport>) -> BenchReport {
-    assert!(ok, "bench failed:\n{log}");
-    let r = r.unwrap_or_else(|| panic!("no JSON report:\n{log}"));
-    assert_eq!(r.errors, 0, "error replies:\n{log}");
-    let v = r.verify.as_ref().expect("verify section");
-    assert!(v.ok, "verify not ok:\n{log}");
-    assert_eq!(v.mismatches, 0, "{log}");
-    assert_eq!(
-        v.prefill_writes, v.blocks,
-        "every block written first:\n{log}"
-    );
-    assert!(
-        v.checked > v.blocks,
-        "reads checked (timed + read-back):\n{log}"
-    );
-    assert!(r.requests > 0 && r.reads > 0 && r.writes > 0, "{log}");
-    assert!(r.requests_per_s > 0.0 && r.latency_us.p50 > 0.0, "{log}");
-    assert!(log.contains("verify          ok"), "table printed:\n{log}");
-    r
-}
+use common::{sparse_file, NetPair};
 
 #[test]
 fn verify_mixed_two_seconds_zero_errors() {

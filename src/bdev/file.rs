@@ -23,7 +23,8 @@ use crate::wire::SECTOR_SIZE;
 /// An opened file or block device.
 #[derive(Debug)]
 pub struct FileDisk {
-    file: File,
+    /// Shared with the channels (no descriptor per worker).
+    file: Arc<File>,
     path: PathBuf,
     /// Byte offset of the export in the store.
     base: u64,
@@ -40,7 +41,7 @@ pub struct FileDisk {
     /// O_DIRECT, no `-s`, writable): a second descriptor on the same file
     /// without O_DSYNC, for group commit ([`FileDisk::write_uncommitted`]
     /// then [`FileDisk::commit`]).
-    plain: Option<File>,
+    plain: Option<Arc<File>>,
 }
 
 impl FileDisk {
@@ -96,14 +97,14 @@ impl FileDisk {
                     path: path.clone(),
                     source,
                 })?;
-            Some(p)
+            Some(Arc::new(p))
         } else {
             None
         };
         let total = bytes / SECTOR_SIZE as u64;
         let sectors = export_sectors(path, total, spec.offset_sectors, spec.length_sectors)?;
         Ok(FileDisk {
-            file,
+            file: Arc::new(file),
             path: path.clone(),
             base: spec.offset_sectors * SECTOR_SIZE as u64,
             sectors: Arc::new(AtomicU64::new(sectors)),
@@ -154,7 +155,7 @@ impl FileDisk {
     /// its own device flush; a datapath instead writes a batch through this
     /// descriptor and acknowledges it after one fdatasync (group commit).
     pub fn plain(&self) -> Option<&File> {
-        self.plain.as_ref()
+        self.plain.as_deref()
     }
 
     /// pwrite the whole range through the plain descriptor: the data stops
@@ -164,7 +165,7 @@ impl FileDisk {
     pub fn write_uncommitted(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let at = self.check(buf.len(), offset)?;
         self.plain
-            .as_ref()
+            .as_deref()
             .unwrap_or(&self.file)
             .write_all_at(buf, at)
     }
@@ -182,7 +183,7 @@ impl FileDisk {
     /// Current size of the store in sectors past the export offset (online
     /// resize detection).
     pub fn probe_sectors(&self) -> io::Result<u64> {
-        let mut f = &self.file;
+        let mut f: &File = &self.file;
         let bytes = f.seek(SeekFrom::End(0))?;
         Ok((bytes / SECTOR_SIZE as u64).saturating_sub(self.base / SECTOR_SIZE as u64))
     }
@@ -228,13 +229,9 @@ impl FileDisk {
             .map_or(SECTOR_SIZE as u32, |(mem, _)| mem.max(SECTOR_SIZE as u32))
     }
 
-    /// Duplicates of the descriptors, for a channel of its own.
-    fn channel_files(&self) -> io::Result<(File, Option<File>)> {
-        let plain = match &self.plain {
-            Some(p) => Some(p.try_clone()?),
-            None => None,
-        };
-        Ok((self.file.try_clone()?, plain))
+    /// The descriptors, shared with a channel (kept open as long as it).
+    pub(crate) fn channel_files(&self) -> (Arc<File>, Option<Arc<File>>) {
+        (Arc::clone(&self.file), self.plain.clone())
     }
 }
 
@@ -264,10 +261,6 @@ impl Bdev for FileDisk {
             IoEngine::Sync => Ok(Box::new(FileChannel::open(self, cx)?)),
             IoEngine::Uring => Ok(Box::new(FileChannel::open(self, cx)?)),
         }
-    }
-
-    fn as_file(&self) -> Option<&FileDisk> {
-        Some(self)
     }
 }
 
@@ -319,9 +312,9 @@ unsafe impl Send for AlignedBuf {}
 /// during the submit and acknowledged after one `fdatasync` at the end of
 /// the worker's batch (group commit: one device flush for the batch).
 pub struct FileChannel {
-    file: File,
+    file: Arc<File>,
     /// Group commit descriptor (no O_DSYNC), when the store has one.
-    plain: Option<File>,
+    plain: Option<Arc<File>>,
     base: u64,
     sectors: Arc<AtomicU64>,
     /// O_DIRECT: transfers must be aligned to this (0: any).
@@ -346,7 +339,7 @@ impl std::fmt::Debug for FileChannel {
 impl FileChannel {
     /// A channel on `disk` for a worker offering `cx`.
     pub fn open(disk: &FileDisk, cx: &ChannelCx) -> io::Result<FileChannel> {
-        let (file, plain) = disk.channel_files()?;
+        let (file, plain) = disk.channel_files();
         let align = if disk.direct {
             disk.mem_align() as usize
         } else {
@@ -405,7 +398,7 @@ impl FileChannel {
     /// As [`Channel::submit`].
     #[allow(unsafe_code)]
     unsafe fn rw(&mut self, file_is_plain: bool, segs: &Segs, at: u64, write: bool) -> BlockResult {
-        let file = match (&self.plain, file_is_plain) {
+        let file: &File = match (&self.plain, file_is_plain) {
             (Some(p), true) => p,
             _ => &self.file,
         };
@@ -453,7 +446,7 @@ impl FileChannel {
         }
         let r = self
             .plain
-            .as_ref()
+            .as_deref()
             .unwrap_or(&self.file)
             .sync_data()
             .map_err(Self::errno);

@@ -282,11 +282,6 @@ pub trait Bdev: Send + Sync + fmt::Debug {
     fn geometry(&self) -> Geometry;
     /// A channel for one worker.
     fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>>;
-    /// Transitional: the file under the export, for the datapath code that
-    /// still reaches around the channel (removed with it).
-    fn as_file(&self) -> Option<&FileDisk> {
-        None
-    }
 }
 
 /// What a channel counts about its own work (published with the worker's

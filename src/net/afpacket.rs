@@ -1,39 +1,187 @@
-//! The AF_PACKET datapath: one worker thread per interface, a batch of
-//! frames per `recvmmsg`, each handled by the engine with the disk I/O done
-//! in place in the frame, and all replies of the batch sent with one
-//! `sendmmsg`. Portable (any NIC, any kernel), and the fallback when XDP
-//! cannot attach.
+//! The AF_PACKET datapath: one worker per interface, a batch of frames per
+//! `recvmmsg` and replies in batches per `sendmmsg`. Portable (any NIC, any
+//! kernel), and the fallback when XDP cannot attach.
+//!
+//! Frames live in a pool whose slots are owned one at a time: a received
+//! frame stays out of the pool until its reply has been sent, so a store
+//! may complete a request after the batch it came in.
 
 use std::io;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::socket::{is_transient, FramePool, PacketSocket, MAX_BATCH};
 pub use super::{Control, Reconfig, WorkerSpec};
-use crate::engine::{control, Action, DiskIo, DiskOp, Port, Target};
+use crate::bdev::{ChannelCx, IoEngine, Segs};
+use crate::engine::{Port, Target};
 use crate::stats::WorkerStats;
 use crate::wire::ATA_DATA_OFFSET;
+use crate::worker::stores::Stores;
+use crate::worker::{Flushed, FrameIo, LoopCounters, LoopOptions};
 
 /// Spare frames for the extra replies of a wildcard request.
 const SPARE: usize = 16;
-/// How often counters are published.
-const PUBLISH_EVERY: Duration = Duration::from_millis(250);
-/// How long a worker sleeps in poll before checking its control channel.
-const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// Requests in flight per worker.
+const DEPTH: usize = 128;
+/// How long a worker waits for a down link before trying again.
+const LINK_RETRY: Duration = Duration::from_millis(100);
 
-/// An opened, ready worker: sockets are bound before the thread starts so
-/// that configuration errors surface at start-up.
+/// A pool slot owned by whoever holds this handle.
 #[derive(Debug)]
-pub struct Worker {
-    spec: WorkerSpec,
+pub struct PacketFrame(u16);
+
+/// Frames of one AF_PACKET socket.
+#[derive(Debug)]
+pub struct AfPacketIo {
     sock: PacketSocket,
-    engine: Target,
+    pool: FramePool,
+    free: Vec<u16>,
+    tx: Vec<(usize, usize)>,
+    iface: String,
+    link_up: bool,
+    rx_frames: u64,
+    tx_frames: u64,
+    tx_dropped: u64,
+    kernel_dropped: u64,
 }
 
-impl Worker {
-    /// Open the socket and build the engine.
+impl AfPacketIo {
+    fn data(&mut self, f: &PacketFrame, data: usize) -> Segs {
+        let room = self.pool.frame_mut(usize::from(f.0));
+        // The engine caps sectors by the room; were it ever larger, the
+        // short segment makes the store refuse the request (never a write
+        // past the frame).
+        let len = data.min(room.len().saturating_sub(ATA_DATA_OFFSET));
+        Segs::one(room[ATA_DATA_OFFSET..].as_mut_ptr(), len)
+    }
+}
+
+impl FrameIo for AfPacketIo {
+    type Frame = PacketFrame;
+
+    fn receive(&mut self, out: &mut Vec<(PacketFrame, usize)>, max: usize) -> io::Result<()> {
+        let k = max.min(MAX_BATCH).min(self.free.len());
+        if k == 0 {
+            return Ok(());
+        }
+        let mut slots = [0u16; MAX_BATCH];
+        let at = self.free.len() - k;
+        slots[..k].copy_from_slice(&self.free[at..]);
+        let mut lens = [0usize; MAX_BATCH];
+        match self.sock.recv_slots(&mut self.pool, &slots[..k], &mut lens) {
+            Ok(n) => {
+                if !self.link_up && n > 0 {
+                    info!(iface = %self.iface, "link back: serving again");
+                    self.link_up = true;
+                }
+                self.free.truncate(at);
+                self.free.extend_from_slice(&slots[n..k]);
+                self.rx_frames += n as u64;
+                out.extend(
+                    slots[..n]
+                        .iter()
+                        .zip(&lens[..n])
+                        .map(|(&s, &l)| (PacketFrame(s), l)),
+                );
+                Ok(())
+            }
+            Err(e) if is_transient(&e) => {
+                // A down link is not the end of the target: the other paths
+                // keep serving and this one resumes when it is up.
+                if self.link_up {
+                    warn!(iface = %self.iface, error = %e, "link unusable: waiting for it");
+                    self.link_up = false;
+                }
+                std::thread::sleep(LINK_RETRY);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn head(&mut self, f: &PacketFrame) -> &mut [u8] {
+        self.pool.frame_mut(usize::from(f.0))
+    }
+
+    fn read_segs(&mut self, f: &mut PacketFrame, data: usize) -> Option<Segs> {
+        Some(self.data(f, data))
+    }
+
+    fn write_segs(&mut self, f: &mut PacketFrame, data: usize) -> Segs {
+        self.data(f, data)
+    }
+
+    fn trim(&mut self, _f: &mut PacketFrame) {}
+
+    fn post(&mut self, f: PacketFrame, len: usize) {
+        self.tx.push((usize::from(f.0), len));
+    }
+
+    fn release(&mut self, f: PacketFrame) {
+        self.free.push(f.0);
+    }
+
+    fn alloc(&mut self) -> Option<PacketFrame> {
+        self.free.pop().map(PacketFrame)
+    }
+
+    fn reap_tx(&mut self) -> usize {
+        0
+    }
+
+    fn flush(&mut self, _idle_turns: u32) -> io::Result<Flushed> {
+        if self.tx.is_empty() {
+            return Ok(Flushed::default());
+        }
+        let r = self.sock.send_batch(&self.pool, &self.tx);
+        // sendmmsg copied the frames (or the link refused them): every
+        // slot is free again either way.
+        let n = self.tx.len();
+        self.free.extend(self.tx.drain(..).map(|(s, _)| s as u16));
+        let sent = r?;
+        self.tx_frames += sent as u64;
+        self.tx_dropped += (n - sent) as u64;
+        Ok(Flushed {
+            produced: sent,
+            untaken: false,
+        })
+    }
+
+    fn refill(&mut self, _sleeping: bool) -> io::Result<usize> {
+        Ok(0)
+    }
+
+    fn tx_owed(&self) -> bool {
+        false
+    }
+
+    fn rx_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    fn room(&self) -> usize {
+        self.pool.frame(0).len()
+    }
+
+    fn publish(&mut self, stats: &mut WorkerStats, _loop_counters: &LoopCounters) {
+        if let Ok(d) = self.sock.take_kernel_drops() {
+            self.kernel_dropped += d;
+        }
+        stats.rx_frames = self.rx_frames;
+        stats.tx_frames = self.tx_frames;
+        stats.tx_dropped = self.tx_dropped;
+        stats.rx_kernel_dropped = self.kernel_dropped;
+    }
+}
+
+/// An AF_PACKET worker.
+pub type Worker = crate::worker::Worker<AfPacketIo>;
+
+impl crate::worker::Worker<AfPacketIo> {
+    /// Open the socket, the frame pool and the store channels, and build
+    /// the engine: errors surface before the thread starts.
     pub fn open(spec: WorkerSpec) -> io::Result<Worker> {
         let sock = PacketSocket::open(spec.iface.index)?;
         let max_frame = spec.iface.mtu as usize + 14;
@@ -52,244 +200,47 @@ impl Worker {
             (0..spec.exports.len()).collect(),
         );
         let engine = Target::new(vec![port], spec.exports.clone());
-        Ok(Worker { spec, sock, engine })
-    }
-
-    /// Run until told to stop.
-    pub fn run(mut self) -> io::Result<()> {
-        if let Some(core) = self.spec.core {
-            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                warn!(core, iface = %self.spec.iface.name, "could not pin worker to core");
-            }
-        }
-        let room = self.spec.iface.mtu as usize + 14;
-        let mut pool = FramePool::new(MAX_BATCH + SPARE, room.max(1514));
-        let mut lens = [0usize; MAX_BATCH];
-        let mut tx: Vec<(usize, usize)> = Vec::with_capacity(MAX_BATCH + SPARE);
-        // Durable writes of the batch already in the page cache, answered
-        // after their stores' fdatasync (group commit), and those stores.
-        let mut uncommitted: Vec<(usize, DiskIo)> = Vec::with_capacity(MAX_BATCH);
-        let mut to_flush: Vec<usize> = Vec::with_capacity(MAX_BATCH);
-        let mut counters = WorkerStats {
-            iface: self.spec.iface.name.clone(),
-            mac: self.spec.iface.mac.to_string(),
+        let count = DEPTH + MAX_BATCH + SPARE;
+        let mut pool = FramePool::new(count, max_frame.max(1514));
+        let room = pool.frame(0).len();
+        // SAFETY: the pool's memory is allocated once and never moves; the
+        // worker drops its store channels before its datapath (field
+        // order of `Worker`), so it outlives every channel.
+        let cx = unsafe {
+            ChannelCx::new(
+                vec![pool.region()],
+                room.saturating_sub(ATA_DATA_OFFSET),
+                DEPTH as u32,
+                IoEngine::Sync,
+            )
+        };
+        let stores = Stores::open(&spec.disks, cx)?;
+        let io = AfPacketIo {
+            sock,
+            pool,
+            free: (0..count as u16).rev().collect(),
+            tx: Vec::with_capacity(count),
+            iface: spec.iface.name.clone(),
+            link_up: true,
+            rx_frames: 0,
+            tx_frames: 0,
+            tx_dropped: 0,
+            kernel_dropped: 0,
+        };
+        let stats = WorkerStats {
+            iface: spec.iface.name.clone(),
+            mac: spec.iface.mac.to_string(),
             ..Default::default()
         };
-        let mut last_publish = Instant::now();
-        let mut link_up = true;
-        super::follow_mtu(&mut self.engine, &self.spec.iface, pool.frame(0).len(), 0);
-        self.announce(&mut pool, &mut counters, None);
-        info!(iface = %self.spec.iface.name, mtu = self.spec.iface.mtu,
-              exports = self.spec.exports.len(), "AF_PACKET worker serving");
-        loop {
-            match self.spec.control.try_recv() {
-                Ok(Control::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => break,
-                Ok(Control::Announce) => self.announce(&mut pool, &mut counters, None),
-                Ok(Control::AnnounceExports(list)) => {
-                    self.announce(&mut pool, &mut counters, Some(&list))
-                }
-                // Between batches: every request of the last one was
-                // answered (disk I/O is synchronous here), nothing is in flight.
-                Ok(Control::Reconfigure(r)) => self.reconfigure(r, &mut pool, &mut counters),
-                Err(crossbeam_channel::TryRecvError::Empty) => {}
-            }
-            if last_publish.elapsed() >= PUBLISH_EVERY {
-                super::follow_mtu(&mut self.engine, &self.spec.iface, pool.frame(0).len(), 0);
-                self.publish(&mut counters);
-                last_publish = Instant::now();
-            }
-            let n = match self.sock.recv_batch(&mut pool, 0, MAX_BATCH, &mut lens) {
-                Ok(n) => {
-                    if !link_up && n > 0 {
-                        info!(iface = %self.spec.iface.name, "link back: serving again");
-                        link_up = true;
-                    }
-                    n
-                }
-                Err(e) if is_transient(&e) => {
-                    // A down link is not the end of the target: the other
-                    // paths keep serving and this one resumes when it is up.
-                    if link_up {
-                        warn!(iface = %self.spec.iface.name, error = %e, "link unusable: waiting for it");
-                        link_up = false;
-                    }
-                    std::thread::sleep(POLL_TIMEOUT);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if n == 0 {
-                match self.sock.poll_readable(POLL_TIMEOUT) {
-                    Err(e) if !is_transient(&e) => return Err(e),
-                    _ => {}
-                }
-                continue;
-            }
-            counters.rx_frames += n as u64;
-            tx.clear();
-            let mut spare = MAX_BATCH;
-            for (i, &len) in lens.iter().enumerate().take(n) {
-                match self.engine.handle(0, pool.frame_mut(i), len) {
-                    Action::Reply { len, more } => {
-                        tx.push((i, len));
-                        let mut more = more;
-                        while more {
-                            if spare == pool.count() {
-                                self.flush_tx(&pool, &mut tx, &mut counters)?;
-                                spare = MAX_BATCH;
-                            }
-                            match self.engine.next_reply(pool.frame_mut(spare)) {
-                                Some((len, m)) => {
-                                    tx.push((spare, len));
-                                    spare += 1;
-                                    more = m;
-                                }
-                                None => more = false,
-                            }
-                        }
-                    }
-                    Action::Disk(io)
-                        if io.op == DiskOp::Write
-                            && self.spec.disks[io.export]
-                                .as_file()
-                                .is_some_and(|f| f.plain().is_some()) =>
-                    {
-                        match self.disk_io(&io, pool.frame_mut(i)) {
-                            Ok(()) => {
-                                uncommitted.push((i, io));
-                                if !to_flush.contains(&io.export) {
-                                    to_flush.push(io.export);
-                                }
-                            }
-                            Err(e) => {
-                                counters.disk_errors += 1;
-                                let len = self.engine.complete(&io, Err(e), pool.frame_mut(i));
-                                tx.push((i, len));
-                            }
-                        }
-                    }
-                    Action::Disk(io) => {
-                        let result = self.disk_io(&io, pool.frame_mut(i));
-                        if result.is_err() {
-                            counters.disk_errors += 1;
-                        }
-                        let len = self.engine.complete(&io, result, pool.frame_mut(i));
-                        tx.push((i, len));
-                    }
-                    Action::Drop(reason) => {
-                        debug!(reason = reason.name(), "dropped frame");
-                    }
-                }
-            }
-            // Group commit: one fdatasync per store covers every write of
-            // the batch to it; only then are they acknowledged.
-            for &e in &to_flush {
-                let synced = self.spec.disks[e]
-                    .as_file()
-                    .map_or(Ok(()), |f| f.flush())
-                    .map_err(|err| {
-                        warn!(export = e, error = %err, "fdatasync of a batch of writes failed");
-                        err.raw_os_error().unwrap_or(libc::EIO)
-                    });
-                for &(i, io) in uncommitted.iter().filter(|(_, io)| io.export == e) {
-                    if synced.is_err() {
-                        counters.disk_errors += 1;
-                    }
-                    let len = self.engine.complete(&io, synced, pool.frame_mut(i));
-                    tx.push((i, len));
-                }
-            }
-            uncommitted.clear();
-            to_flush.clear();
-            self.flush_tx(&pool, &mut tx, &mut counters)?;
-        }
-        self.publish(&mut counters);
-        info!(iface = %self.spec.iface.name, "AF_PACKET worker stopped");
-        Ok(())
-    }
-
-    fn flush_tx(
-        &self,
-        pool: &FramePool,
-        tx: &mut Vec<(usize, usize)>,
-        c: &mut WorkerStats,
-    ) -> io::Result<()> {
-        if tx.is_empty() {
-            return Ok(());
-        }
-        let sent = self.sock.send_batch(pool, tx)?;
-        c.tx_frames += sent as u64;
-        c.tx_dropped += (tx.len() - sent) as u64;
-        tx.clear();
-        Ok(())
-    }
-
-    /// Run a disk operation against the frame, synchronously.
-    fn disk_io(&self, io: &DiskIo, frame: &mut [u8]) -> Result<(), i32> {
-        let disk = &self.spec.disks[io.export];
-        let data = ATA_DATA_OFFSET..ATA_DATA_OFFSET + io.len as usize;
-        if data.end > frame.len() {
-            // Cannot happen while max_sectors fits the room; refuse, never panic.
-            return Err(libc::EINVAL);
-        }
-        let r = match (io.op, disk.as_file()) {
-            (DiskOp::Read, Some(f)) => f.read_at(&mut frame[data], io.offset),
-            (DiskOp::Read, None) => {
-                frame[data].fill(0);
-                Ok(())
-            }
-            // Group-committed stores: into the page cache; the caller
-            // flushes before acknowledging.
-            (DiskOp::Write, Some(f)) => f.write_uncommitted(&frame[data], io.offset),
-            (DiskOp::Flush, Some(f)) => f.flush(),
-            (_, None) => Ok(()),
+        let opts = LoopOptions {
+            queue: 0,
+            spin: Duration::ZERO,
+            reflect: false,
+            depth: DEPTH,
+            datapath: "AF_PACKET",
         };
-        r.map_err(|e| {
-            warn!(op = ?io.op, offset = io.offset, len = io.len, error = %e, "disk I/O failed");
-            e.raw_os_error().unwrap_or(libc::EIO)
-        })
-    }
-
-    /// Serve a new export set.
-    fn reconfigure(&mut self, r: Reconfig, pool: &mut FramePool, c: &mut WorkerStats) {
-        self.spec.exports = r.exports.clone();
-        self.spec.disks = r.disks;
-        self.engine.set_exports(r.exports);
-        info!(iface = %self.spec.iface.name, exports = self.spec.exports.len(),
-              "AF_PACKET worker: new export set in force");
-        self.announce(pool, c, Some(&r.announce));
-        let _ = r.done.send(Ok(()));
-    }
-
-    /// Unsolicited Query Config replies, as vblade sends at start-up: to
-    /// each Mac Mask entry when the mask is set, else to broadcast. `only`
-    /// limits them to these exports (shelf, slot).
-    fn announce(&self, pool: &mut FramePool, c: &mut WorkerStats, only: Option<&[(u16, u8)]>) {
-        let port = &self.engine.ports()[0];
-        let mut list = Vec::new();
-        for e in &self.spec.exports {
-            if only.is_some_and(|o| !o.contains(&(e.info.shelf, e.info.slot))) {
-                continue;
-            }
-            for dst in e.announce_destinations() {
-                let slot = list.len();
-                if slot >= pool.count() {
-                    break;
-                }
-                if let Some(len) = control::announce(port, e, dst, pool.frame_mut(slot)) {
-                    list.push((slot, len));
-                }
-            }
-        }
-        let _ = self.flush_tx(pool, &mut list, c);
-    }
-
-    fn publish(&self, c: &mut WorkerStats) {
-        c.publishes += 1;
-        if let Ok(d) = self.sock.take_kernel_drops() {
-            c.rx_kernel_dropped += d;
-        }
-        c.engine = self.engine.stats.clone();
-        self.spec.stats.store(Arc::new(c.clone()));
+        Ok(crate::worker::Worker::new(
+            io, engine, spec, stores, stats, opts,
+        ))
     }
 }

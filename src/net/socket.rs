@@ -206,13 +206,31 @@ impl PacketSocket {
         n: usize,
         lens: &mut [usize],
     ) -> io::Result<usize> {
-        let n = n.min(MAX_BATCH).min(lens.len()).min(pool.count() - first);
+        let n = n.min(MAX_BATCH).min(pool.count() - first);
+        let mut slots = [0u16; MAX_BATCH];
+        for (i, s) in slots.iter_mut().enumerate().take(n) {
+            *s = (first + i) as u16;
+        }
+        self.recv_slots(pool, &slots[..n], lens)
+    }
+
+    /// Receive up to `slots.len()` frames with one `recvmmsg`, the i-th into
+    /// pool slot `slots[i]` (distinct slots); `lens[i]` gets its length.
+    /// Returns how many arrived (0 when none is waiting).
+    pub fn recv_slots(
+        &self,
+        pool: &mut FramePool,
+        slots: &[u16],
+        lens: &mut [usize],
+    ) -> io::Result<usize> {
+        let n = slots.len().min(MAX_BATCH).min(lens.len());
         // SAFETY: iovec and mmsghdr are plain data; all-zero is valid.
         let mut iov: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
         let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
         for i in 0..n {
-            let f = pool.frame_mut(first + i);
+            debug_assert!(!slots[..i].contains(&slots[i]), "slot given twice");
+            let f = pool.frame_mut(usize::from(slots[i]));
             iov[i] = libc::iovec {
                 iov_base: f.as_mut_ptr() as *mut libc::c_void,
                 iov_len: f.len(),
@@ -363,6 +381,15 @@ impl FramePool {
     pub fn frame_mut(&mut self, i: usize) -> &mut [u8] {
         let s = self.start + i * self.slot + FRAME_OFFSET;
         &mut self.mem[s..s + self.slot - FRAME_OFFSET]
+    }
+
+    /// The whole pool as one memory region (for a store that registers
+    /// it). The pool's memory never moves: it is allocated once in `new`.
+    pub fn region(&mut self) -> crate::bdev::MemRegion {
+        crate::bdev::MemRegion {
+            ptr: self.mem.as_mut_ptr().wrapping_add(self.start),
+            len: self.slot * self.count,
+        }
     }
 }
 

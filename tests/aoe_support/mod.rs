@@ -176,3 +176,79 @@ pub fn discover(c: &mut Client, major: u16, minor: u8) -> Vec<xblade::initiator:
     c.set_timeout(t);
     found.unwrap_or_else(|e| panic!("discover {major:#x}.{minor:#x}: {e}"))
 }
+
+// ---- xblade bench --verify ---------------------------------------------
+
+/// Longest a 2-second bench run may take, verify passes included.
+pub const BENCH_LIMIT: Duration = Duration::from_secs(90);
+
+/// Run `xblade bench ARGS --json FILE` in the initiator namespace; its
+/// exit status, its output and its report.
+pub fn run_bench(
+    pair: &crate::common::NetPair,
+    args: &[&str],
+) -> (bool, String, Option<xblade::bench::report::BenchReport>) {
+    let (ok, log, report, _) = run_bench_within(pair, args, BENCH_LIMIT);
+    (ok, log, report)
+}
+
+/// As [`run_bench`], failing past `limit`; also the wall time it took.
+pub fn run_bench_within(
+    pair: &crate::common::NetPair,
+    args: &[&str],
+    limit: Duration,
+) -> (
+    bool,
+    String,
+    Option<xblade::bench::report::BenchReport>,
+    Duration,
+) {
+    let json = crate::common::temp_file("xblade-bench-json");
+    let mut all = vec![
+        "bench",
+        "--iface",
+        pair.initiator_if(),
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ];
+    all.extend_from_slice(args);
+    let t0 = std::time::Instant::now();
+    let mut p = Proc::spawn_in_ns(pair.initiator_ns(), xblade_bin(), &all);
+    let st = p
+        .wait_timeout(limit)
+        .unwrap_or_else(|| panic!("xblade bench hung (over {limit:?}); output:\n{}", p.log()));
+    let took = t0.elapsed();
+    let report = std::fs::read(json.path())
+        .ok()
+        .filter(|b| !b.is_empty())
+        .map(|b| {
+            serde_json::from_slice::<xblade::bench::report::BenchReport>(&b)
+                .expect("bench JSON parses")
+        });
+    (st.success(), p.log(), report, took)
+}
+
+pub fn check_clean(
+    ok: bool,
+    log: &str,
+    r: Option<xblade::bench::report::BenchReport>,
+) -> xblade::bench::report::BenchReport {
+    assert!(ok, "bench failed:\n{log}");
+    let r = r.unwrap_or_else(|| panic!("no JSON report:\n{log}"));
+    assert_eq!(r.errors, 0, "error replies:\n{log}");
+    let v = r.verify.as_ref().expect("verify section");
+    assert!(v.ok, "verify not ok:\n{log}");
+    assert_eq!(v.mismatches, 0, "{log}");
+    assert_eq!(
+        v.prefill_writes, v.blocks,
+        "every block written first:\n{log}"
+    );
+    assert!(
+        v.checked > v.blocks,
+        "reads checked (timed + read-back):\n{log}"
+    );
+    assert!(r.requests > 0 && r.reads > 0 && r.writes > 0, "{log}");
+    assert!(r.requests_per_s > 0.0 && r.latency_us.p50 > 0.0, "{log}");
+    assert!(log.contains("verify          ok"), "table printed:\n{log}");
+    r
+}
