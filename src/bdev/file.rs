@@ -137,6 +137,12 @@ impl FileDisk {
         &self.path
     }
 
+    /// The exported capacity as the channels share it (they check every
+    /// range against it, and see online growth at once).
+    pub(super) fn shared_sectors(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.sectors)
+    }
+
     /// Opened O_DIRECT.
     pub fn direct(&self) -> bool {
         self.direct
@@ -229,7 +235,7 @@ impl FileDisk {
     }
 
     /// Duplicates of the descriptors, for a channel of its own.
-    fn channel_files(&self) -> io::Result<(File, Option<File>)> {
+    pub(super) fn channel_files(&self) -> io::Result<(File, Option<File>)> {
         let plain = match &self.plain {
             Some(p) => Some(p.try_clone()?),
             None => None,
@@ -262,7 +268,7 @@ impl Bdev for FileDisk {
     fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>> {
         match cx.engine {
             IoEngine::Sync => Ok(Box::new(FileChannel::open(self, cx)?)),
-            IoEngine::Uring => Ok(Box::new(FileChannel::open(self, cx)?)),
+            IoEngine::Uring => Ok(Box::new(super::file_uring::UringChannel::open(self, cx)?)),
         }
     }
 
