@@ -27,6 +27,8 @@
 #![deny(unsafe_code)]
 
 pub mod bounce;
+#[cfg(test)]
+mod channel_tests;
 pub mod commit;
 pub mod fake;
 pub mod file;
