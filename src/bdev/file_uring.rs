@@ -133,6 +133,18 @@ impl UringChannel {
         } else {
             0
         };
+        if align > SECTOR_SIZE {
+            tracing::warn!(path = %disk.path().display(), mem_align = align,
+                "O_DIRECT needs more than 512-byte aligned memory: every transfer goes through the bounce area");
+        }
+        if disk.direct() {
+            if let Some((_, off)) = uring::dio_alignment(file.as_raw_fd()) {
+                if off as usize > SECTOR_SIZE {
+                    tracing::warn!(path = %disk.path().display(), offset_align = off,
+                        "O_DIRECT needs offsets aligned beyond one sector: smaller requests will fail");
+                }
+            }
+        }
         let bounce = if align > 0 {
             let slots = u16::try_from(depth).unwrap_or(u16::MAX);
             Some(Bounce::new(slots, cx.max_io.max(SECTOR_SIZE))?)
