@@ -598,10 +598,8 @@ fn uring_busy_without_ring_or_bounce_slot() {
         for t in 0..2 {
             // SAFETY: each request has its own slot of `outside`, untouched
             // until reaped.
-            assert_eq!(
-                unsafe { chan.submit(rd, &seg(t), t as Tag) },
-                Submit::Queued
-            );
+            let r = unsafe { chan.submit(rd, &seg(t), t as Tag) };
+            assert_eq!(r, Submit::Queued);
         }
         // SAFETY: refused with nothing taken.
         assert_eq!(unsafe { chan.submit(rd, &seg(2), 2) }, Submit::Busy);
