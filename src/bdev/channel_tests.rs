@@ -625,6 +625,41 @@ fn uring_busy_without_ring_or_bounce_slot() {
     }
 }
 
+/// The range check follows online growth: the channel shares the
+/// capacity with its FileDisk.
+#[test]
+fn uring_range_follows_growth() {
+    let init = vec![0u8; ((BASE + EXPORT + 3) * 512) as usize];
+    let p = TempPath::new("grow", &init);
+    let disk = open(&Mode::Sync.spec(p.0.clone())).unwrap();
+    let region = Aligned::new(CHUNKS_PER_REQ * CHUNK);
+    // SAFETY: `region` is dropped after `chan` (explicitly, below).
+    let cx = unsafe { ChannelCx::new(vec![region.region()], 512 * 35, 4, IoEngine::Uring) };
+    let mut chan = disk.open_channel(&cx).unwrap();
+    let seg = Segs::one(region.at(512), 512);
+    let w = BlockReq {
+        op: BlockOp::Write,
+        offset: EXPORT * 512,
+        len: 512,
+    };
+    // SAFETY: refused before the memory is used.
+    let r = unsafe { chan.submit(w, &seg, 1) };
+    assert_eq!(r, Submit::Done(Err(libc::EINVAL)), "one past the end");
+    assert_eq!(disk.grow(EXPORT + 1), EXPORT + 1);
+    // SAFETY: the segment is untouched until reaped.
+    let r = unsafe { chan.submit(w, &seg, 2) };
+    assert_eq!(r, Submit::Queued);
+    chan.end_batch().unwrap();
+    let mut got = Vec::new();
+    while chan.in_flight() > 0 {
+        wait_readable(chan.poll_fd().unwrap(), 5000);
+        chan.reap(&mut |t, r| got.push((t, r)));
+    }
+    assert_eq!(got, vec![(2, Ok(()))]);
+    drop(chan);
+    drop(region);
+}
+
 // ---- the fake asynchronous store -----------------------------------------
 
 fn fake_channel(sectors: u64, depth: u32) -> (FakeAsync, Box<dyn Channel>) {
