@@ -138,6 +138,12 @@ impl FileDisk {
         &self.path
     }
 
+    /// The exported capacity as the channels share it (they check every
+    /// range against it, and see online growth at once).
+    pub(super) fn shared_sectors(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.sectors)
+    }
+
     /// Opened O_DIRECT.
     pub fn direct(&self) -> bool {
         self.direct
@@ -259,7 +265,7 @@ impl Bdev for FileDisk {
     fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>> {
         match cx.engine {
             IoEngine::Sync => Ok(Box::new(FileChannel::open(self, cx)?)),
-            IoEngine::Uring => Ok(Box::new(FileChannel::open(self, cx)?)),
+            IoEngine::Uring => Ok(Box::new(super::file_uring::UringChannel::open(self, cx)?)),
         }
     }
 }

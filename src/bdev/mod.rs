@@ -21,15 +21,18 @@
 //! initiator never sends FLUSH). `writeback` opts out.
 //!
 //! Implementations: [`null`] (complete at once), [`file`] (pread/pwritev on
-//! the worker's thread), [`uring`] (io_uring with fixed files and buffers,
-//! O_DIRECT), [`fake`] (tests: completes later, out of order, through an
-//! eventfd).
+//! the worker's thread), [`file_uring`] (the same file through io_uring with
+//! fixed files and buffers, O_DIRECT; its ring in [`uring`]), [`fake`]
+//! (tests: completes later, out of order, through an eventfd).
 #![deny(unsafe_code)]
 
 pub mod bounce;
+#[cfg(test)]
+mod channel_tests;
 pub mod commit;
 pub mod fake;
 pub mod file;
+pub mod file_uring;
 pub mod null;
 pub mod uring;
 

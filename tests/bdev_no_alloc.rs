@@ -1,0 +1,180 @@
+//! The channels' per-request path allocates nothing: a counting global
+//! allocator watches the io_uring file channel (every file mode) and the
+//! fake asynchronous store over many READ, WRITE and FLUSH requests, their
+//! batches and their completions.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use xblade::bdev::{
+    self, fake::FakeAsync, Bdev, BlockOp, BlockReq, Channel, ChannelCx, DiskSpec, IoEngine,
+    MemRegion, Segs, Source, Submit,
+};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// A file removed when dropped, also on a panic.
+struct TempPath(PathBuf);
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Page-aligned frame memory: 8 requests of up to 5 chunks of 4096 bytes.
+struct Frames(Box<[u8]>, usize);
+
+impl Frames {
+    fn new() -> Frames {
+        let b = vec![0u8; 8 * 5 * 4096 + 4096].into_boxed_slice();
+        let skip = (4096 - b.as_ptr() as usize % 4096) % 4096;
+        Frames(b, skip)
+    }
+    fn at(&mut self, off: usize) -> *mut u8 {
+        self.0[self.1 + off..].as_mut_ptr()
+    }
+    fn region(&mut self) -> MemRegion {
+        MemRegion {
+            ptr: self.at(0),
+            len: 8 * 5 * 4096,
+        }
+    }
+}
+
+/// `rounds` batches of 8 requests (aligned reads, multi-buffer reads and
+/// writes shaped as the XDP datapath lays them out, a flush), each drained.
+fn run(chan: &mut dyn Channel, frames: &mut Frames, rounds: usize) -> usize {
+    let mut completed = 0;
+    for r in 0..rounds {
+        let mut queued = 0;
+        for i in 0..8usize {
+            let c = i * 5 * 4096;
+            let sector = ((r * 8 + i) % 48) as u64 * 2;
+            let (op, segs) = match i % 4 {
+                0 => (BlockOp::Read, Segs::one(frames.at(c + 512), 1024)),
+                1 | 2 => {
+                    // Head at chunk + 512 (7 sectors), a tail at chunk + 476.
+                    let mut s = Segs::one(frames.at(c + 512), 3584);
+                    s.push(frames.at(c + 4096 + 476), 1024);
+                    let op = if i % 4 == 1 {
+                        BlockOp::Read
+                    } else {
+                        BlockOp::Write
+                    };
+                    (op, s)
+                }
+                _ => (BlockOp::Flush, Segs::default()),
+            };
+            let req = BlockReq {
+                op,
+                offset: sector * 512 * 8,
+                len: segs.total() as u32,
+            };
+            // SAFETY: each request has its own 5 chunks of `frames`, which
+            // stay untouched until the batch is drained below.
+            match unsafe { chan.submit(req, &segs, (r * 8 + i) as u32) } {
+                Submit::Done(res) => {
+                    assert_eq!(res, Ok(()));
+                    completed += 1;
+                }
+                Submit::Queued => queued += 1,
+                Submit::Busy => panic!("busy at 8 of depth 16"),
+            }
+        }
+        chan.end_batch().unwrap();
+        while queued > 0 {
+            if let Some(fd) = chan.poll_fd() {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one pollfd, a live local.
+                unsafe { libc::poll(&mut p, 1, 5000) };
+            }
+            queued -= chan.reap(&mut |_, res| {
+                assert_eq!(res, Ok(()));
+                completed += 1;
+            });
+        }
+        assert_eq!(chan.in_flight(), 0);
+    }
+    completed
+}
+
+/// Allocations during `rounds` batches after a warm-up.
+fn steady_allocs(chan: &mut dyn Channel, frames: &mut Frames) -> u64 {
+    run(chan, frames, 2);
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let done = run(chan, frames, 100);
+    let after = ALLOCS.load(Ordering::Relaxed);
+    assert_eq!(done, 800);
+    after - before
+}
+
+#[test]
+fn channels_allocate_nothing_per_request() {
+    let path = TempPath(PathBuf::from(format!(
+        "/var/tmp/xblade-bdev-noalloc-{}.img",
+        std::process::id()
+    )));
+    std::fs::write(&path.0, vec![0u8; 1 << 20]).unwrap();
+    // (direct, sync, writeback): page cache with group commit, writeback,
+    // -s, O_DIRECT.
+    for (direct, sync, writeback) in [
+        (false, false, false),
+        (false, false, true),
+        (false, true, false),
+        (true, false, false),
+    ] {
+        let spec = DiskSpec {
+            source: Source::File(path.0.clone()),
+            offset_sectors: 0,
+            length_sectors: None,
+            read_only: false,
+            direct,
+            sync,
+            writeback,
+        };
+        let disk = bdev::open(&spec).unwrap();
+        let mut frames = Frames::new();
+        // SAFETY: `frames` outlives the channel (dropped explicitly first).
+        let cx = unsafe { ChannelCx::new(vec![frames.region()], 35 * 512, 16, IoEngine::Uring) };
+        let mut chan = disk.open_channel(&cx).unwrap();
+        assert!(chan.poll_fd().is_some(), "the io_uring channel");
+        let n = steady_allocs(chan.as_mut(), &mut frames);
+        assert_eq!(
+            n, 0,
+            "io_uring channel (direct {direct}, sync {sync}, writeback {writeback})"
+        );
+        drop(chan);
+        drop(frames);
+    }
+    let fake = FakeAsync::new(2048);
+    let mut frames = Frames::new();
+    let mut chan = fake
+        .open_channel(&ChannelCx::without_memory(35 * 512, 16))
+        .unwrap();
+    assert_eq!(steady_allocs(chan.as_mut(), &mut frames), 0, "fake-async");
+}
