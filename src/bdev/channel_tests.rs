@@ -245,7 +245,10 @@ impl Side {
         let mut rounds = 0;
         while self.chan.in_flight() > 0 {
             if let Some(fd) = self.chan.poll_fd() {
-                wait_readable(fd, 5000);
+                // As the worker does: wait, then clear the eventfd.
+                if wait_readable(fd, 5000) {
+                    clear_eventfd(fd);
+                }
             }
             self.chan.reap(&mut |t, r| {
                 assert!(got.insert(t, r).is_none(), "tag {t} came back twice");
@@ -266,6 +269,13 @@ fn wait_readable(fd: RawFd, ms: i32) -> bool {
     // SAFETY: one pollfd, a live local.
     let n = unsafe { libc::poll(&mut p, 1, ms) };
     n == 1 && p.revents & libc::POLLIN != 0
+}
+
+/// Reset an eventfd that fired.
+fn clear_eventfd(fd: RawFd) {
+    let mut v = 0u64;
+    // SAFETY: reads 8 bytes into a live local from the channel's eventfd.
+    let _ = unsafe { libc::read(fd, std::ptr::addr_of_mut!(v).cast(), 8) };
 }
 
 /// Bytes of `segs` in order.

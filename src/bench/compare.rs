@@ -463,12 +463,26 @@ impl Child {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        // SAFETY: runs in the forked child before exec; prctl is
-        // async-signal-safe and nothing is allocated.
+        // SAFETY: runs in the forked child before exec; prctl, setsid,
+        // open, write and close are async-signal-safe system calls and
+        // nothing is allocated (the path and value are static).
         unsafe {
             cmd.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(io::Error::last_os_error());
+                }
+                // Each target and bench in a session (an autogroup) of its
+                // own, ahead of other sessions: without it, on a machine
+                // busy with other work, the scheduler gave the whole
+                // comparison one session's share of each core and the
+                // cells measured that share, not the datapaths
+                // (docs/bench/writeback-amd-2026-12-03.txt). Best effort.
+                libc::setsid();
+                let fd = libc::open(c"/proc/self/autogroup".as_ptr(), libc::O_WRONLY);
+                if fd >= 0 {
+                    let v = b"-19";
+                    libc::write(fd, v.as_ptr().cast(), v.len());
+                    libc::close(fd);
                 }
                 Ok(())
             });
