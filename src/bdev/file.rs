@@ -34,6 +34,8 @@ pub struct FileDisk {
     /// The operator fixed the length (`-l`, `length =`): no online growth.
     fixed_length: bool,
     direct: bool,
+    /// O_SYNC (`-s`): every write waits for the device.
+    sync: bool,
     /// Writes are acknowledged once in the page cache (`--writeback`, not
     /// O_DIRECT): nothing waits for the device.
     page_cache_acks: bool,
@@ -110,6 +112,7 @@ impl FileDisk {
             sectors: Arc::new(AtomicU64::new(sectors)),
             fixed_length: spec.length_sectors.is_some(),
             direct: spec.direct,
+            sync: spec.sync && !spec.read_only,
             page_cache_acks: spec.writeback && !spec.sync && !spec.direct && !spec.read_only,
             plain,
         })
@@ -263,9 +266,13 @@ impl Bdev for FileDisk {
     }
 
     fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>> {
+        let device_bound = self.direct || self.sync;
         match cx.engine {
-            IoEngine::Sync => Ok(Box::new(FileChannel::open(self, cx)?)),
             IoEngine::Uring => Ok(Box::new(super::file_uring::UringChannel::open(self, cx)?)),
+            IoEngine::DeviceAsync if device_bound => {
+                Ok(Box::new(super::file_uring::UringChannel::open(self, cx)?))
+            }
+            IoEngine::Sync | IoEngine::DeviceAsync => Ok(Box::new(FileChannel::open(self, cx)?)),
         }
     }
 }

@@ -194,6 +194,10 @@ pub enum IoEngine {
     Sync,
     /// io_uring with the worker's frame memory registered as fixed buffers.
     Uring,
+    /// io_uring where every request waits for the device (O_DIRECT,
+    /// O_SYNC): many in flight at once; pread/pwritev through the page
+    /// cache, where a request costs less than an io_uring round trip.
+    DeviceAsync,
 }
 
 /// A piece of memory a worker lends to its channels for their whole life

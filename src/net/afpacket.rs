@@ -211,7 +211,9 @@ impl crate::worker::Worker<AfPacketIo> {
                 vec![pool.region()],
                 room.saturating_sub(ATA_DATA_OFFSET),
                 DEPTH as u32,
-                IoEngine::Sync,
+                // O_DIRECT reads and writes in flight together (the frames
+                // outlive the batch); page-cache requests in place.
+                IoEngine::DeviceAsync,
             )
         };
         let stores = Stores::open(&spec.disks, cx)?;
