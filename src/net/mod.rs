@@ -1,10 +1,12 @@
-//! Datapaths: move frames between a NIC, the [`crate::engine`] engine and
-//! the [`crate::bdev`] backends. They hold no request logic of their own.
+//! Datapaths: move frames between a NIC and the one worker loop
+//! ([`crate::worker`]), which runs the engine and the stores. They hold no
+//! request logic of their own: each offers its frames through
+//! [`crate::worker::FrameIo`].
 //!
 //! - [`xdp`]: AF_XDP sockets fed by an XDP program, one pinned worker per
-//!   (interface, queue), disk I/O through io_uring straight into UMEM.
+//!   (interface, queue); stores reach the frames in UMEM directly.
 //! - [`afpacket`]: portable fallback, one worker per interface, batched
-//!   `recvmmsg`/`sendmmsg`.
+//!   `recvmmsg`/`sendmmsg`, frames from a pool.
 //! - [`socket`]: the raw AF_PACKET socket shared by the datapath and the
 //!   initiator tools.
 //!
@@ -32,8 +34,8 @@ use iface::IfaceInfo;
 /// Messages from the control plane to a worker.
 #[derive(Debug, Clone)]
 pub enum Control {
-    /// Stop taking frames, finish what is in flight (the current batch;
-    /// on XDP also the io_uring operations and their replies) and return.
+    /// Stop taking frames, finish what is in flight (store requests and
+    /// their replies) and return.
     Stop,
     /// Send an unsolicited Query Config reply for every export (after a
     /// resize or a config change).
@@ -42,9 +44,10 @@ pub enum Control {
     /// slot) if this worker serves them (after an online resize).
     AnnounceExports(Vec<(u16, u8)>),
     /// Serve a new export set (live reconfiguration). The worker applies it
-    /// between batches once no disk operation is in flight (the requests in
-    /// hand complete against the old set and their replies go out), then
-    /// announces the exports named in it and answers on `done`.
+    /// at once: requests already in flight complete on the store they were
+    /// given (a store that left the set closes when its last one is done;
+    /// the others never wait), then it announces the exports named in it
+    /// and answers on `done`.
     Reconfigure(Reconfig),
 }
 
