@@ -14,16 +14,23 @@
 //!   batches, once the requests in hand have completed (on XDP: with no
 //!   io_uring operation in flight, so none can complete against a store
 //!   that is gone). Workers whose set does not change are not disturbed.
+//!   Three steps: `plan.rs` (what changes, from configurations alone),
+//!   `reload.rs` (prepare: open; commit: put in force).
 //! - [`Server::resize`] and [`Server::check_sizes`] grow an export whose
 //!   backing store grew (never shrink it) and announce it.
 //! - [`Server::health`] tells the service loop whether every worker thread
-//!   runs and still publishes its counters (the systemd watchdog).
+//!   runs and still publishes its counters (the systemd watchdog);
+//!   [`Server::worker_exits`] wakes it when a worker thread ends.
+//!
+//! `open.rs` holds what a start or a reload opens, and the records of
+//! what runs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, Sender};
 use thiserror::Error;
 use tracing::{info, warn};
 
@@ -36,11 +43,10 @@ use crate::net::Control;
 use crate::stats::StatsCell;
 
 mod open;
+mod plan;
 mod reload;
 
-use open::{
-    by_iface, hostname, iface_info, open_export, open_iface, ExportRec, IfaceRec, ReadyWorker,
-};
+use open::{by_iface, hostname, iface_info, open_export, open_iface, ExportRec, IfaceRec};
 
 /// Why a target could not start (or a reload was refused).
 #[derive(Debug, Error)]
@@ -205,6 +211,9 @@ pub struct Server {
     /// Shrunk stores already reported (key -> size seen), so the periodic
     /// check does not repeat itself.
     shrunk: HashMap<Key, u64>,
+    /// Every worker thread sends its name here when it ends (a stop, a
+    /// failure or a panic): the service loop sleeps on the receiver.
+    exits: (Sender<String>, Receiver<String>),
 }
 
 /// An error with its causes, for the operator (`xblade reload`).
@@ -252,6 +261,7 @@ impl Server {
             next_core: 0,
             inventory: Arc::new(ArcSwap::from_pointee(Inventory::default())),
             shrunk: HashMap::new(),
+            exits: crossbeam_channel::unbounded(),
         };
         let mut prepared = Vec::new();
         for (name, served) in by_iface(&cfg.exports) {
@@ -262,7 +272,7 @@ impl Server {
             prepared.push((name, info, xdp, served, ws));
         }
         for (name, info, xdp, served, ws) in prepared {
-            let workers = ws.into_iter().map(ReadyWorker::spawn).collect();
+            let workers = ws.into_iter().map(|w| w.spawn(&srv.exits.0)).collect();
             srv.ifaces.insert(
                 name,
                 IfaceRec {
@@ -380,6 +390,13 @@ impl Server {
                 let _ = w.control.try_send(Control::AnnounceExports(vec![key]));
             }
         }
+    }
+
+    /// Receives a worker's name when its thread ends, whether the server
+    /// stopped it (a reload) or it failed: a reason to look at
+    /// [`Server::health`] now.
+    pub fn worker_exits(&self) -> Receiver<String> {
+        self.exits.1.clone()
     }
 
     /// Whether every worker thread runs and has published its counters in

@@ -72,12 +72,33 @@ pub(super) struct WorkerRec {
     pub(super) beat: (u64, Instant),
 }
 
+/// Sends the worker's name on `exits` when its thread ends, by return or
+/// by panic, so the service loop learns it at once instead of polling.
+struct ExitNote {
+    name: String,
+    exits: Sender<String>,
+}
+
+impl Drop for ExitNote {
+    fn drop(&mut self) {
+        let _ = self.exits.send(std::mem::take(&mut self.name));
+    }
+}
+
 impl ReadyWorker {
-    pub(super) fn spawn(self) -> WorkerRec {
+    /// Start the worker's thread; its name goes to `exits` when it ends.
+    pub(super) fn spawn(self, exits: &Sender<String>) -> WorkerRec {
         let opened = self.opened;
+        let note = ExitNote {
+            name: self.name.clone(),
+            exits: exits.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("xblade-{}", self.name))
-            .spawn(move || opened.run())
+            .spawn(move || {
+                let _note = note;
+                opened.run()
+            })
             .expect("spawn worker thread");
         WorkerRec {
             name: self.name,
