@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::control::{Command, Request};
@@ -234,12 +234,16 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
                 // Without a control socket the sender is gone: never ready.
                 Err(_) => req_rx = crossbeam_channel::never(),
             },
-            recv(exits) -> name => {
-                if let Ok(name) = name {
-                    debug!(worker = %name, "worker thread ended");
+            recv(exits) -> id => {
+                if let Some(name) = id.ok().and_then(|id| server.ended_unasked(id)) {
+                    error!(worker = %name, "worker thread ended");
+                    failed = true;
                 }
             },
             default(wake.saturating_duration_since(Instant::now())) => {}
+        }
+        if failed {
+            break;
         }
         let now = Instant::now();
         if !size_every.is_zero() && now + SLACK >= last_size_check + size_every {

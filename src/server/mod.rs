@@ -46,7 +46,10 @@ mod open;
 mod plan;
 mod reload;
 
-use open::{by_iface, hostname, iface_info, open_export, open_iface, ExportRec, IfaceRec};
+use open::{
+    by_iface, hostname, iface_info, open_export, open_iface, ExportRec, IfaceRec, ReadyWorker,
+    WorkerRec,
+};
 
 /// Why a target could not start (or a reload was refused).
 #[derive(Debug, Error)]
@@ -211,10 +214,17 @@ pub struct Server {
     /// Shrunk stores already reported (key -> size seen), so the periodic
     /// check does not repeat itself.
     shrunk: HashMap<Key, u64>,
-    /// Every worker thread sends its name here when it ends (a stop, a
+    /// Every worker thread sends its id here when it ends (a stop, a
     /// failure or a panic): the service loop sleeps on the receiver.
-    exits: (Sender<String>, Receiver<String>),
+    exits: (Sender<WorkerId>, Receiver<WorkerId>),
+    /// Workers started so far (the next one's id).
+    spawned: u64,
 }
+
+/// A worker thread, for [`Server::worker_exits`]: unique for the life of
+/// the process (a name comes back when a reload serves an interface again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerId(u64);
 
 /// An error with its causes, for the operator (`xblade reload`).
 fn chain(e: &dyn std::error::Error) -> String {
@@ -262,6 +272,7 @@ impl Server {
             inventory: Arc::new(ArcSwap::from_pointee(Inventory::default())),
             shrunk: HashMap::new(),
             exits: crossbeam_channel::unbounded(),
+            spawned: 0,
         };
         let mut prepared = Vec::new();
         for (name, served) in by_iface(&cfg.exports) {
@@ -272,7 +283,7 @@ impl Server {
             prepared.push((name, info, xdp, served, ws));
         }
         for (name, info, xdp, served, ws) in prepared {
-            let workers = ws.into_iter().map(|w| w.spawn(&srv.exits.0)).collect();
+            let workers = ws.into_iter().map(|w| srv.spawn(w)).collect();
             srv.ifaces.insert(
                 name,
                 IfaceRec {
@@ -392,11 +403,29 @@ impl Server {
         }
     }
 
-    /// Receives a worker's name when its thread ends, whether the server
-    /// stopped it (a reload) or it failed: a reason to look at
-    /// [`Server::health`] now.
-    pub fn worker_exits(&self) -> Receiver<String> {
+    /// Start a worker's thread.
+    fn spawn(&mut self, w: ReadyWorker) -> WorkerRec {
+        let id = WorkerId(self.spawned);
+        self.spawned += 1;
+        w.spawn(id, &self.exits.0)
+    }
+
+    /// Receives a worker's id when its thread ends, whether the server
+    /// stopped it (a reload, a stop) or it ended on its own: ask
+    /// [`Server::ended_unasked`] which.
+    pub fn worker_exits(&self) -> Receiver<WorkerId> {
         self.exits.1.clone()
+    }
+
+    /// The name of worker `id` if it ended while still in service (it
+    /// failed or panicked): the server forgets a worker before it stops
+    /// one, so a worker it stopped is not found.
+    pub fn ended_unasked(&self, id: WorkerId) -> Option<&str> {
+        self.ifaces
+            .values()
+            .flat_map(|i| i.workers.iter())
+            .find(|w| w.id == id)
+            .map(|w| w.name.as_str())
     }
 
     /// Whether every worker thread runs and has published its counters in

@@ -11,7 +11,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use tracing::{info, warn};
 
-use super::{Key, StartError};
+use super::{Key, StartError, WorkerId};
 use crate::bdev::{self, Bdev};
 use crate::config::{Config, DatapathKind, ExportSpec};
 use crate::engine::{Export, ExportInfo, ExportState};
@@ -68,29 +68,31 @@ pub(super) struct WorkerRec {
     pub(super) control: Sender<Control>,
     pub(super) thread: JoinHandle<std::io::Result<()>>,
     pub(super) stats: StatsCell,
+    /// Sent on the exits channel when its thread ends (never reused).
+    pub(super) id: WorkerId,
     /// Last `publishes` count seen and when it changed.
     pub(super) beat: (u64, Instant),
 }
 
-/// Sends the worker's name on `exits` when its thread ends, by return or
+/// Sends the worker's id on `exits` when its thread ends, by return or
 /// by panic, so the service loop learns it at once instead of polling.
 struct ExitNote {
-    name: String,
-    exits: Sender<String>,
+    id: WorkerId,
+    exits: Sender<WorkerId>,
 }
 
 impl Drop for ExitNote {
     fn drop(&mut self) {
-        let _ = self.exits.send(std::mem::take(&mut self.name));
+        let _ = self.exits.send(self.id);
     }
 }
 
 impl ReadyWorker {
-    /// Start the worker's thread; its name goes to `exits` when it ends.
-    pub(super) fn spawn(self, exits: &Sender<String>) -> WorkerRec {
+    /// Start the worker's thread; `id` goes to `exits` when it ends.
+    pub(super) fn spawn(self, id: WorkerId, exits: &Sender<WorkerId>) -> WorkerRec {
         let opened = self.opened;
         let note = ExitNote {
-            name: self.name.clone(),
+            id,
             exits: exits.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -107,6 +109,7 @@ impl ReadyWorker {
             control: self.control,
             thread,
             stats: self.stats,
+            id,
             beat: (0, Instant::now()),
         }
     }

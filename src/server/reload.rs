@@ -234,11 +234,7 @@ impl Server {
             rec.served = t.to.clone();
         }
         for n in std::mem::take(&mut staged.attach) {
-            let workers = n
-                .workers
-                .into_iter()
-                .map(|w| w.spawn(&self.exits.0))
-                .collect();
+            let workers = n.workers.into_iter().map(|w| self.spawn(w)).collect();
             report.applied.push(format!(
                 "interface {}: serving (datapath {})",
                 n.name,
