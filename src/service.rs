@@ -187,6 +187,9 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
         })
         .context("starting the signal thread")?;
     let exits = server.worker_exits();
+    // A stuck worker stops the pings within a ping interval; one that
+    // turns again resumes them as soon.
+    let pulse_every = watchdog.map_or(STALL_CHECK, |w| (w / 2).min(STALL_CHECK));
     let mut stop_reason = None;
     let mut last_ping: Option<Instant> = None;
     let mut last_size_check = Instant::now();
@@ -195,7 +198,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
     let mut failed = false;
     while stop_reason.is_none() {
         let size_every = Duration::from_secs(server.config().size_check_secs);
-        let mut wake = last_health + STALL_CHECK;
+        let mut wake = last_health + pulse_every;
         if !size_every.is_zero() {
             wake = wake.min(last_size_check + size_every);
         }
