@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 use super::open::{
     by_iface, iface_info, open_export, open_iface, ExportRec, IfaceRec, ReadyWorker,
 };
-use super::plan::{plan, ReloadPlan, Retarget};
+use super::plan::{plan, LiveChange, ReloadPlan, Retarget};
 use super::{chain, name_of, Key, ReloadReport, Server, StartError, RECONFIGURE_TIMEOUT};
 use crate::bdev::{self, Bdev};
 use crate::config::Config;
@@ -166,14 +166,48 @@ impl Server {
             removed,
             ..
         } = plan;
-        let mut report = ReloadReport {
-            applied: Vec::new(),
-            needs_restart,
-        };
-        // Live fields of kept exports. Writes stop before anything else
-        // changes; they resume only once every worker has the writable store.
+        let mut applied = Vec::new();
+        // Writes stop before anything else changes; they resume only once
+        // every worker has the writable store.
+        let becomes_writable = self.apply_live(&changed, &mut applied);
+        let mut failures = self.retarget_workers(&retarget, &staged);
+        self.steer_added(&retarget, &mut failures);
+        self.start_ifaces(&mut staged, &mut applied);
+        self.stop_ifaces(&detach, &mut applied, &mut failures);
+        self.swap_records(&removed, &mut staged, &run, &mut applied);
+        for key in becomes_writable {
+            self.writable_again(key, failures.is_empty(), &mut run);
+        }
+        self.cfg = run;
+        self.publish();
+        for l in &applied {
+            info!("reload: {l}");
+        }
+        if failures.is_empty() {
+            return Ok(ReloadReport {
+                applied,
+                needs_restart,
+            });
+        }
+        for f in &failures {
+            error!("reload: {f}");
+        }
+        Err(format!(
+            "reload partly applied: {}{}",
+            failures.join("; "),
+            if applied.is_empty() {
+                String::new()
+            } else {
+                format!(" (applied: {})", applied.join("; "))
+            }
+        ))
+    }
+
+    /// The live fields of kept exports; returns the exports that become
+    /// writable (still read-only until [`Server::writable_again`]).
+    fn apply_live(&self, changed: &[LiveChange], applied: &mut Vec<String>) -> Vec<Key> {
         let mut becomes_writable = Vec::new();
-        for c in &changed {
+        for c in changed {
             let r = &self.exports[&c.key];
             let name = name_of(c.key);
             r.export.update(|s| {
@@ -190,15 +224,13 @@ impl Server {
                 (Some(n), ())
             });
             if let Some(ro) = c.read_only {
-                report
-                    .applied
-                    .push(format!("{name}: read_only {} -> {ro}", !ro));
+                applied.push(format!("{name}: read_only {} -> {ro}", !ro));
                 if !ro {
                     becomes_writable.push(c.key);
                 }
             }
             if let Some(m) = &c.mac_mask {
-                report.applied.push(format!(
+                applied.push(format!(
                     "{name}: Mac Mask set to [{}] (edits made by initiators are replaced)",
                     m.iter()
                         .map(|m| m.to_string())
@@ -207,16 +239,19 @@ impl Server {
                 ));
             }
             if let Some(cs) = &c.config_string {
-                report.applied.push(format!(
+                applied.push(format!(
                     "{name}: config string set to {:?}",
                     String::from_utf8_lossy(cs)
                 ));
             }
         }
-        let failures = self.retarget_workers(&retarget, &staged);
-        let mut failures = failures;
-        // Steer the added exports' frames to XDP sockets that now know them.
-        for t in &retarget {
+        becomes_writable
+    }
+
+    /// Steer the added exports' frames to XDP sockets that now know them;
+    /// the interfaces' records take their new export lists.
+    fn steer_added(&mut self, retarget: &[Retarget], failures: &mut Vec<String>) {
+        for t in retarget {
             let Some(rec) = self.ifaces.get_mut(&t.iface) else {
                 continue;
             };
@@ -233,9 +268,13 @@ impl Server {
             }
             rec.served = t.to.clone();
         }
+    }
+
+    /// Start the workers of the interfaces `staged` opened.
+    fn start_ifaces(&mut self, staged: &mut Staged, applied: &mut Vec<String>) {
         for n in std::mem::take(&mut staged.attach) {
             let workers = n.workers.into_iter().map(|w| self.spawn(w)).collect();
-            report.applied.push(format!(
+            applied.push(format!(
                 "interface {}: serving (datapath {})",
                 n.name,
                 if n.xdp.is_some() { "xdp" } else { "afpacket" }
@@ -252,26 +291,44 @@ impl Server {
             );
         }
         self.next_core = staged.next_core;
+    }
+
+    /// Stop the workers of interfaces left without an export (forgotten
+    /// first, so their exit is not taken for a failure), then detach.
+    fn stop_ifaces(
+        &mut self,
+        detach: &[String],
+        applied: &mut Vec<String>,
+        failures: &mut Vec<String>,
+    ) {
         for name in detach {
-            if let Some(rec) = self.ifaces.remove(&name) {
+            if let Some(rec) = self.ifaces.remove(name) {
                 info!(iface = %name, "no export left on the interface: stopping its workers");
                 if let Err(e) = rec.stop() {
                     failures.push(format!("interface {name}: worker failed: {e}"));
                 }
-                report
-                    .applied
-                    .push(format!("interface {name}: no export left, stopped"));
+                applied.push(format!("interface {name}: no export left, stopped"));
             }
         }
-        // Bookkeeping: removed exports go (their last Arc with the workers
-        // that released them), added ones join, reopened stores replace.
-        for k in &removed {
+    }
+
+    /// Bookkeeping: removed exports go (their last Arc with the workers
+    /// that released them), added ones join, reopened stores replace, and
+    /// every kept export takes its spec from `run`.
+    fn swap_records(
+        &mut self,
+        removed: &[Key],
+        staged: &mut Staged,
+        run: &Config,
+        applied: &mut Vec<String>,
+    ) {
+        for k in removed {
             self.exports.remove(k);
             self.shrunk.remove(k);
-            report.applied.push(format!("{}: removed", name_of(*k)));
+            applied.push(format!("{}: removed", name_of(*k)));
         }
         for (k, rec) in std::mem::take(&mut staged.added) {
-            report.applied.push(format!(
+            applied.push(format!(
                 "{}: added ({} sectors on {})",
                 name_of(k),
                 rec.export.state().sectors,
@@ -289,48 +346,31 @@ impl Server {
                 r.spec = e.clone();
             }
         }
-        for key in becomes_writable {
-            let Some(r) = self.exports.get_mut(&key) else {
-                continue;
-            };
-            if failures.is_empty() {
-                r.export.update(|s| {
-                    (
-                        Some(ExportState {
-                            read_only: false,
-                            ..s.clone()
-                        }),
-                        (),
-                    )
-                });
-            } else {
-                // Not every worker has the writable store: stay read-only.
-                r.spec.disk.read_only = true;
-                if let Some(e) = run.exports.iter_mut().find(|e| (e.shelf, e.slot) == key) {
-                    e.disk.read_only = true;
-                }
+    }
+
+    /// Let export `key` take writes again once every worker has its
+    /// writable store (`all_took`); otherwise it stays read-only, in its
+    /// record and in the configuration in force (`run`).
+    fn writable_again(&mut self, key: Key, all_took: bool, run: &mut Config) {
+        let Some(r) = self.exports.get_mut(&key) else {
+            return;
+        };
+        if all_took {
+            r.export.update(|s| {
+                (
+                    Some(ExportState {
+                        read_only: false,
+                        ..s.clone()
+                    }),
+                    (),
+                )
+            });
+        } else {
+            r.spec.disk.read_only = true;
+            if let Some(e) = run.exports.iter_mut().find(|e| (e.shelf, e.slot) == key) {
+                e.disk.read_only = true;
             }
         }
-        self.cfg = run;
-        self.publish();
-        for l in &report.applied {
-            info!("reload: {l}");
-        }
-        if failures.is_empty() {
-            return Ok(report);
-        }
-        for f in &failures {
-            error!("reload: {f}");
-        }
-        Err(format!(
-            "reload partly applied: {}{}",
-            failures.join("; "),
-            if report.applied.is_empty() {
-                String::new()
-            } else {
-                format!(" (applied: {})", report.applied.join("; "))
-            }
-        ))
     }
 
     /// Hand each worker of a retargeted interface its new export set, stop
