@@ -15,10 +15,11 @@
 //!   publishes its counters, STOPPING=1 on the way out.
 //!
 //! The loop sleeps until one of these is due or arrives (signals come
-//! through a channel from a thread of their own, a worker thread that ends
-//! sends its name): an idle daemon wakes only for its size checks, a
-//! watchdog ping when systemd asked for one, and a look at the workers'
-//! pulse every few seconds.
+//! through a channel from a thread of their own; a worker thread that ends
+//! says so on another, and one that ended unasked stops the daemon at
+//! once): an idle daemon wakes only for its size checks, a watchdog ping
+//! when systemd asked for one, and a look at the workers' pulse every few
+//! seconds.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
