@@ -13,6 +13,13 @@
 //! - Under systemd (`Type=notify`): READY=1 once serving, STATUS= lines,
 //!   WATCHDOG=1 every half `WatchdogSec` while every worker runs and still
 //!   publishes its counters, STOPPING=1 on the way out.
+//!
+//! The loop sleeps until one of these is due or arrives (signals come
+//! through a channel from a thread of their own; a worker thread that ends
+//! says so on another, and one that ended unasked stops the daemon at
+//! once): an idle daemon wakes only for its size checks, a watchdog ping
+//! when systemd asked for one, and a look at the workers' pulse every few
+//! seconds.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +35,14 @@ use crate::config::Config;
 use crate::control::{Command, Request};
 use crate::sdnotify::{watchdog_interval, Notifier};
 use crate::server::Server;
+
+/// How often the loop looks at the workers' pulse when nothing else wakes
+/// it (a stuck worker is logged, and unhealthy ones stop the watchdog
+/// pings, within about this); a worker thread that ends wakes it at once.
+const STALL_CHECK: Duration = Duration::from_secs(5);
+
+/// Deadlines this close are taken together, in one wake.
+const SLACK: Duration = Duration::from_millis(20);
 
 /// Re-reads the configuration for a reload (file plus command-line
 /// overrides, validated).
@@ -87,6 +102,34 @@ fn reload(server: &mut Server, loader: &Loader) -> Result<String, String> {
     Ok(m)
 }
 
+/// Carry out a control-socket command; the answer for the operator.
+fn answer(
+    server: &mut Server,
+    opts: &Options,
+    reloads: &AtomicU64,
+    command: Command,
+    notify: &dyn Fn(&str),
+) -> Result<String, String> {
+    match command {
+        Command::Resize(shelf, slot) => server.resize(shelf, slot),
+        Command::Reload => match &opts.config {
+            None => Err("started without --config (vblade form): nothing to reload".to_string()),
+            Some((_, loader)) => {
+                let r = reload(server, loader);
+                match &r {
+                    Ok(m) => {
+                        reloads.fetch_add(1, Ordering::Relaxed);
+                        info!("{m}");
+                    }
+                    Err(e) => error!("{e}"),
+                }
+                notify(&status_line(server));
+                r
+            }
+        },
+    }
+}
+
 /// Serve `cfg` until SIGINT/SIGTERM or a worker failure.
 pub fn run(cfg: Config, opts: Options) -> Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
@@ -99,7 +142,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
         warn!(config = ?config_path,
               "no export configured: serving nothing until exports are added and xblade is reloaded (xblade reload, or SIGHUP)");
     }
-    let (req_tx, req_rx) = crossbeam_channel::bounded::<Request>(4);
+    let (req_tx, mut req_rx) = crossbeam_channel::bounded::<Request>(4);
     let reloads = Arc::new(AtomicU64::new(0));
     let _control = crate::control::start(
         crate::control::Sources {
@@ -128,16 +171,44 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
         info!(interval = ?w, "systemd watchdog: pinging while the workers are healthy");
     }
 
+    // Signals arrive on a channel from their own thread, so the loop
+    // below sleeps in one select until a signal, a control request or a
+    // worker's exit, or until the next deadline: a size check, a watchdog
+    // ping (only if systemd asked for one), a look at the workers' pulse.
     let handle = signals.handle();
+    let (sig_tx, mut sig_rx) = crossbeam_channel::unbounded();
+    let sig_thread = std::thread::Builder::new()
+        .name("xb-signals".into())
+        .spawn(move || {
+            for s in signals.forever() {
+                if sig_tx.send(s).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    let exits = server.worker_exits();
+    // A stuck worker stops the pings within a ping interval; one that
+    // turns again resumes them as soon.
+    let pulse_every = watchdog.map_or(STALL_CHECK, |w| (w / 2).min(STALL_CHECK));
     let mut stop_reason = None;
     let mut last_ping: Option<Instant> = None;
     let mut last_size_check = Instant::now();
+    let mut last_health = Instant::now();
     let mut stalled = false;
     let mut failed = false;
     while stop_reason.is_none() {
-        for sig in signals.pending() {
-            match sig {
-                SIGHUP => {
+        let size_every = Duration::from_secs(server.config().size_check_secs);
+        let mut wake = last_health + pulse_every;
+        if !size_every.is_zero() {
+            wake = wake.min(last_size_check + size_every);
+        }
+        if let Some(w) = watchdog.filter(|_| !stalled) {
+            wake = wake.min(last_ping.map_or_else(Instant::now, |t| t + w / 2));
+        }
+        crossbeam_channel::select! {
+            recv(sig_rx) -> sig => match sig {
+                Ok(SIGHUP) => {
                     info!("SIGHUP: reloading, checking sizes, announcing exports again");
                     if let Some((_, loader)) = &opts.config {
                         match reload(&mut server, loader) {
@@ -152,48 +223,39 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
                     server.check_sizes();
                     server.announce();
                 }
-                s => stop_reason = Some(s),
-            }
+                Ok(s) => stop_reason = Some(s),
+                Err(_) => {
+                    // Not expected before `handle.close()`: serve on.
+                    error!("the signal thread ended: signals are no longer handled");
+                    sig_rx = crossbeam_channel::never();
+                }
+            },
+            recv(req_rx) -> req => match req {
+                Ok(req) => {
+                    let answer = answer(&mut server, &opts, &reloads, req.command, &notify);
+                    let _ = req.reply.send(answer);
+                }
+                // Without a control socket the sender is gone: never ready.
+                Err(_) => req_rx = crossbeam_channel::never(),
+            },
+            recv(exits) -> id => {
+                if let Some(name) = id.ok().and_then(|id| server.ended_unasked(id)) {
+                    error!(worker = %name, "worker thread ended");
+                    failed = true;
+                }
+            },
+            default(wake.saturating_duration_since(Instant::now())) => {}
         }
-        // Without a control socket the sender is gone and recv_timeout
-        // returns at once: sleep instead, or this loop would spin.
-        let req = match req_rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(req) => Some(req),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                std::thread::sleep(Duration::from_millis(50));
-                None
-            }
-        };
-        if let Some(req) = req {
-            let answer = match req.command {
-                Command::Resize(shelf, slot) => server.resize(shelf, slot),
-                Command::Reload => match &opts.config {
-                    None => {
-                        Err("started without --config (vblade form): nothing to reload".to_string())
-                    }
-                    Some((_, loader)) => {
-                        let r = reload(&mut server, loader);
-                        match &r {
-                            Ok(m) => {
-                                reloads.fetch_add(1, Ordering::Relaxed);
-                                info!("{m}");
-                            }
-                            Err(e) => error!("{e}"),
-                        }
-                        notify(&status_line(&server));
-                        r
-                    }
-                },
-            };
-            let _ = req.reply.send(answer);
+        if failed {
+            break;
         }
-        let size_every = server.config().size_check_secs;
-        if size_every > 0 && last_size_check.elapsed() >= Duration::from_secs(size_every) {
+        let now = Instant::now();
+        if !size_every.is_zero() && now + SLACK >= last_size_check + size_every {
             server.check_sizes();
-            last_size_check = Instant::now();
+            last_size_check = now;
         }
         let health = server.health();
+        last_health = now;
         if !health.alive {
             failed = true;
             break;
@@ -209,13 +271,14 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
             }
         }
         if let Some(w) = watchdog {
-            if health.responsive && last_ping.is_none_or(|t| t.elapsed() >= w / 2) {
+            if health.responsive && last_ping.is_none_or(|t| now + SLACK >= t + w / 2) {
                 notify("WATCHDOG=1");
-                last_ping = Some(Instant::now());
+                last_ping = Some(now);
             }
         }
     }
     handle.close();
+    let _ = sig_thread.join();
     notify("STOPPING=1");
     if failed {
         error!("a worker stopped: shutting down");

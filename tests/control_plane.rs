@@ -13,7 +13,8 @@
 //! - HTTP semantics: GET/HEAD `/metrics` 200 with the Prometheus
 //!   Content-Type, 404, 405, 400;
 //! - an idle daemon: the `xb-metrics` and `xb-control` threads do not
-//!   wake (voluntary context switches flat over 5 s);
+//!   wake (voluntary context switches flat over 5 s), and the main loop
+//!   wakes at most twice in 5 s (it used to every 50 ms);
 //! - the page parsed by the Python `prometheus_client` parser (Debian
 //!   python3-prometheus-client, installed by scripts/setup.sh);
 //! - `xblade status` against a control socket nobody serves (never
@@ -512,6 +513,53 @@ fn idle_daemon_control_threads_do_not_wake() {
         })
         .collect();
     eprintln!("voluntary context switches of every thread over 5 s: {delta:?}");
+}
+
+/// Voluntary context switches of the main thread of `pid` (the service
+/// loop: signals, control requests, size checks, watchdog).
+fn main_thread_switches(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}
+
+#[test]
+fn idle_daemon_main_loop_sleeps() {
+    let pair = NetPair::new("xbct8", 1500);
+    // No size checks (--size-check 0), no systemd watchdog: the loop has
+    // only its look at the workers' pulse (every 5 s) to wake for.
+    let mut d = Daemon::start(&pair);
+    xblade_status(&d.socket);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = main_thread_switches(d.pid());
+    std::thread::sleep(Duration::from_secs(5));
+    let woke = main_thread_switches(d.pid()) - before;
+    eprintln!("main thread: {woke} voluntary context switches over 5 s idle");
+    // The old loop slept 50 ms at a time: 100 per 5 s.
+    assert!(
+        woke <= 2,
+        "the main loop woke {woke} times in 5 s while idle"
+    );
+    // Still awake to what it serves: a resize (answered by the main loop)
+    // at once.
+    let t = Instant::now();
+    let out = Command::new(xblade_bin())
+        .args(["resize", "3.7", "--socket", path_str(&d.socket)])
+        .output()
+        .expect("run xblade resize");
+    let msg =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "xblade resize: {msg}");
+    assert!(msg.contains("unchanged"), "xblade resize: {msg}");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "resize took {:?}",
+        t.elapsed()
+    );
+    assert!(d.proc.is_running(), "{}", d.proc.log());
 }
 
 /// Parse `text` with the Python `prometheus_client` parser, with checks

@@ -47,13 +47,7 @@ DEV=/dev/etherd/e$S.1 DBG=/sys/kernel/debug/aoe/e$S.1
 waitdev e$S.1
 expect "AoE devices" "$(ls -d /sys/block/etherd!* | wc -l)" 1
 # Both targets answer the discovery broadcast; the device may be up after the first.
-i=0
-until grep -q "^$MAC_A:" $DBG && grep -q "^$MAC_B:" $DBG; do
-  i=$((i + 1)); [ $i -gt 50 ] && { cat $DBG; fail "debugfs does not list both target MACs $MAC_A $MAC_B"; }
-  [ $((i % 10)) = 0 ] && echo >/dev/etherd/discover
-  sleep 0.1
-done
-expect "targets of e$S.1" "$(grep -c '^[0-9a-f]\{12\}:' $DBG)" 2
+waittargets e$S.1 "target MAC" $MAC_A $MAC_B
 # per-target reply counts ("\tr:N" below each "MAC:nout:maxout:nframes" line)
 replies() { awk -v m="$1" '$0 ~ "^" m ":" { t = 1; next } /^[0-9a-f]{12}:/ { t = 0 } t && /^\tr:/ { sub(/^\tr:/, ""); print; exit }' $DBG; }
 ra0=$(replies $MAC_A) rb0=$(replies $MAC_B)

@@ -78,13 +78,7 @@ DEV=/dev/etherd/e$S.1 DBG=/sys/kernel/debug/aoe/e$S.1
 waitdev e$S.1
 expect "AoE devices" "$(ls -d /sys/block/etherd!* | wc -l)" 1
 # One discovery broadcast reaches one queue; that worker answers from both MACs.
-i=0
-until grep -q "^$MAC0:" $DBG && grep -q "^$MAC1:" $DBG; do
-  i=$((i + 1)); [ $i -gt 50 ] && { cat $DBG; fail "debugfs does not list both queue MACs $MAC0 $MAC1"; }
-  [ $((i % 10)) = 0 ] && echo >/dev/etherd/discover
-  sleep 0.1
-done
-expect "targets of e$S.1" "$(grep -c '^[0-9a-f]\{12\}:' $DBG)" 2
+waittargets e$S.1 "queue MAC" $MAC0 $MAC1
 mark both-targets
 dd if=/dev/urandom of=/tmp/big bs=1M count=32 2>/dev/null
 val big "$(sha /tmp/big)"

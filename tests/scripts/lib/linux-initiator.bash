@@ -259,7 +259,7 @@ xl_expect_eq() { # xl_expect_eq WHAT GOT WANT
 # then the body read from stdin. In the guest (busybox sh, cwd a tmpfs):
 #   fail MSG / ok MSG / val KEY VALUE (a line "XLV KEY=VALUE" the host reads back)
 #   mark TEXT (a line "XL-MARK TEXT" the host can wait for while the guest runs)
-#   waitdev eX.Y, sysval eX.Y ATTR, expect WHAT GOT WANT, devwrite FILE DEV OFF,
+#   waitdev eX.Y, waittargets eX.Y WHAT MAC... (debugfs lists those targets), sysval eX.Y ATTR, expect WHAT GOT WANT, devwrite FILE DEV OFF,
 #   devread DEV OFF BYTES, devsha DEV OFF MIB (all O_DIRECT, offsets in bytes),
 #   chunked_write FILE DEV MIB SECS
 xl_guest_script() {
@@ -280,6 +280,24 @@ waitdev() {
     [ $((i % 20)) = 0 ] && echo >/dev/etherd/discover
     sleep 0.1
   done
+}
+# waittargets eX.Y WHAT MAC...: until debugfs lists every MAC (12 hex digits, no colons)
+# as a target of eX.Y (targets may answer discovery one after the other; ask again every
+# second), then expect exactly that many targets.
+waittargets() {
+  wt_dev=$1 wt_what=$2 wt_dbg=/sys/kernel/debug/aoe/$1 i=0
+  shift 2
+  until lists_macs "$wt_dbg" "$@"; do
+    i=$((i + 1)); [ $i -gt 50 ] && { cat "$wt_dbg"; fail "debugfs does not list every $wt_what: $*"; }
+    [ $((i % 10)) = 0 ] && echo >/dev/etherd/discover
+    sleep 0.1
+  done
+  expect "targets of $wt_dev" "$(grep -c '^[0-9a-f]\{12\}:' "$wt_dbg")" $#
+}
+lists_macs() { # FILE MAC...: whether FILE has a line "MAC:" for each
+  lm_f=$1
+  shift
+  for m in "$@"; do grep -q "^$m:" "$lm_f" || return 1; done
 }
 sysval() { cat "/sys/block/etherd!$1/$2"; }
 expect() { [ "$2" = "$3" ] || fail "$1: got '$2', want '$3'"; ok "$1 = $2"; }
