@@ -76,14 +76,7 @@ done
 xl_guest_script "$W/gw.sh" S="$SHELF" MAC_A="${MAC_A//:/}" MAC_B="${MAC_B//:/}" <<'EOF'
 for n in 1 2; do
   waitdev e$S.$n
-  DBG=/sys/kernel/debug/aoe/e$S.$n
-  i=0
-  until grep -q "^$MAC_A:" $DBG && grep -q "^$MAC_B:" $DBG; do
-    i=$((i + 1)); [ $i -gt 50 ] && { cat $DBG; fail "e$S.$n: debugfs does not list both gateway MACs $MAC_A $MAC_B"; }
-    [ $((i % 10)) = 0 ] && echo >/dev/etherd/discover
-    sleep 0.1
-  done
-  expect "gateways of e$S.$n" "$(grep -c '^[0-9a-f]\{12\}:' $DBG)" 2
+  waittargets e$S.$n "gateway MAC" $MAC_A $MAC_B
 done
 expect "AoE devices" "$(ls -d /sys/block/etherd!* | wc -l)" 2
 # A file system on e77.2, through both gateways.
