@@ -603,6 +603,8 @@ impl Server {
     /// Open everything and start the workers. A configuration without
     /// exports starts idle (no worker) and can be reloaded.
     pub fn start(cfg: &Config, cores: &[usize]) -> Result<Server, StartError> {
+        // Before any rbd: export connects: keep librados off these cores.
+        bdev::rbd::set_worker_cores(cores);
         let host = hostname();
         let mut known: BTreeMap<String, IfaceInfo> = BTreeMap::new();
         for e in &cfg.exports {

@@ -531,6 +531,7 @@ mod tests {
             direct: false,
             sync: false,
             writeback: false,
+            rbd: Default::default(),
         }
     }
 
