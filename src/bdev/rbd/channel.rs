@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::ffi::{self, Completion};
-use super::{open_image, ImageHandle, RbdDisk};
+use super::{open_image, ImageHandle, RbdDisk, SharedImage};
 use crate::bdev::{
     BlockOp, BlockReq, BlockResult, Channel, ChannelCx, Segs, Submit, Tag, MAX_SEGS,
 };
@@ -42,6 +42,8 @@ pub struct RbdChannel {
     sectors: Arc<AtomicU64>,
     /// librbd requests in flight over the export (status).
     export_in_flight: Arc<AtomicU64>,
+    /// The export's registry of channel handles (size probe).
+    registry: Arc<std::sync::Mutex<Vec<SharedImage>>>,
     /// Field order is drop order after `Drop::drop` has waited for the
     /// requests: the image closes before the eventfd it writes to.
     handle: ImageHandle,
@@ -79,6 +81,10 @@ impl RbdChannel {
         if r < 0 {
             return Err(io::Error::from_raw_os_error(-r));
         }
+        disk.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(SharedImage(handle.image));
         let depth = cx.depth.max(1);
         let slots = (0..depth)
             .map(|_| Slot {
@@ -99,6 +105,7 @@ impl RbdChannel {
             base: disk.base,
             sectors: Arc::clone(&disk.sectors),
             export_in_flight: Arc::clone(&disk.in_flight),
+            registry: Arc::clone(&disk.handles),
             handle,
             event,
         })
@@ -263,5 +270,10 @@ impl Drop for RbdChannel {
                 self.finish(i);
             }
         }
+        let me = SharedImage(self.handle.image);
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|h| *h != me);
     }
 }

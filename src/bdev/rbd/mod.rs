@@ -391,7 +391,18 @@ pub struct RbdDisk {
     fixed_length: bool,
     /// librbd requests in flight over every channel.
     in_flight: Arc<AtomicU64>,
+    /// The channels' image handles (see [`RbdDisk::probe_sectors`]).
+    handles: Arc<Mutex<Vec<SharedImage>>>,
 }
+
+/// A channel's image handle as the export's size probe sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SharedImage(pub(crate) Image);
+
+// SAFETY: only rbd_get_size is called through it, from the control thread,
+// while the channel owning the handle runs; librbd's image calls are
+// thread-safe (the image lock serialises the header refresh).
+unsafe impl Send for SharedImage {}
 
 impl RbdDisk {
     /// Connect (once per process) and open the image `spec` names.
@@ -489,6 +500,7 @@ impl RbdDisk {
             sectors: Arc::new(AtomicU64::new(sectors)),
             fixed_length: spec.length_sectors.is_some(),
             in_flight: Arc::new(AtomicU64::new(0)),
+            handles: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -545,9 +557,32 @@ impl Bdev for RbdDisk {
         self.sectors.load(Ordering::Acquire)
     }
 
+    /// The smallest size any of the export's image handles knows: each
+    /// handle learns of an `rbd resize` from its own watch notification,
+    /// and librbd refuses I/O past the size a handle knows (EINVAL), so the
+    /// export grows once every worker's handle has caught up (rbd_get_size
+    /// refreshes a notified handle).
     fn probe_sectors(&self) -> Option<io::Result<u64>> {
         (!self.fixed_length).then(|| {
-            image_size(&self.handle)
+            let mut bytes = image_size(&self.handle);
+            let lib = self.pool.cluster.lib;
+            for h in self
+                .handles
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+            {
+                let mut b = 0u64;
+                // SAFETY: a registered handle is open (a channel removes it
+                // before closing it, under this lock); out pointer.
+                let r = unsafe { (lib.rbd_get_size)(h.0, &mut b) };
+                bytes = match (bytes, r) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), r) if r < 0 => Err(r),
+                    (Ok(a), _) => Ok(a.min(b)),
+                };
+            }
+            bytes
                 .map(|b| (b / SECTOR_SIZE as u64).saturating_sub(self.base / SECTOR_SIZE as u64))
                 .map_err(|r| io::Error::from_raw_os_error(-r))
         })
