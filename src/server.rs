@@ -123,6 +123,9 @@ pub struct ExportView {
     pub direct: bool,
     /// Writes acknowledged from the page cache.
     pub writeback: bool,
+    /// The store (network stores report their cluster and requests in
+    /// flight at query time).
+    pub disk: Arc<dyn Bdev>,
 }
 
 /// One served interface.
@@ -704,6 +707,7 @@ impl Server {
                 fixed_length: r.spec.disk.length_sectors.is_some(),
                 direct: r.spec.disk.direct,
                 writeback: r.spec.disk.writeback,
+                disk: Arc::clone(&r.disk),
             })
             .collect();
         let mut interfaces = Vec::new();

@@ -263,6 +263,22 @@ fn afpacket_serves_an_rbd_image() {
     assert_eq!(e.sectors, 64 << 11);
     let w = &st.workers[0];
     assert_eq!(w["disk_errors"], 0, "{w}");
+    // The cluster and librbd's requests in flight (none now).
+    let fsid = String::from_utf8_lossy(&cl.run("ceph", &["fsid"]).stdout)
+        .trim()
+        .to_string();
+    assert_eq!(e.cluster_fsid.as_deref(), Some(fsid.as_str()), "{e:?}");
+    assert_eq!(e.store_in_flight, Some(0), "{e:?}");
+    let out = Command::new(xblade_bin())
+        .args(["status", "--socket"])
+        .arg(&gw.socket)
+        .output()
+        .expect("xblade status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("ceph cluster {fsid}, librbd requests in flight 0")),
+        "{text}"
+    );
 }
 
 /// XDP at MTU 9000: 8 KiB requests whose frame memory is several segments
