@@ -66,7 +66,10 @@ impl RbdChannel {
     /// Open the worker's own image handle and its eventfd.
     pub fn open(disk: &RbdDisk, cx: &ChannelCx) -> io::Result<RbdChannel> {
         let lib = disk.pool.cluster.lib;
-        let handle = open_image(&disk.pool, &disk.name, disk.read_only)
+        // From a thread off the workers' cores: opening starts librbd
+        // threads, which inherit the opener's CPU mask.
+        let handle = super::off_workers(|| open_image(&disk.pool, &disk.name, disk.read_only))
+            .map_err(io::Error::other)?
             .map_err(|r| io::Error::from_raw_os_error(-r))?;
         // SAFETY: plain syscall; the descriptor is owned below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };

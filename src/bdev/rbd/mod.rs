@@ -173,29 +173,14 @@ impl Cluster {
             return Ok(Arc::clone(c));
         }
         let lib = ffi::lib().map_err(RbdError::Library)?;
-        let avoid = WORKER_CORES
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let o = opts.clone();
-        let c = std::thread::Builder::new()
-            .name("xblade-rados".into())
-            .spawn(move || {
-                keep_off(&avoid);
-                Cluster::connect(lib, &o)
-            })
-            .map_err(|e| RbdError::Connect {
+        let c = off_workers(|| Cluster::connect(lib, opts)).unwrap_or_else(|e| {
+            Err(RbdError::Connect {
                 conf: conf_path(),
                 id: opts.client_id().into(),
-                message: format!("cannot start the connecting thread: {e}"),
+                message: e,
                 timeout_secs: opts.timeout.as_secs(),
-            })?
-            .join()
-            .unwrap_or_else(|_| {
-                Err(RbdError::Library(
-                    "librados panicked while connecting".into(),
-                ))
-            })?;
+            })
+        })?;
         let c = Arc::new(c);
         all.push((opts.clone(), Arc::clone(&c)));
         Ok(c)
@@ -287,6 +272,28 @@ impl Drop for Cluster {
         // pool context holds an Arc of the cluster).
         unsafe { (self.lib.rados_shutdown)(self.rados) }
     }
+}
+
+/// Run `f` on a short-lived thread allowed only the cores no worker is
+/// pinned to: librados and librbd start threads (messenger, timers, the
+/// image's work queues) from whichever thread connects or opens an image,
+/// and those inherit its CPU mask. Err: the thread could not run.
+pub(crate) fn off_workers<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    let avoid = WORKER_CORES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("xblade-rados".into())
+            .spawn_scoped(s, move || {
+                keep_off(&avoid);
+                f()
+            })
+            .map_err(|e| format!("cannot start a thread for librados: {e}"))?
+            .join()
+            .map_err(|_| "librados panicked".to_string())
+    })
 }
 
 /// Where librados looks for its configuration (for messages).
@@ -405,8 +412,19 @@ pub(crate) struct SharedImage(pub(crate) Image);
 unsafe impl Send for SharedImage {}
 
 impl RbdDisk {
-    /// Connect (once per process) and open the image `spec` names.
+    /// Connect (once per process) and open the image `spec` names, from a
+    /// thread kept off the workers' cores ([`off_workers`]).
     pub fn open(
+        spec: &DiskSpec,
+        pool: &str,
+        namespace: Option<&str>,
+        image: &str,
+    ) -> Result<RbdDisk, RbdError> {
+        off_workers(|| Self::open_here(spec, pool, namespace, image))
+            .unwrap_or_else(|e| Err(RbdError::Library(e)))
+    }
+
+    fn open_here(
         spec: &DiskSpec,
         pool: &str,
         namespace: Option<&str>,
