@@ -422,6 +422,38 @@ writeback = true
     }
 
     #[test]
+    fn rbd_options() {
+        let c = from_toml(
+            Path::new("x.toml"),
+            &format!(
+                "rbd_id = \"gw1\"\nrbd_timeout = 4\n{}",
+                GOOD.replace("null:1G", "rbd:pool/ns/img")
+            ),
+        )
+        .unwrap();
+        let d = &c.exports[1].disk;
+        assert_eq!(
+            d.source,
+            Source::Rbd {
+                pool: "pool".into(),
+                namespace: Some("ns".into()),
+                image: "img".into()
+            }
+        );
+        assert_eq!(d.rbd.client_id(), "gw1");
+        assert_eq!(d.rbd.timeout, std::time::Duration::from_secs(4));
+        let d = &from_toml(Path::new("x.toml"), GOOD).unwrap().exports[0].disk;
+        assert_eq!(d.rbd.client_id(), "admin");
+        assert_eq!(d.rbd.timeout, crate::bdev::rbd::DEFAULT_TIMEOUT);
+        let e = err(&format!("rbd_timeout = 0\n{GOOD}"));
+        assert!(e.contains("rbd_timeout = 0"), "{e}");
+        let e = err(&format!("rbd_id = \"\"\n{GOOD}"));
+        assert!(e.contains("rbd_id = \"\""), "{e}");
+        let e = err(&GOOD.replace("null:1G", "rbd:pool"));
+        assert!(e.contains("rbd:pool") && e.contains("line 10"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_value() {
         let dup = GOOD.replace("slot = 2", "slot = 1");
         assert!(

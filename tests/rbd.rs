@@ -411,6 +411,23 @@ fn errors_name_what_is_missing() {
     assert!(took < Duration::from_secs(15), "took {took:?}: {log}");
     eprintln!("no cluster: refused after {took:?}");
 
+    // A client id the cluster does not know (--rbd-id).
+    let log = refused(
+        &pair,
+        &cl,
+        &[
+            "--rbd-id",
+            "nobody",
+            "--rbd-timeout",
+            "3",
+            "1",
+            "1",
+            ifc,
+            "rbd:rbd/disk1",
+        ],
+    );
+    assert!(log.contains("client.nobody"), "{log}");
+
     // No configuration at all.
     let (mut cmd, _) = xblade_cmd(&pair, &cl, "afpacket", &["1", "1", ifc, "rbd:rbd/disk1"]);
     cmd.env("CEPH_CONF", "/nonexistent/xbr.conf");

@@ -237,10 +237,19 @@ impl Cluster {
         // SAFETY: a configured handle.
         let r = unsafe { (lib.rados_connect)(c.rados) };
         if r < 0 {
+            let why = ffi::strerror(r.into());
             return Err(RbdError::Connect {
                 conf: conf_path(),
                 id: id.into(),
-                message: ffi::strerror(r.into()),
+                message: match -r {
+                    libc::ENOENT => format!(
+                        "{why}: no keyring for client.{id} (the configuration's keyring option, or /etc/ceph/ceph.client.{id}.keyring)"
+                    ),
+                    libc::EACCES | libc::EPERM => {
+                        format!("{why}: the monitors refused client.{id}'s key")
+                    }
+                    _ => why,
+                },
                 timeout_secs: opts.timeout.as_secs(),
             });
         }
