@@ -554,3 +554,25 @@ fn afpacket_cluster_cut_gives_ata_errors_then_recovers() {
 fn xdp_cluster_cut_gives_ata_errors_then_recovers() {
     cluster_cut("xbrd", "xdp");
 }
+
+/// `-r`: the image is opened read-only (rbd_open_read_only); reads are
+/// served, writes refused.
+#[test]
+fn read_only_export() {
+    let pair = NetPair::new("xbro", 1500);
+    let cl = Cluster::up(pair.target_ns(), &["disk1:16M"]);
+    let _gw = start(
+        &pair,
+        &cl,
+        "afpacket",
+        &["-r", "1", "1", pair.target_if(), "rbd:rbd/disk1"],
+    );
+    let mut c = client(&pair);
+    let t = c.find(1, 1).expect("find");
+    assert!(c.read(&t, 0, 8).expect("read") == vec![0u8; 8 * SECTOR_SIZE]);
+    let r = c
+        .ata(&t, 0x34, 1, 0, &[0xa5; SECTOR_SIZE])
+        .expect("answered");
+    assert!(!r.is_ok(), "a write to a read-only export succeeded: {r:?}");
+    assert!(cl.export("rbd/disk1").iter().all(|&b| b == 0));
+}
