@@ -576,3 +576,19 @@ fn read_only_export() {
     assert!(!r.is_ok(), "a write to a read-only export succeeded: {r:?}");
     assert!(cl.export("rbd/disk1").iter().all(|&b| b == 0));
 }
+
+/// xblade loads librbd only when an rbd: export asks for it (dlopen): the
+/// binary does not link it, so it runs on hosts without Ceph.
+#[test]
+fn binary_does_not_link_librbd() {
+    let out = Command::new("ldd")
+        .arg(xblade_bin())
+        .output()
+        .expect("run ldd");
+    assert!(out.status.success(), "ldd failed");
+    let libs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !libs.contains("librbd") && !libs.contains("librados"),
+        "xblade links Ceph libraries:\n{libs}"
+    );
+}
