@@ -23,9 +23,11 @@ PKGS=(
   linux-perf python3 strace                                         # strace: ack-ordering test
   python3-prometheus-client                                         # Prometheus text parser (tests/control_plane.rs)
   dpkg-dev init-system-helpers                                      # dpkg-shlibdeps (cargo-deb), deb-systemd-helper (81-deb.sh)
+  ceph-mon ceph-osd ceph-common librbd1                             # rbd: exports (dlopen librbd.so.1) and tests/rbd.rs (shared/tools/ceph-one-node.sh)
 )
 # Commands that must resolve after installation (package -> command checks).
-CMDS=(clang llvm-strip ip tc bridge ethtool sysctl strace vblade aoeping aoecfg tshark qemu-system-x86_64 busybox modinfo xz mkfs.ext4 perf python3 dpkg-shlibdeps deb-systemd-helper cargo rustc)
+CMDS=(clang llvm-strip ip tc bridge ethtool sysctl strace vblade aoeping aoecfg tshark qemu-system-x86_64 busybox modinfo xz mkfs.ext4 perf python3 dpkg-shlibdeps deb-systemd-helper cargo rustc
+  ceph-mon ceph-osd ceph rbd rados ceph-authtool monmaptool)
 
 die() {
   echo "setup.sh: ERROR: $*" >&2
@@ -86,6 +88,10 @@ done
 # Debian's python, not a pyenv/venv python3 earlier in PATH (the test calls it by path).
 /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 ||
   absent+=("/usr/bin/python3 module prometheus_client (python3-prometheus-client)")
+# xblade dlopens these by soname (src/bdev/rbd/ffi.rs).
+for so in librados.so.2 librbd.so.1; do
+  ldconfig -p | grep -q "$so" || absent+=("$so (librbd1)")
+done
 cargo fmt --version >/dev/null 2>&1 || absent+=("rustfmt (cargo fmt)")
 cargo clippy --version >/dev/null 2>&1 || absent+=("clippy (cargo clippy)")
 ((${#absent[@]} == 0)) || die "missing commands after setup: ${absent[*]}"

@@ -192,6 +192,15 @@ struct RunArgs {
     /// or `size_check_interval` in the configuration).
     #[arg(long, value_name = "SECS")]
     size_check: Option<u64>,
+    /// rbd: exports: Ceph client id (client.ID in the keyring; default
+    /// admin, or `rbd_id` in the configuration).
+    #[arg(long, value_name = "ID")]
+    rbd_id: Option<String>,
+    /// rbd: exports: seconds a Ceph operation (and connecting) may take
+    /// before the request fails with an ATA error (default 10, or
+    /// `rbd_timeout` in the configuration).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    rbd_timeout: Option<u64>,
 }
 
 impl RunArgs {
@@ -215,6 +224,18 @@ impl RunArgs {
         }
         x.drop_foreign |= self.xdp_drop_foreign;
         x.reflect |= self.xdp_reflect;
+    }
+
+    /// Let the command line override how `rbd:` exports reach Ceph.
+    fn apply_rbd(&self, cfg: &mut Config) {
+        for e in &mut cfg.exports {
+            if let Some(id) = &self.rbd_id {
+                e.disk.rbd.id = Some(id.clone());
+            }
+            if let Some(t) = self.rbd_timeout {
+                e.disk.rbd.timeout = Duration::from_secs(t);
+            }
+        }
     }
 }
 
@@ -255,7 +276,8 @@ struct VbladeArgs {
     /// Network interface to serve on.
     #[arg(value_name = "NETIF", required = true)]
     netif: Option<String>,
-    /// Backing file, block device, or null:SIZE.
+    /// Backing file, block device, null:SIZE, or a Ceph RBD image
+    /// rbd:POOL/IMAGE (rbd:POOL/NAMESPACE/IMAGE).
     #[arg(value_name = "FILE", required = true)]
     file: Option<String>,
 }
@@ -319,6 +341,7 @@ impl VbladeArgs {
                     direct: self.direct,
                     sync: self.sync,
                     writeback: self.writeback,
+                    rbd: Default::default(),
                 },
                 interfaces: vec![netif],
                 bufcnt: self.bufcnt.unwrap_or(DEFAULT_BUFCNT),
@@ -417,6 +440,7 @@ pub fn main() -> Result<()> {
                 cfg.datapath = d;
             }
             cli.run.apply_xdp(&mut cfg.xdp);
+            cli.run.apply_rbd(&mut cfg);
             if let Some(s) = cli.run.size_check {
                 cfg.size_check_secs = s;
             }
@@ -439,6 +463,7 @@ fn load_serve_config(path: &Path, run: &RunArgs, top: Option<DatapathKind>) -> R
         cfg.datapath = d;
     }
     run.apply_xdp(&mut cfg.xdp);
+    run.apply_rbd(&mut cfg);
     if let Some(s) = run.size_check {
         cfg.size_check_secs = s;
     }

@@ -174,6 +174,10 @@ struct FileConfig {
     /// Default for every export.
     #[serde(default)]
     writeback: bool,
+    /// Ceph client id of rbd: exports (default admin).
+    rbd_id: Option<String>,
+    /// Seconds a Ceph operation may take (rbd: exports; default 10).
+    rbd_timeout: Option<u64>,
     #[serde(default, rename = "export")]
     exports: Vec<FileExport>,
     #[serde(default)]
@@ -256,6 +260,29 @@ pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
             message,
         },
     };
+    let rbd = crate::bdev::rbd::RbdOptions {
+        id: f.rbd_id.clone(),
+        timeout: match f.rbd_timeout {
+            None => crate::bdev::rbd::DEFAULT_TIMEOUT,
+            Some(t @ 1..=3600) => std::time::Duration::from_secs(t),
+            Some(t) => {
+                return Err(at(
+                    None,
+                    format!("rbd_timeout = {t}: expected seconds from 1 to 3600"),
+                ))
+            }
+        },
+    };
+    if let Some(id) = f
+        .rbd_id
+        .as_deref()
+        .filter(|i| i.is_empty() || i.contains(['\0', ' ']))
+    {
+        return Err(at(
+            None,
+            format!("rbd_id = {id:?}: expected a Ceph client id such as admin"),
+        ));
+    }
     let mut exports = Vec::new();
     for (i, e) in f.exports.into_iter().enumerate() {
         let mut mask = Vec::new();
@@ -284,6 +311,7 @@ pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 direct: e.direct,
                 sync: e.sync,
                 writeback: e.writeback.unwrap_or(f.writeback),
+                rbd: rbd.clone(),
             },
             interfaces: e.interfaces,
             bufcnt: e.bufcnt.unwrap_or(DEFAULT_BUFCNT),
@@ -391,6 +419,38 @@ writeback = true
         assert!(e.contains("turbo"), "{e}");
         let e = err(&format!("{GOOD}\n[xdp]\nqueues = 0\n"));
         assert!(e.contains("queues 0"), "{e}");
+    }
+
+    #[test]
+    fn rbd_options() {
+        let c = from_toml(
+            Path::new("x.toml"),
+            &format!(
+                "rbd_id = \"gw1\"\nrbd_timeout = 4\n{}",
+                GOOD.replace("null:1G", "rbd:pool/ns/img")
+            ),
+        )
+        .unwrap();
+        let d = &c.exports[1].disk;
+        assert_eq!(
+            d.source,
+            Source::Rbd {
+                pool: "pool".into(),
+                namespace: Some("ns".into()),
+                image: "img".into()
+            }
+        );
+        assert_eq!(d.rbd.client_id(), "gw1");
+        assert_eq!(d.rbd.timeout, std::time::Duration::from_secs(4));
+        let d = &from_toml(Path::new("x.toml"), GOOD).unwrap().exports[0].disk;
+        assert_eq!(d.rbd.client_id(), "admin");
+        assert_eq!(d.rbd.timeout, crate::bdev::rbd::DEFAULT_TIMEOUT);
+        let e = err(&format!("rbd_timeout = 0\n{GOOD}"));
+        assert!(e.contains("rbd_timeout = 0"), "{e}");
+        let e = err(&format!("rbd_id = \"\"\n{GOOD}"));
+        assert!(e.contains("rbd_id = \"\""), "{e}");
+        let e = err(&GOOD.replace("null:1G", "rbd:pool"));
+        assert!(e.contains("rbd:pool") && e.contains("line 10"), "{e}");
     }
 
     #[test]

@@ -156,6 +156,7 @@ fn channels_allocate_nothing_per_request() {
             direct,
             sync,
             writeback,
+            rbd: Default::default(),
         };
         let disk = bdev::open(&spec).unwrap();
         let mut frames = Frames::new();

@@ -108,6 +108,7 @@ impl Mode {
             direct: self == Mode::Direct,
             sync: self == Mode::Sync,
             writeback: self == Mode::Writeback,
+            rbd: Default::default(),
         }
     }
 }

@@ -544,6 +544,7 @@ mod tests {
             direct: false,
             sync: false,
             writeback: false,
+            rbd: Default::default(),
         }
     }
 

@@ -34,6 +34,7 @@ pub mod fake;
 pub mod file;
 pub mod file_uring;
 pub mod null;
+pub mod rbd;
 pub mod uring;
 
 use std::fmt;
@@ -289,6 +290,20 @@ pub trait Bdev: Send + Sync + fmt::Debug {
     fn geometry(&self) -> Geometry;
     /// A channel for one worker.
     fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>>;
+    /// What a network store reports about itself (status, metrics); `None`
+    /// for local stores.
+    fn store_status(&self) -> Option<StoreStatus> {
+        None
+    }
+}
+
+/// What `status` shows of a network store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// The Ceph cluster's fsid.
+    pub cluster_fsid: String,
+    /// Requests in flight in the store's client library.
+    pub in_flight: u64,
 }
 
 /// What a channel counts about its own work (published with the worker's
@@ -364,6 +379,16 @@ pub fn open(spec: &DiskSpec) -> Result<Arc<dyn Bdev>, DiskError> {
             )?;
             Ok(Arc::new(fake::FakeAsync::new(sectors)))
         }
+        Source::Rbd {
+            pool,
+            namespace,
+            image,
+        } => Ok(Arc::new(rbd::RbdDisk::open(
+            spec,
+            pool,
+            namespace.as_deref(),
+            image,
+        )?)),
     }
 }
 
@@ -384,6 +409,8 @@ pub struct DiskSpec {
     pub sync: bool,
     /// Acknowledge writes from the page cache (not durable on a crash).
     pub writeback: bool,
+    /// How `rbd:` sources reach their cluster.
+    pub rbd: rbd::RbdOptions,
 }
 
 /// Where the data lives.
@@ -403,6 +430,16 @@ pub enum Source {
         /// Size in bytes.
         bytes: u64,
     },
+    /// A Ceph RBD image (`rbd:POOL/IMAGE`, `rbd:POOL/NAMESPACE/IMAGE`),
+    /// through librbd ([`rbd`]).
+    Rbd {
+        /// Pool.
+        pool: String,
+        /// RADOS namespace inside the pool.
+        namespace: Option<String>,
+        /// Image.
+        image: String,
+    },
 }
 
 impl fmt::Display for Source {
@@ -412,6 +449,16 @@ impl fmt::Display for Source {
             Source::File(p) => write!(f, "{}", p.display()),
             Source::Null { bytes } => write!(f, "null:{bytes}"),
             Source::FakeAsync { bytes } => write!(f, "fake-async:{bytes}"),
+            Source::Rbd {
+                pool,
+                namespace: Some(ns),
+                image,
+            } => write!(f, "rbd:{pool}/{ns}/{image}"),
+            Source::Rbd {
+                pool,
+                namespace: None,
+                image,
+            } => write!(f, "rbd:{pool}/{image}"),
         }
     }
 }
@@ -420,8 +467,28 @@ impl fmt::Display for Source {
 pub const TEST_STORES_ENV: &str = "XBLADE_TEST_STORES";
 
 impl Source {
-    /// Parse `null:SIZE` (with k/m/g/t suffixes) or a path.
+    /// Parse `null:SIZE` (with k/m/g/t suffixes), `rbd:POOL/[NAMESPACE/]IMAGE`
+    /// or a path.
     pub fn parse(s: &str) -> Result<Source, DiskError> {
+        if let Some(rest) = s.strip_prefix("rbd:") {
+            let parts: Vec<&str> = rest.split('/').collect();
+            let bad = parts
+                .iter()
+                .any(|p| p.is_empty() || p.contains(['\0', '@']) || p.trim() != *p);
+            return match parts.as_slice() {
+                [pool, image] if !bad => Ok(Source::Rbd {
+                    pool: (*pool).into(),
+                    namespace: None,
+                    image: (*image).into(),
+                }),
+                [pool, ns, image] if !bad => Ok(Source::Rbd {
+                    pool: (*pool).into(),
+                    namespace: Some((*ns).into()),
+                    image: (*image).into(),
+                }),
+                _ => Err(DiskError::BadRbdSpec(s.into())),
+            };
+        }
         if let Some(size) = s.strip_prefix("null:") {
             return Ok(Source::Null {
                 bytes: parse_size(size).ok_or_else(|| DiskError::BadSize(s.into()))?,
@@ -494,6 +561,12 @@ pub enum DiskError {
     /// A test-only store asked for outside the tests.
     #[error("{0:?} is a test store (memory, lost at exit): set XBLADE_TEST_STORES=1 to use it")]
     TestOnly(String),
+    /// A malformed `rbd:` spec.
+    #[error("bad RBD spec {0:?}: expected rbd:POOL/IMAGE or rbd:POOL/NAMESPACE/IMAGE (no snapshots, no empty names)")]
+    BadRbdSpec(String),
+    /// An RBD image could not be opened.
+    #[error(transparent)]
+    Rbd(#[from] rbd::RbdError),
     /// A zero-sector export.
     #[error("export of {0} would have no sectors")]
     Empty(String),
@@ -549,6 +622,37 @@ mod tests {
             Source::Null { bytes: 1 << 20 }
         );
         assert!(Source::parse("null:lots").is_err());
+    }
+
+    #[test]
+    fn rbd_specs() {
+        for (s, pool, ns, image) in [
+            ("rbd:rbd/disk1", "rbd", None, "disk1"),
+            ("rbd:pool/ns/img", "pool", Some("ns"), "img"),
+        ] {
+            let src = Source::parse(s).unwrap();
+            assert_eq!(
+                src,
+                Source::Rbd {
+                    pool: pool.into(),
+                    namespace: ns.map(Into::into),
+                    image: image.into()
+                }
+            );
+            assert_eq!(src.to_string(), s);
+        }
+        for bad in [
+            "rbd:",
+            "rbd:pool",
+            "rbd:pool/",
+            "rbd:/img",
+            "rbd:a/b/c/d",
+            "rbd:pool//img",
+            "rbd:pool/img@snap",
+        ] {
+            let e = Source::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -195,13 +195,64 @@ pub fn prometheus_exports(exports: &[ExportStatus]) -> String {
             u8::from(e.read_only)
         ));
     }
+    let stores: Vec<_> = exports
+        .iter()
+        .filter_map(|e| Some((e, e.cluster_fsid.as_ref()?, e.store_in_flight?)))
+        .collect();
+    if !stores.is_empty() {
+        o.push_str("# HELP xblade_export_store_in_flight Requests in flight in the store's client library (librbd), by cluster.\n# TYPE xblade_export_store_in_flight gauge\n");
+        for (e, fsid, n) in stores {
+            o.push_str(&format!(
+                "xblade_export_store_in_flight{{shelf=\"{}\",slot=\"{}\",source=\"{}\",cluster_fsid=\"{}\"}} {n}\n",
+                e.shelf,
+                e.slot,
+                label(&e.source),
+                label(fsid)
+            ));
+        }
+    }
     o
+}
+
+/// A Prometheus label value, escaped.
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::stats::XdpStats;
+
+    #[test]
+    fn prometheus_store_gauge_only_for_network_stores() {
+        let e = |source: &str, fsid: Option<&str>| ExportStatus {
+            shelf: 1,
+            slot: 2,
+            sectors: 8,
+            read_only: false,
+            config: String::new(),
+            mac_mask: Vec::new(),
+            reserve: Vec::new(),
+            source: source.into(),
+            interfaces: Vec::new(),
+            offset: 0,
+            fixed_length: false,
+            direct: false,
+            writeback: false,
+            cluster_fsid: fsid.map(Into::into),
+            store_in_flight: fsid.map(|_| 3),
+        };
+        let t = prometheus_exports(&[e("/dev/x", None)]);
+        assert!(!t.contains("store_in_flight"), "{t}");
+        let t = prometheus_exports(&[e("rbd:p/i\"x", Some("f-1"))]);
+        assert!(
+            t.contains("xblade_export_store_in_flight{shelf=\"1\",slot=\"2\",source=\"rbd:p/i\\\"x\",cluster_fsid=\"f-1\"} 3"),
+            "{t}"
+        );
+    }
 
     #[test]
     fn prometheus_has_labels() {

@@ -144,6 +144,12 @@ pub fn render_status(st: &Status) -> String {
             },
             e.interfaces.join(","),
         ));
+        if let Some(fsid) = &e.cluster_fsid {
+            o.push_str(&format!(
+                "           ceph cluster {fsid}, librbd requests in flight {}\n",
+                e.store_in_flight.unwrap_or(0)
+            ));
+        }
         if !e.mac_mask.is_empty() {
             o.push_str(&format!("           mask {}\n", e.mac_mask.join(",")));
         }

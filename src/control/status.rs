@@ -50,6 +50,12 @@ pub struct ExportStatus {
     /// Writes acknowledged from the page cache.
     #[serde(default)]
     pub writeback: bool,
+    /// Ceph cluster fsid (rbd: exports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_fsid: Option<String>,
+    /// Requests in flight in the store's client library (rbd: exports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_in_flight: Option<u64>,
 }
 
 /// One served interface as `status` reports it.
@@ -130,6 +136,7 @@ impl Sources {
                 .map(|v| {
                     let e = &v.export;
                     let s = e.state();
+                    let store = v.disk.store_status();
                     ExportStatus {
                         shelf: e.info.shelf,
                         slot: e.info.slot,
@@ -144,6 +151,8 @@ impl Sources {
                         fixed_length: v.fixed_length,
                         direct: v.direct,
                         writeback: v.writeback,
+                        cluster_fsid: store.as_ref().map(|s| s.cluster_fsid.clone()),
+                        store_in_flight: store.map(|s| s.in_flight),
                     }
                 })
                 .collect(),

@@ -137,6 +137,9 @@ pub struct ExportView {
     pub direct: bool,
     /// Writes acknowledged from the page cache.
     pub writeback: bool,
+    /// The store (network stores report their cluster and requests in
+    /// flight at query time).
+    pub disk: Arc<dyn Bdev>,
 }
 
 /// One served interface.
@@ -250,6 +253,8 @@ impl Server {
     /// Open everything and start the workers. A configuration without
     /// exports starts idle (no worker) and can be reloaded.
     pub fn start(cfg: &Config, cores: &[usize]) -> Result<Server, StartError> {
+        // Before any rbd: export connects: keep librados off these cores.
+        crate::bdev::rbd::set_worker_cores(cores);
         let host = hostname();
         let mut known: BTreeMap<String, IfaceInfo> = BTreeMap::new();
         for e in &cfg.exports {
@@ -351,6 +356,7 @@ impl Server {
                 fixed_length: r.spec.disk.length_sectors.is_some(),
                 direct: r.spec.disk.direct,
                 writeback: r.spec.disk.writeback,
+                disk: Arc::clone(&r.disk),
             })
             .collect();
         let mut interfaces = Vec::new();

@@ -249,7 +249,7 @@ pub(super) fn open_export(
         mask: e.mac_mask.clone(),
         reserve: Vec::new(),
     };
-    info!(shelf, slot, sectors = disk.sectors(), source = ?e.disk.source,
+    info!(shelf, slot, sectors = disk.sectors(), source = %e.disk.source,
           read_only = e.disk.read_only, direct = e.disk.direct,
           interfaces = ?e.interfaces, "export ready");
     Ok(ExportRec {

@@ -219,6 +219,7 @@ mod tests {
                 direct: false,
                 sync: false,
                 writeback: false,
+                rbd: Default::default(),
             },
             interfaces: ifaces.iter().map(|s| s.to_string()).collect(),
             bufcnt: 64,

@@ -1,0 +1,282 @@
+//! A worker's queue to an RBD image: its own image handle, requests started
+//! with librbd's asynchronous calls on the frame memory itself, completions
+//! announced on the image's eventfd and collected with
+//! `rbd_poll_io_events` (no librbd callback: nothing of ours runs on
+//! librbd's threads).
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::ffi::{self, Completion};
+use super::{open_image, ImageHandle, RbdDisk, SharedImage};
+use crate::bdev::{
+    BlockOp, BlockReq, BlockResult, Channel, ChannelCx, Segs, Submit, Tag, MAX_SEGS,
+};
+use crate::wire::SECTOR_SIZE;
+
+/// Completions collected per `rbd_poll_io_events` call.
+const POLL_BATCH: usize = 32;
+
+/// One request in flight. librbd keeps the iovec array of a readv until it
+/// completes (it copies the data there at the end), so it lives here, in
+/// memory that does not move while the channel lives.
+struct Slot {
+    tag: Tag,
+    op: BlockOp,
+    len: u32,
+    comp: Completion,
+    iov: [libc::iovec; MAX_SEGS],
+}
+
+/// See the module documentation.
+pub struct RbdChannel {
+    lib: &'static ffi::Lib,
+    /// Slots, indexed by the completion's argument; never resized.
+    slots: Box<[Slot]>,
+    free: Vec<u32>,
+    base: u64,
+    sectors: Arc<AtomicU64>,
+    /// librbd requests in flight over the export (status).
+    export_in_flight: Arc<AtomicU64>,
+    /// The export's registry of channel handles (size probe).
+    registry: Arc<std::sync::Mutex<Vec<SharedImage>>>,
+    /// Field order is drop order after `Drop::drop` has waited for the
+    /// requests: the image closes before the eventfd it writes to.
+    handle: ImageHandle,
+    event: OwnedFd,
+}
+
+// SAFETY: the raw pointers (completions, iovec bases) belong to requests of
+// this channel, which moves between threads only as a whole.
+unsafe impl Send for RbdChannel {}
+
+impl std::fmt::Debug for RbdChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RbdChannel")
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+impl RbdChannel {
+    /// Open the worker's own image handle and its eventfd.
+    pub fn open(disk: &RbdDisk, cx: &ChannelCx) -> io::Result<RbdChannel> {
+        let lib = disk.pool.cluster.lib;
+        // From a thread off the workers' cores: opening starts librbd
+        // threads, which inherit the opener's CPU mask.
+        let handle = super::off_workers(|| open_image(&disk.pool, &disk.name, disk.read_only))
+            .map_err(io::Error::other)?
+            .map_err(|r| io::Error::from_raw_os_error(-r))?;
+        // SAFETY: plain syscall; the descriptor is owned below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        let event = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: an open image; the eventfd outlives it (field order).
+        let r =
+            unsafe { (lib.rbd_set_image_notification)(handle.image, fd, ffi::EVENT_TYPE_EVENTFD) };
+        if r < 0 {
+            return Err(io::Error::from_raw_os_error(-r));
+        }
+        disk.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(SharedImage(handle.image));
+        let depth = cx.depth.max(1);
+        let slots = (0..depth)
+            .map(|_| Slot {
+                tag: 0,
+                op: BlockOp::Flush,
+                len: 0,
+                comp: std::ptr::null_mut(),
+                iov: [libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                }; MAX_SEGS],
+            })
+            .collect();
+        Ok(RbdChannel {
+            lib,
+            slots,
+            free: (0..depth).rev().collect(),
+            base: disk.base,
+            sectors: Arc::clone(&disk.sectors),
+            export_in_flight: Arc::clone(&disk.in_flight),
+            registry: Arc::clone(&disk.handles),
+            handle,
+            event,
+        })
+    }
+
+    /// The result of a finished request from librbd's return value: bytes
+    /// (reads must return all of them) or -errno.
+    fn result(op: BlockOp, len: u32, r: isize) -> BlockResult {
+        if r < 0 {
+            return Err(i32::try_from(-r).unwrap_or(libc::EIO));
+        }
+        let ok = match op {
+            BlockOp::Read => r as usize == len as usize,
+            // librbd reports 0 or the length for a write.
+            BlockOp::Write => r == 0 || r as usize == len as usize,
+            BlockOp::Flush => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(libc::EIO)
+        }
+    }
+
+    /// Release slot `i` and its completion.
+    fn finish(&mut self, i: u32) {
+        let s = &mut self.slots[i as usize];
+        // SAFETY: the completion is finished (returned by
+        // rbd_poll_io_events or waited for) and released once.
+        unsafe { (self.lib.rbd_aio_release)(s.comp) };
+        s.comp = std::ptr::null_mut();
+        self.free.push(i);
+        self.export_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Channel for RbdChannel {
+    unsafe fn submit(&mut self, req: BlockReq, segs: &Segs, tag: Tag) -> Submit {
+        let end = req.offset.checked_add(u64::from(req.len));
+        if end.is_none_or(|e| e > self.sectors.load(Ordering::Acquire) * SECTOR_SIZE as u64)
+            || segs.total() != req.len as usize
+        {
+            // The engine never asks for this; refuse rather than trust it.
+            return Submit::Done(Err(libc::EINVAL));
+        }
+        let Some(i) = self.free.pop() else {
+            return Submit::Busy;
+        };
+        let mut comp: Completion = std::ptr::null_mut();
+        // SAFETY: out pointer; the argument is the slot index (no callback:
+        // completion is announced on the eventfd).
+        let r = unsafe {
+            (self.lib.rbd_aio_create_completion)(i as usize as *mut c_void, None, &mut comp)
+        };
+        if r < 0 {
+            self.free.push(i);
+            return Submit::Done(Err(-r));
+        }
+        let s = &mut self.slots[i as usize];
+        s.tag = tag;
+        s.op = req.op;
+        s.len = req.len;
+        s.comp = comp;
+        for (v, g) in s.iov.iter_mut().zip(segs.as_slice()) {
+            v.iov_base = g.ptr.cast();
+            v.iov_len = g.len as usize;
+        }
+        let n = segs.as_slice().len() as i32;
+        let at = self.base + req.offset;
+        let img = self.handle.image;
+        // SAFETY: the caller lends the segments until this tag is reaped
+        // (the submit contract), and the iovec array sits in this slot,
+        // which stays put and untouched until then; the completion is this
+        // request's.
+        let r = unsafe {
+            match req.op {
+                BlockOp::Read => (self.lib.rbd_aio_readv)(img, s.iov.as_ptr(), n, at, comp),
+                BlockOp::Write => (self.lib.rbd_aio_writev)(img, s.iov.as_ptr(), n, at, comp),
+                BlockOp::Flush => (self.lib.rbd_aio_flush)(img, comp),
+            }
+        };
+        self.export_in_flight.fetch_add(1, Ordering::Relaxed);
+        if r < 0 {
+            // Refused before it started: the completion never fires.
+            self.finish(i);
+            return Submit::Done(Err(-r));
+        }
+        Submit::Queued
+    }
+
+    fn end_batch(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn reap(&mut self, done: &mut dyn FnMut(Tag, BlockResult)) -> usize {
+        let mut n = 0;
+        let mut comps: [Completion; POLL_BATCH] = [std::ptr::null_mut(); POLL_BATCH];
+        loop {
+            // SAFETY: an open image; `comps` holds POLL_BATCH entries.
+            let got = unsafe {
+                (self.lib.rbd_poll_io_events)(
+                    self.handle.image,
+                    comps.as_mut_ptr(),
+                    POLL_BATCH as i32,
+                )
+            };
+            if got <= 0 {
+                break;
+            }
+            for &c in &comps[..got as usize] {
+                // SAFETY: a finished completion of this image, created by
+                // this channel with its slot index as argument.
+                let (i, r) = unsafe {
+                    (
+                        (self.lib.rbd_aio_get_arg)(c) as usize,
+                        (self.lib.rbd_aio_get_return_value)(c),
+                    )
+                };
+                let Some(s) = self.slots.get(i).filter(|s| s.comp == c) else {
+                    tracing::error!(
+                        slot = i,
+                        "librbd returned a completion this channel does not own"
+                    );
+                    continue;
+                };
+                let (tag, res) = (s.tag, Self::result(s.op, s.len, r));
+                self.finish(i as u32);
+                done(tag, res);
+                n += 1;
+            }
+            if (got as usize) < POLL_BATCH {
+                break;
+            }
+        }
+        n
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        Some(self.event.as_raw_fd())
+    }
+
+    fn in_flight(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
+impl Drop for RbdChannel {
+    fn drop(&mut self) {
+        // Requests still out hold pointers into frames and into our slots:
+        // wait for each before the image (and the slots) go.
+        for i in 0..self.slots.len() {
+            let c = self.slots[i].comp;
+            if !c.is_null() {
+                // SAFETY: an unreleased completion of this channel.
+                unsafe { (self.lib.rbd_aio_wait_for_complete)(c) };
+            }
+        }
+        // Take them off the image's event queue, then release every one.
+        self.reap(&mut |_, _| {});
+        for i in 0..self.slots.len() as u32 {
+            if !self.slots[i as usize].comp.is_null() {
+                self.finish(i);
+            }
+        }
+        let me = SharedImage(self.handle.image);
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|h| *h != me);
+    }
+}
