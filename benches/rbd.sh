@@ -63,11 +63,28 @@ rbdx() { ip netns exec "$NT" timeout $((SECS * 4 + 60)) rbd "$@"; }
 # Fill the image once so that reads hit written objects on both sides.
 rbdx bench --io-type write --io-size 4M --io-threads 4 --io-total 1G --io-pattern seq rbd/bench >/dev/null
 
-librbd() { # TYPE: ops/s of rbd bench (4 KiB random, 64 in flight, about SECS s at 40k ops/s)
-  rbdx bench --io-type "$1" --io-size 4K --io-threads 64 --io-pattern rand \
-    --io-total $((4096 * 40000 * SECS)) rbd/bench 2>&1 | tee "$W/rbd-$1.log" |
-    awk '/elapsed:/ { for (i = 1; i <= NF; i++) if ($i == "ops/sec:") v = $(i + 1) } END { print v }'
+librbd() { # TYPE: "ops/s cpu_us_per_op" of rbd bench (4 KiB random, 64 in flight) over SECS s
+  # rbd bench runs to --io-total: stop it after SECS s, rate its last progress
+  # line ("SEC OPS OPS/SEC BYTES/SEC") and take its CPU time from wait4.
+  ip netns exec "$NT" python3 - "$SECS" "$1" "$W/rbd-$1.log" <<'PY'
+import os, re, signal, subprocess, sys, time
+secs, kind, log = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+with open(log, "w") as out:
+    p = subprocess.Popen(["rbd", "bench", "--io-type", kind, "--io-size", "4K", "--io-threads", "64",
+                          "--io-pattern", "rand", "--io-total", "100G", "rbd/bench"],
+                         stdout=out, stderr=subprocess.STDOUT)
+    time.sleep(secs)
+    p.send_signal(signal.SIGINT)
+    _, _, ru = os.wait4(p.pid, 0)
+s = o = 0
+for line in open(log):
+    f = line.split()
+    if len(f) >= 4 and f[0].isdigit():
+        s, o = int(f[0]), int(f[1])
+print(f"{o / s:.0f} {(ru.ru_utime + ru.ru_stime) / max(o, 1) * 1e6:.1f}" if s else "0 0")
+PY
 }
+
 gateway_start() {
   local dpargs=(--datapath "$DP")
   [[ $DP == xdp ]] && dpargs+=(--xdp-mode native)
@@ -79,21 +96,23 @@ gateway_start() {
 }
 gateway() { # OP: req/s of xblade bench through the gateway
   ip netns exec "$NI" "$XB" bench --iface xbrbi --target 1.1 --op "$1" --bytes 4k --window 64 \
-    --duration "${SECS}s" --warmup 1s --json "$W/xb-$1.json" >"$W/xb-$1.log" 2>&1 ||
+    --duration "${SECS}s" --warmup 1s --target-pid "$GW" --json "$W/xb-$1.json" >"$W/xb-$1.log" 2>&1 ||
     { cat "$W/xb-$1.log" >&2; exit 1; }
-  python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["requests_per_s"]))' "$W/xb-$1.json"
+  python3 -c 'import json,sys; r = json.load(open(sys.argv[1]))
+print(round(r["requests_per_s"]), round(r["target_cpu"]["cpu"]["ns_per_request"] / 1000, 1))' "$W/xb-$1.json"
 }
 
 gateway_start
 {
   echo "# xblade gateway ($DP) on Ceph RBD vs librbd's rbd bench: 4 KiB random, 64 in flight, ${SECS} s"
   echo "# $(date -u +%F) $(nproc) CPUs, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg); one-node memstore cluster on 127.0.0.1"
-  printf '%-6s %-4s %12s %12s %8s\n' workload run "rbd bench" "gateway" ratio
+  printf '%-6s %-4s %12s %12s %8s %16s %16s\n' workload run "rbd bench" gateway ratio "librbd CPU/op" "gateway CPU/op"
   for r in $(seq "$RUNS"); do
     for op in read write; do
-      lib=$(librbd "$op")
-      gw=$(gateway "$op")
-      printf '%-6s %-4s %12.0f %12.0f %7.2fx\n' "$op" "$r" "$lib" "$gw" "$(python3 -c "print($gw / $lib)")"
+      read -r lib libcpu <<<"$(librbd "$op")"
+      read -r gw gwcpu <<<"$(gateway "$op")"
+      printf '%-6s %-4s %12.0f %12.0f %7.2fx %13.1f us %13.1f us\n' "$op" "$r" "$lib" "$gw" \
+        "$(python3 -c "print($gw / max($lib, 1))")" "$libcpu" "$gwcpu"
     done
   done
 } | tee "$OUT/rbd.txt"

@@ -93,6 +93,10 @@ impl Cluster {
         for (k, v) in [
             // Acknowledged means on the OSDs.
             ("rbd_cache", "false"),
+            // Writes leave from the request frame without a copy: the
+            // frame stays the request's until librbd completes it (the
+            // channel contract), which is what librbd needs to borrow it.
+            ("rbd_disable_zero_copy_writes", "false"),
             ("rados_osd_op_timeout", t.as_str()),
             ("rados_mon_op_timeout", t.as_str()),
             ("client_mount_timeout", t.as_str()),
