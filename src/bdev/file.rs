@@ -387,6 +387,7 @@ impl FileChannel {
     ///
     /// As [`Channel::submit`]: the segments are lent for the call.
     #[allow(unsafe_code)]
+    #[inline]
     unsafe fn transfer(file: &File, segs: &Segs, mut at: u64, write: bool) -> BlockResult {
         for s in segs.as_slice() {
             // SAFETY: the submit contract lends each segment, valid for
@@ -410,6 +411,7 @@ impl FileChannel {
     ///
     /// As [`Channel::submit`].
     #[allow(unsafe_code)]
+    #[inline]
     unsafe fn rw(&mut self, file_is_plain: bool, segs: &Segs, at: u64, write: bool) -> BlockResult {
         let file: &File = match (&self.plain, file_is_plain) {
             (Some(p), true) => p,

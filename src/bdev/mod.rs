@@ -86,6 +86,7 @@ impl Default for Segs {
 
 impl Segs {
     /// One segment.
+    #[inline]
     pub fn one(ptr: *mut u8, len: usize) -> Segs {
         let mut s = Segs::default();
         s.push(ptr, len);
@@ -93,6 +94,7 @@ impl Segs {
     }
 
     /// Append a segment; false (nothing appended) when full.
+    #[inline]
     pub fn push(&mut self, ptr: *mut u8, len: usize) -> bool {
         let i = usize::from(self.n);
         if i == MAX_SEGS {
@@ -107,16 +109,19 @@ impl Segs {
     }
 
     /// The segments.
+    #[inline]
     pub fn as_slice(&self) -> &[Seg] {
         &self.seg[..usize::from(self.n)]
     }
 
     /// Bytes in all segments.
+    #[inline]
     pub fn total(&self) -> usize {
         self.as_slice().iter().map(|s| s.len as usize).sum()
     }
 
     /// Every segment starts and ends on a multiple of `align` bytes.
+    #[inline]
     pub fn aligned(&self, align: usize) -> bool {
         align <= 1
             || self
@@ -214,6 +219,7 @@ pub struct MemRegion {
 
 impl MemRegion {
     /// Index of the region in `regions` that holds every segment of `segs`.
+    #[inline]
     pub fn holding(regions: &[MemRegion], segs: &Segs) -> Option<usize> {
         regions.iter().position(|r| {
             let (lo, hi) = (r.ptr as usize, r.ptr as usize + r.len);

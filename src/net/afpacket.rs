@@ -48,6 +48,7 @@ pub struct AfPacketIo {
 }
 
 impl AfPacketIo {
+    #[inline]
     fn data(&mut self, f: &PacketFrame, data: usize) -> Segs {
         let room = self.pool.frame_mut(usize::from(f.0));
         // The engine caps sectors by the room; were it ever larger, the
@@ -101,32 +102,40 @@ impl FrameIo for AfPacketIo {
         }
     }
 
+    #[inline]
     fn head(&mut self, f: &PacketFrame) -> &mut [u8] {
         self.pool.frame_mut(usize::from(f.0))
     }
 
+    #[inline]
     fn read_segs(&mut self, f: &mut PacketFrame, data: usize) -> Option<Segs> {
         Some(self.data(f, data))
     }
 
+    #[inline]
     fn write_segs(&mut self, f: &mut PacketFrame, data: usize) -> Segs {
         self.data(f, data)
     }
 
+    #[inline]
     fn trim(&mut self, _f: &mut PacketFrame) {}
 
+    #[inline]
     fn post(&mut self, f: PacketFrame, len: usize) {
         self.tx.push((usize::from(f.0), len));
     }
 
+    #[inline]
     fn release(&mut self, f: PacketFrame) {
         self.free.push(f.0);
     }
 
+    #[inline]
     fn alloc(&mut self) -> Option<PacketFrame> {
         self.free.pop().map(PacketFrame)
     }
 
+    #[inline]
     fn reap_tx(&mut self) -> usize {
         0
     }
@@ -149,14 +158,17 @@ impl FrameIo for AfPacketIo {
         })
     }
 
+    #[inline]
     fn refill(&mut self, _sleeping: bool) -> io::Result<usize> {
         Ok(0)
     }
 
+    #[inline]
     fn tx_owed(&self) -> bool {
         false
     }
 
+    #[inline]
     fn rx_fd(&self) -> RawFd {
         self.sock.as_raw_fd()
     }

@@ -38,6 +38,7 @@ impl<T> Inflight<T> {
     }
 
     /// Requests in flight.
+    #[inline]
     pub fn len(&self) -> usize {
         self.slots.len() - self.free.len()
     }
@@ -48,6 +49,7 @@ impl<T> Inflight<T> {
     }
 
     /// No room for another request.
+    #[inline]
     pub fn is_full(&self) -> bool {
         self.free.is_empty()
     }
@@ -63,8 +65,33 @@ impl<T> Inflight<T> {
         }
     }
 
+    /// Take a tag for a request about to be submitted, before its frame
+    /// moves in: a store that completes during the submit never makes the
+    /// frame move in and out. `None` when full.
+    #[inline]
+    pub fn reserve(&mut self) -> Option<Tag> {
+        self.free.pop()
+    }
+
+    /// The store took the request under `tag` (from [`Inflight::reserve`]):
+    /// its frame moves in.
+    #[inline]
+    pub fn fill(&mut self, tag: Tag, req: Req<T>) {
+        debug_assert!(self.slots[tag as usize].is_none());
+        self.slots[tag as usize] = Some(req);
+    }
+
+    /// The request of a reserved `tag` was not taken (done during the
+    /// submit, or refused): the tag is free again.
+    #[inline]
+    pub fn unreserve(&mut self, tag: Tag) {
+        debug_assert!(self.slots[tag as usize].is_none());
+        self.free.push(tag);
+    }
+
     /// The request of `tag` (None: not in flight, a store's bug: the caller
     /// logs it and carries on).
+    #[inline]
     pub fn take(&mut self, tag: Tag) -> Option<Req<T>> {
         let r = self.slots.get_mut(tag as usize)?.take()?;
         self.free.push(tag);

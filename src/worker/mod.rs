@@ -464,7 +464,8 @@ impl<F: FrameIo> Worker<F> {
     ///
     /// This is where frame memory is lent to a store: the segments point
     /// into the frame, which moves into the in-flight table under the tag
-    /// the store gets, and comes out only when the tag comes back.
+    /// the store gets (unless the store is done during the submit), and
+    /// comes out only when the tag comes back.
     fn start(&mut self, mut f: F::Frame, io: DiskIo, store: u16) -> Result<(), F::Frame> {
         let Some(st) = self.stores.get_mut(store) else {
             // Cannot happen: a store stays until its requests are done.
@@ -502,31 +503,33 @@ impl<F: FrameIo> Worker<F> {
             offset: io.offset,
             len: if op == BlockOp::Flush { 0 } else { io.len },
         };
-        let tag = match self.inflight.insert(Req {
-            frame: f,
-            io,
-            store,
-        }) {
-            Ok(t) => t,
-            Err(r) => return Err(r.frame),
+        let Some(tag) = self.inflight.reserve() else {
+            return Err(f);
         };
         let Some(st) = self.stores.get_mut(store) else {
             unreachable!("looked up above")
         };
-        // SAFETY: `segs` lie in the frame now held by the in-flight slot
-        // `tag` (its first buffer and the buffers read_segs/write_segs
-        // attached to it), which this worker neither touches, sends nor
-        // releases until the channel is done with it: at return for
-        // Done and Busy (taken back below), else until `tag` is reaped.
+        // SAFETY: `segs` lie in frame `f` (its first buffer and the buffers
+        // read_segs/write_segs attached to it), which this worker neither
+        // touches, sends nor releases until the channel is done with it:
+        // at return for Done and Busy; for Queued, `f` moves (the handle,
+        // not the memory) into the in-flight slot `tag` and stays there
+        // until the channel hands `tag` back.
         let submitted = unsafe { st.chan.submit(req, &segs, tag) };
         match submitted {
-            Submit::Queued => Ok(()),
-            Submit::Done(res) => {
-                let r = self.inflight.take(tag).expect("just inserted");
-                self.finish(r.frame, r.io, res);
+            Submit::Queued => {
+                self.inflight.fill(tag, Req { frame: f, io, store });
                 Ok(())
             }
-            Submit::Busy => Err(self.inflight.take(tag).expect("just inserted").frame),
+            Submit::Done(res) => {
+                self.inflight.unreserve(tag);
+                self.finish(f, io, res);
+                Ok(())
+            }
+            Submit::Busy => {
+                self.inflight.unreserve(tag);
+                Err(f)
+            }
         }
     }
 

@@ -111,11 +111,13 @@ impl Stores {
     }
 
     /// The store of engine export `export`.
+    #[inline]
     pub fn of_export(&self, export: usize) -> u16 {
         self.by_export[export]
     }
 
     /// Store `i`.
+    #[inline]
     pub fn get_mut(&mut self, i: u16) -> Option<&mut Store> {
         self.slots.get_mut(usize::from(i))?.as_mut()
     }

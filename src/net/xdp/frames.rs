@@ -52,6 +52,7 @@ pub struct Frags {
 }
 
 impl Frags {
+    #[inline]
     fn one(c: u32, len: usize) -> Frags {
         let mut f = Frags::default();
         f.push(c, len);
@@ -59,6 +60,7 @@ impl Frags {
     }
 
     /// Append a fragment; false when full.
+    #[inline]
     fn push(&mut self, c: u32, len: usize) -> bool {
         let i = self.n as usize;
         if i == MAX_FRAGS {
@@ -70,14 +72,17 @@ impl Frags {
         true
     }
 
+    #[inline]
     fn chunks(&self) -> &[u32] {
         &self.chunk[..self.n as usize]
     }
 
+    #[inline]
     fn head(&self) -> u32 {
         self.chunk[0]
     }
 
+    #[inline]
     fn total(&self) -> usize {
         self.len[..self.n as usize]
             .iter()
@@ -185,6 +190,7 @@ impl XdpIo {
 
     /// Queue a frame of `len` bytes spread over `frags` (each holding ROOM
     /// bytes but the last) for TX.
+    #[inline]
     fn post_frags(&mut self, frags: &[u32], len: usize, from: ChunkState) {
         // Without XDP_USE_SG the kernel takes no XDP_PKT_CONTD chain: the
         // port's sectors are capped so that every reply fits one chunk.
@@ -273,6 +279,7 @@ impl XdpIo {
         }
     }
 
+    #[inline]
     fn release_frags(&mut self, frags: &[u32], from: ChunkState) {
         for &c in frags {
             self.chunks.release(c, from);
@@ -291,6 +298,7 @@ impl XdpIo {
 
     /// The data pieces of a request's fragments: `data` bytes from frame
     /// byte 36 of the head, then from byte 0 of the others.
+    #[inline]
     fn pieces(&self, frags: &Frags, data: usize) -> (Segs, usize) {
         let mut segs = Segs::default();
         let mut used = 0;
@@ -369,6 +377,7 @@ impl FrameIo for XdpIo {
         Ok(())
     }
 
+    #[inline]
     fn head(&mut self, f: &XdpFrame) -> &mut [u8] {
         // SAFETY: the frame's chunks belong to the holder of `f` (Rx, Disk
         // with no store operation, or InTx not yet posted): on no ring, and
@@ -376,6 +385,7 @@ impl FrameIo for XdpIo {
         unsafe { self.xsk.room(f.frags.head()) }
     }
 
+    #[inline]
     fn read_segs(&mut self, f: &mut XdpFrame, data: usize) -> Option<Segs> {
         if f.state != ChunkState::Disk {
             // The reply's chunks: the request's head, then free chunks for
@@ -404,6 +414,7 @@ impl FrameIo for XdpIo {
         Some(self.pieces(&f.frags, data).0)
     }
 
+    #[inline]
     fn write_segs(&mut self, f: &mut XdpFrame, data: usize) -> Segs {
         let (segs, used) = self.pieces(&f.frags, data);
         if f.state != ChunkState::Disk {
@@ -424,6 +435,7 @@ impl FrameIo for XdpIo {
         segs
     }
 
+    #[inline]
     fn trim(&mut self, f: &mut XdpFrame) {
         if f.frags.n > 1 {
             self.release_frags(&f.frags.chunks()[1..], f.state);
@@ -431,15 +443,18 @@ impl FrameIo for XdpIo {
         }
     }
 
+    #[inline]
     fn post(&mut self, f: XdpFrame, len: usize) {
         let XdpFrame { frags, state } = f;
         self.post_frags(frags.chunks(), len, state);
     }
 
+    #[inline]
     fn release(&mut self, f: XdpFrame) {
         self.release_frags(f.frags.chunks(), f.state);
     }
 
+    #[inline]
     fn alloc(&mut self) -> Option<XdpFrame> {
         let c = self.chunks.alloc(ChunkState::InTx)?;
         Some(XdpFrame {
@@ -486,6 +501,7 @@ impl FrameIo for XdpIo {
         Ok(())
     }
 
+    #[inline]
     fn reap_tx(&mut self) -> usize {
         if self.tx_outstanding == 0 {
             return 0;
@@ -519,10 +535,12 @@ impl FrameIo for XdpIo {
         })
     }
 
+    #[inline]
     fn tx_owed(&self) -> bool {
         self.tx_outstanding > 0 || !self.tx_q.is_empty()
     }
 
+    #[inline]
     fn rx_fd(&self) -> RawFd {
         self.xsk.fd()
     }

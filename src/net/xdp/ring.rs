@@ -53,12 +53,14 @@ impl<T> Raw<T> {
         }
     }
 
+    #[inline]
     fn load(p: *const AtomicU32, o: Ordering) -> u32 {
         // SAFETY: the index lies in the ring's mapping (Raw::new's
         // contract); the kernel updates it concurrently, hence the atomic.
         unsafe { (*p).load(o) }
     }
 
+    #[inline]
     fn store(p: *const AtomicU32, v: u32) {
         // SAFETY: as in load.
         unsafe { (*p).store(v, Ordering::Release) }
@@ -96,6 +98,7 @@ unsafe impl<T: Copy> Send for Consumer<T> {}
 impl<T: Copy> Producer<T> {
     /// The producing side of `raw`; nothing else in this process may
     /// produce into it.
+    #[inline]
     fn over(raw: Raw<T>, map: Option<Mapping>) -> Self {
         let prod = Raw::<T>::load(raw.producer, Ordering::Relaxed);
         let cached_end = Raw::<T>::load(raw.consumer, Ordering::Acquire).wrapping_add(raw.size);
@@ -109,6 +112,7 @@ impl<T: Copy> Producer<T> {
 
     /// Free slots, at least `want` if the ring has them: the cached
     /// consumer index is reloaded only when it shows fewer.
+    #[inline]
     pub fn free(&mut self, want: u32) -> u32 {
         let free = self.cached_end.wrapping_sub(self.prod);
         if free >= want {
@@ -122,6 +126,7 @@ impl<T: Copy> Producer<T> {
     /// Write one entry after those pending; false (nothing written) when
     /// [`Producer::free`] did not find room for it. The entry is the
     /// kernel's once [`Producer::publish`] runs.
+    #[inline]
     pub fn push(&mut self, v: T) -> bool {
         if self.cached_end.wrapping_sub(self.prod) == 0 {
             return false;
@@ -136,18 +141,21 @@ impl<T: Copy> Producer<T> {
     }
 
     /// Hand every pushed entry to the kernel.
+    #[inline]
     pub fn publish(&mut self) {
         Raw::<T>::store(self.raw.producer, self.prod);
     }
 
     /// Published entries the kernel has not consumed yet (an exact count:
     /// reads its index).
+    #[inline]
     pub fn unconsumed(&self) -> u32 {
         self.prod
             .wrapping_sub(Raw::<T>::load(self.raw.consumer, Ordering::Acquire))
     }
 
     /// The kernel asks for a wakeup (`XDP_USE_NEED_WAKEUP`).
+    #[inline]
     pub fn needs_wakeup(&self) -> bool {
         Raw::<T>::load(self.raw.flags, Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0
     }
@@ -156,6 +164,7 @@ impl<T: Copy> Producer<T> {
 impl<T: Copy> Consumer<T> {
     /// The consuming side of `raw`; nothing else in this process may
     /// consume from it.
+    #[inline]
     fn over(raw: Raw<T>, map: Option<Mapping>) -> Self {
         let cons = Raw::<T>::load(raw.consumer, Ordering::Relaxed);
         let cached_prod = Raw::<T>::load(raw.producer, Ordering::Acquire);
@@ -169,6 +178,7 @@ impl<T: Copy> Consumer<T> {
 
     /// Entries ready to read, at most `max`: the producer index is
     /// reloaded only when the cached one shows none.
+    #[inline]
     pub fn ready(&mut self, max: u32) -> u32 {
         let mut n = self.cached_prod.wrapping_sub(self.cons);
         if n == 0 {
@@ -179,6 +189,7 @@ impl<T: Copy> Consumer<T> {
     }
 
     /// Entry `i` of those [`Consumer::ready`] reported (not yet released).
+    #[inline]
     pub fn get(&self, i: u32) -> T {
         debug_assert!(i < self.cached_prod.wrapping_sub(self.cons));
         let at = (self.cons.wrapping_add(i) & self.raw.mask) as usize;
@@ -189,6 +200,7 @@ impl<T: Copy> Consumer<T> {
     }
 
     /// Give the first `n` ready entries back to the kernel.
+    #[inline]
     pub fn release(&mut self, n: u32) {
         debug_assert!(n <= self.cached_prod.wrapping_sub(self.cons));
         self.cons = self.cons.wrapping_add(n);
@@ -232,6 +244,7 @@ impl Rings {
     /// Nothing else in this process produces into or consumes from these
     /// rings while the returned value lives (xsk-rs's own ring handles on
     /// the same socket must stay unused).
+    #[inline]
     pub unsafe fn map(fd: RawFd, size: u32) -> io::Result<Rings> {
         if !size.is_power_of_two() {
             return Err(io::Error::new(
@@ -290,6 +303,7 @@ impl Rings {
     }
 }
 
+#[inline]
 fn map_ring(
     fd: RawFd,
     off: &libc::xdp_ring_offset,
@@ -350,19 +364,24 @@ mod tests {
             s.set(64, start);
             s
         }
+        #[inline]
         fn base(&mut self) -> *mut u8 {
             self.mem.as_mut_ptr().cast()
         }
+        #[inline]
         fn idx(&self, at: usize) -> &AtomicU32 {
             // SAFETY: inside `mem`, 4-byte aligned.
             unsafe { &*self.mem.as_ptr().cast::<u8>().add(at).cast::<AtomicU32>() }
         }
+        #[inline]
         fn get(&self, at: usize) -> u32 {
             self.idx(at).load(Ordering::Acquire)
         }
+        #[inline]
         fn set(&self, at: usize, v: u32) {
             self.idx(at).store(v, Ordering::Release)
         }
+        #[inline]
         fn entry<T: Copy>(&mut self, i: u32) -> *mut T {
             let at = 192 + (i & (self.size - 1)) as usize * std::mem::size_of::<T>();
             self.base().wrapping_add(at).cast()
@@ -370,6 +389,7 @@ mod tests {
     }
 
     #[test]
+    #[inline]
     fn producer_fills_publishes_and_wraps() {
         // Indices start just below u32::MAX: every step wraps.
         let mut s = Sim::new(8, u32::MAX - 3);
@@ -402,6 +422,7 @@ mod tests {
     }
 
     #[test]
+    #[inline]
     fn consumer_reads_releases_and_wraps() {
         let mut s = Sim::new(4, u32::MAX - 1);
         let off = s.off;
@@ -437,6 +458,7 @@ mod tests {
     }
 
     #[test]
+    #[inline]
     fn sizes_must_be_powers_of_two() {
         // SAFETY: fails before touching the descriptor.
         let e = unsafe { Rings::map(-1, 1000) }.err().expect("refused");

@@ -344,6 +344,7 @@ impl Xsk {
     }
 
     /// The socket descriptor (for the XSKMAP and poll).
+    #[inline]
     pub fn fd(&self) -> RawFd {
         self.rx.fd().as_raw_fd()
     }
@@ -356,6 +357,7 @@ impl Xsk {
     /// Bound with XDP_USE_SG: frames may span several chunks. Without it
     /// the kernel delivers only one-chunk frames and a TX descriptor must
     /// never carry XDP_PKT_CONTD.
+    #[inline]
     pub fn sg(&self) -> bool {
         self.sg
     }
@@ -427,16 +429,19 @@ impl Xsk {
     }
 
     /// First byte of the UMEM mapping (for io_uring buffer registration).
+    #[inline]
     pub fn base(&self) -> *mut u8 {
         self.base
     }
 
     /// Chunk holding UMEM offset `addr`.
+    #[inline]
     pub fn chunk_of(addr: usize) -> u32 {
         (addr / CHUNK_SIZE as usize) as u32
     }
 
     /// Frame byte 0 of chunk `c` (chunk + [`DATA_OFFSET`]).
+    #[inline]
     pub fn frame_ptr(&self, c: u32) -> *mut u8 {
         debug_assert!(c < self.chunks());
         self.base
@@ -451,6 +456,7 @@ impl Xsk {
     /// in flight; or freshly allocated and not yet on a ring) and holds no
     /// other reference into it while the slice lives.
     #[allow(clippy::mut_from_ref)]
+    #[inline]
     pub unsafe fn room(&self, c: u32) -> &mut [u8] {
         // SAFETY: the chunk lies inside the UMEM mapping, which lives as long
         // as `self`; exclusive access is the caller's contract.
@@ -459,12 +465,14 @@ impl Xsk {
 
     /// The fill-ring address of chunk `c` (the kernel receives at chunk +
     /// [`DATA_OFFSET`] whatever the offset given).
+    #[inline]
     pub fn fill_addr(c: u32) -> Addr {
         u64::from(c) * u64::from(CHUNK_SIZE) + DATA_OFFSET as u64
     }
 
     /// A TX descriptor for `len` bytes of chunk `c` at chunk + DATA_OFFSET,
     /// with XDP_PKT_CONTD when `more` fragments follow.
+    #[inline]
     pub fn tx_desc(c: u32, len: usize, more: bool) -> Desc {
         Desc {
             addr: Xsk::fill_addr(c),

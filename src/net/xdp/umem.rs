@@ -82,6 +82,7 @@ impl ChunkState {
     }
 
     /// Whether `self -> to` is one of the transitions in the module docs.
+    #[inline]
     pub fn may_become(self, to: ChunkState) -> bool {
         use ChunkState::*;
         matches!(
@@ -148,11 +149,13 @@ impl ChunkTable {
     }
 
     /// Zero pool chunks available.
+    #[inline]
     pub fn zero_len(&self) -> usize {
         self.zero.len()
     }
 
     /// Take a chunk of the zero pool into state `to`.
+    #[inline]
     pub fn take_zero(&mut self, to: ChunkState) -> Option<u32> {
         let c = self.zero.pop()?;
         self.set(c, ChunkState::Zero, to);
@@ -170,21 +173,25 @@ impl ChunkTable {
     }
 
     /// State of chunk `c`.
+    #[inline]
     pub fn state(&self, c: u32) -> ChunkState {
         self.state[c as usize]
     }
 
     /// Chunks in `s`.
+    #[inline]
     pub fn count(&self, s: ChunkState) -> u32 {
         self.counts[s.index()]
     }
 
     /// Chunks on the free list.
+    #[inline]
     pub fn free_len(&self) -> usize {
         self.free.len()
     }
 
     /// Take a free chunk into state `to`.
+    #[inline]
     pub fn alloc(&mut self, to: ChunkState) -> Option<u32> {
         let c = self.free.pop()?;
         self.set(c, ChunkState::Free, to);
@@ -192,6 +199,7 @@ impl ChunkTable {
     }
 
     /// Move `c` from `from` to `to` (not for `to == Free`: use [`release`](Self::release)).
+    #[inline]
     pub fn transition(&mut self, c: u32, from: ChunkState, to: ChunkState) {
         debug_assert_ne!(to, ChunkState::Free, "use release() to free chunk {c}");
         self.set(c, from, to);
@@ -199,6 +207,7 @@ impl ChunkTable {
 
     /// Return `c`, in state `from`, to the free list, or to the zero pool
     /// if it belongs there.
+    #[inline]
     pub fn release(&mut self, c: u32, from: ChunkState) {
         if c >= self.pool_lo {
             self.set(c, from, ChunkState::Zero);
