@@ -90,7 +90,8 @@ done
   absent+=("/usr/bin/python3 module prometheus_client (python3-prometheus-client)")
 # xblade dlopens these by soname (src/bdev/rbd/ffi.rs).
 for so in librados.so.2 librbd.so.1; do
-  ldconfig -p | grep -q "$so" || absent+=("$so (librbd1)")
+  # (not grep -q: ldconfig would die of SIGPIPE and fail the pipeline)
+  grep -qF "$so" <<<"$(ldconfig -p)" || absent+=("$so (librbd1)")
 done
 cargo fmt --version >/dev/null 2>&1 || absent+=("rustfmt (cargo fmt)")
 cargo clippy --version >/dev/null 2>&1 || absent+=("clippy (cargo clippy)")
