@@ -518,7 +518,14 @@ impl<F: FrameIo> Worker<F> {
         let submitted = unsafe { st.chan.submit(req, &segs, tag) };
         match submitted {
             Submit::Queued => {
-                self.inflight.fill(tag, Req { frame: f, io, store });
+                self.inflight.fill(
+                    tag,
+                    Req {
+                        frame: f,
+                        io,
+                        store,
+                    },
+                );
                 Ok(())
             }
             Submit::Done(res) => {
