@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::bounce::Bounce;
 use super::{
     export_sectors, Bdev, BlockOp, BlockReq, BlockResult, Channel, ChannelCounters, ChannelCx,
     DiskError, DiskSpec, Geometry, IoEngine, Segs, Source, Submit, Tag,
@@ -277,49 +278,6 @@ impl Bdev for FileDisk {
     }
 }
 
-/// An aligned heap buffer for O_DIRECT transfers whose memory is not.
-struct AlignedBuf {
-    ptr: std::ptr::NonNull<u8>,
-    layout: std::alloc::Layout,
-}
-
-impl AlignedBuf {
-    fn new(len: usize, align: usize) -> io::Result<AlignedBuf> {
-        let layout = std::alloc::Layout::from_size_align(len.max(1), align.max(1))
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: the layout has a non-zero size.
-        #[allow(unsafe_code)]
-        let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr =
-            std::ptr::NonNull::new(p).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        Ok(AlignedBuf { ptr, layout })
-    }
-
-    fn slice(&mut self, len: usize) -> &mut [u8] {
-        let len = len.min(self.layout.size());
-        // SAFETY: the allocation is live, `len` bytes long at least, and
-        // only reachable through `&mut self`.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::slice::from_raw_parts_mut(self.ptr.as_ptr(), len)
-        }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::alloc::dealloc(self.ptr.as_ptr(), self.layout)
-        }
-    }
-}
-
-// SAFETY: the buffer is owned by one channel and moves with it.
-#[allow(unsafe_code)]
-unsafe impl Send for AlignedBuf {}
-
 /// A worker's synchronous channel on a [`FileDisk`]: every request runs
 /// during its submit, except durable page-cache writes, which are written
 /// during the submit and acknowledged after one `fdatasync` at the end of
@@ -332,7 +290,8 @@ pub struct FileChannel {
     sectors: Arc<AtomicU64>,
     /// O_DIRECT: transfers must be aligned to this (0: any).
     align: usize,
-    bounce: Option<AlignedBuf>,
+    /// One page-aligned slot (O_DIRECT alignment never exceeds a page).
+    bounce: Option<Bounce>,
     /// Written through `plain`, waiting for the batch's fdatasync.
     held: Vec<Tag>,
     /// Finished, waiting for `reap`.
@@ -359,7 +318,7 @@ impl FileChannel {
             0
         };
         let bounce = if align > 0 {
-            Some(AlignedBuf::new(cx.max_io.div_ceil(align) * align, align)?)
+            Some(Bounce::new(1, cx.max_io.div_ceil(align) * align)?)
         } else {
             None
         };
@@ -426,12 +385,14 @@ impl FileChannel {
         let Some(b) = self.bounce.as_mut() else {
             return Err(libc::EINVAL);
         };
-        if padded > b.layout.size() || padded != total {
+        if padded > b.slot_len() || padded != total {
             // Lengths come in whole sectors; a store that wants more than
             // the request carries cannot be served.
             return Err(libc::EINVAL);
         }
-        let buf = b.slice(total);
+        // SAFETY: the channel's only bounce slot, `slot_len` bytes of an
+        // anonymous mapping it owns; reachable only through `&mut self`.
+        let buf = unsafe { std::slice::from_raw_parts_mut(b.ptr(0), total) };
         if write {
             let mut o = 0;
             for s in segs.as_slice() {
