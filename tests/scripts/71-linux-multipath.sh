@@ -48,18 +48,7 @@ waitdev e$S.1
 expect "AoE devices" "$(ls -d /sys/block/etherd!* | wc -l)" 1
 # Both targets answer the discovery broadcast; the device may be up after the first.
 waittargets e$S.1 "target MAC" $MAC_A $MAC_B
-# per-target reply counts ("\tr:N" below each "MAC:nout:maxout:nframes" line)
-replies() { awk -v m="$1" '$0 ~ "^" m ":" { t = 1; next } /^[0-9a-f]{12}:/ { t = 0 } t && /^\tr:/ { sub(/^\tr:/, ""); print; exit }' $DBG; }
-ra0=$(replies $MAC_A) rb0=$(replies $MAC_B)
-dd if=/dev/urandom of=/tmp/s bs=1M count=8 2>/dev/null
-devwrite /tmp/s $DEV 0 || fail "O_DIRECT write"
-expect "8 MiB read back" "$(devsha $DEV 0 8)" "$(sha /tmp/s)"
-rm /tmp/s
-ra=$(($(replies $MAC_A) - ra0)) rb=$(($(replies $MAC_B) - rb0))
-val replies_a "$ra"; val replies_b "$rb"
-[ $((ra * 5)) -ge $((ra + rb)) ] && [ $((rb * 5)) -ge $((ra + rb)) ] ||
-  { cat $DBG; fail "I/O not spread over both targets: $ra and $rb replies"; }
-ok "spread: $ra replies from $MAC_A, $rb from $MAC_B"
+spread_write $DEV $DBG 8 targets $MAC_A $MAC_B
 mark spread-done
 sleep 1
 dd if=/dev/urandom of=/tmp/big bs=1M count=32 2>/dev/null

@@ -98,17 +98,7 @@ umount /mnt || fail "final umount"
 ok "file system on e$S.2 read back after remount"
 # 16 MiB with O_DIRECT on e77.1, spread over both gateways.
 DEV=/dev/etherd/e$S.1 DBG=/sys/kernel/debug/aoe/e$S.1
-replies() { awk -v m="$1" '$0 ~ "^" m ":" { t = 1; next } /^[0-9a-f]{12}:/ { t = 0 } t && /^\tr:/ { sub(/^\tr:/, ""); print; exit }' $DBG; }
-ra0=$(replies $MAC_A) rb0=$(replies $MAC_B)
-dd if=/dev/urandom of=/tmp/s bs=1M count=16 2>/dev/null
-devwrite /tmp/s $DEV 0 || fail "O_DIRECT write"
-expect "16 MiB read back" "$(devsha $DEV 0 16)" "$(sha /tmp/s)"
-rm /tmp/s
-ra=$(($(replies $MAC_A) - ra0)) rb=$(($(replies $MAC_B) - rb0))
-val replies_a "$ra"; val replies_b "$rb"
-[ $((ra * 5)) -ge $((ra + rb)) ] && [ $((rb * 5)) -ge $((ra + rb)) ] ||
-  { cat $DBG; fail "I/O not spread over both gateways: $ra and $rb replies"; }
-ok "spread: $ra replies from gateway A, $rb from gateway B"
+spread_write $DEV $DBG 16 gateways $MAC_A $MAC_B
 mark spread-done
 dd if=/dev/urandom of=/tmp/big bs=1M count=32 2>/dev/null
 val big "$(sha /tmp/big)"

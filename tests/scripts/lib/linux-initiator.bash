@@ -314,6 +314,24 @@ devread() { # DEV OFFSET BYTES: to stdout
 devsha() { # DEV OFFSET MIB
   devread "$1" "$2" $(($3 << 20)) | sha256sum | cut -d' ' -f1
 }
+# Per-target reply counts of a debugfs file ("\tr:N" below each
+# "MAC:nout:maxout:nframes" line).
+replies() { awk -v m="$2" '$0 ~ "^" m ":" { t = 1; next } /^[0-9a-f]{12}:/ { t = 0 } t && /^\tr:/ { sub(/^\tr:/, ""); print; exit }' "$1"; }
+spread_write() {
+  # DEV DBG MIB NOUN MAC_A MAC_B: MIB MiB of random data with O_DIRECT at byte 0,
+  # read back equal, each of the two targets (NOUN, for messages) answering at
+  # least a fifth of the replies.
+  sw_a0=$(replies "$2" "$5") sw_b0=$(replies "$2" "$6")
+  dd if=/dev/urandom of=/tmp/s bs=1M count="$3" 2>/dev/null
+  devwrite /tmp/s "$1" 0 || fail "O_DIRECT write"
+  expect "$3 MiB read back" "$(devsha "$1" 0 "$3")" "$(sha /tmp/s)"
+  rm /tmp/s
+  ra=$(($(replies "$2" "$5") - sw_a0)) rb=$(($(replies "$2" "$6") - sw_b0))
+  val replies_a "$ra"; val replies_b "$rb"
+  [ $((ra * 5)) -ge $((ra + rb)) ] && [ $((rb * 5)) -ge $((ra + rb)) ] ||
+    { cat "$2"; fail "I/O not spread over both $4: $ra and $rb replies"; }
+  ok "spread: $ra replies from $5, $rb from $6"
+}
 chunked_write() {
   # FILE DEV MIB SECS: MiB by MiB with O_DIRECT, a mark after each; each MiB must
   # finish within SECS seconds. Prints the slowest MiB.
