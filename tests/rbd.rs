@@ -478,6 +478,25 @@ fn rbd_resize_is_seen_live() {
     assert!(c.read(&t, (48 << 11) - 8, 8).expect("read") == data);
 }
 
+/// Wait (up to 5 s) until every thread of `pid` is in state T (stopped).
+fn wait_stopped(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let all = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("OSD task dir")
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+            .all(|st| st[st.rfind(')').unwrap_or(0)..].starts_with(") T"));
+        if all {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "OSD {pid} did not stop within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The OSD stopped in the middle of I/O: requests fail with an ATA error
 /// within the timeout (3 s here) instead of hanging, and the gateway serves
 /// again once the OSD runs.
@@ -498,6 +517,9 @@ fn cluster_cut(prefix: &str, datapath: &str) {
     let osd = cl.osd_pid();
     // SAFETY: plain syscall on the OSD this test's cluster started.
     assert_eq!(unsafe { libc::kill(osd, libc::SIGSTOP) }, 0);
+    // kill(2) returns before every thread of the OSD has stopped: a request
+    // sent meanwhile could still be served. Wait until all are stopped.
+    wait_stopped(osd);
     c.set_timeout(Duration::from_secs(20));
     c.set_retries(0);
     let t0 = Instant::now();
