@@ -5,8 +5,8 @@
 # link-local addresses 169.254.213.1/.2 on the veth only, no route out), one
 # backing file (/var/tmp/xp-protocols.PID.img, 256 MiB, in the page cache or
 # dropped from it for the O_DIRECT rows), and runs in turn:
-#   AoE    xblade --datapath xdp (native), xblade --datapath afpacket,
-#          vblade -b 64                                  <- xblade bench
+#   AoE    xblade --datapath xdp (native), xblade --datapath afpacket
+#          (1 KiB only), vblade -b 64                    <- xblade bench
 #   iSCSI  tgtd (tgt, rdwr backing store)                <- iscsi-perf (reads),
 #                                                           qemu-img bench (writes)
 #   NBD    nbdkit file plugin; qemu-nbd --cache=none     <- fio --ioengine=nbd
@@ -20,7 +20,7 @@
 # Usage: sudo bash benches/protocols.sh
 # Environment:
 #   PROTOCOLS_SMOKE=1     a few seconds: every target and initiator once
-#   PROTOCOLS_CELL=S      seconds per cell (default 1; iscsi-perf: whole seconds)
+#   PROTOCOLS_CELL=S      seconds per cell (default 0.7; iscsi-perf: whole seconds, at least 1)
 #   PROTOCOLS_REPS=N      repetitions of every cell (default 3)
 #   PROTOCOLS_TARGETS=..  comma-separated subset ("xblade XDP,tgtd")
 #   PROTOCOLS_CORES=T,I   target and initiator cores (default 1,0)
