@@ -888,11 +888,20 @@ def render(run, rows, meta):
     return "\n".join(out) + "\n"
 
 
-def render_md(run, rows, meta):
+def readme_row(r):
+    """The README's table: depth 64 everywhere, plus 1 KiB reads at depth 1
+    (latency); every row is in protocols.md."""
+    return r["depth"] == 64 or (r["size"] == 1024 and r["op"] == "read")
+
+
+def render_md(run, rows, meta, readme=False):
+    if readme:
+        rows = [r for r in rows if readme_row(r)]
     out = [f"Measured {meta['date']} on {meta['machine']}, kernel {meta['kernel']}, load average "
            f"{meta['load_start']} at the start, by `sudo bash benches/protocols.sh` ({plural(run.cfg['reps'], 'cell')} of "
            f"{run.cfg['cell']} s per row; median, range in parentheses; target on core {run.tcore}, initiator on core "
-           f"{run.icore}).", "",
+           f"{run.icore})" + ("; depth 64, and 1 KiB reads at depth 1 (all rows: `protocols.md`)." if readme else "."),
+           "",
            "| workload | target (initiator) | req/s | MB/s | p50 / p99 us | target CPU us/req | initiator CPU us/req "
            "| target cores for 25GbE | TCP retr. |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -1060,13 +1069,14 @@ def main():
     os.makedirs(cfg["out"], exist_ok=True)
     text = render(run, rows, meta)
     files = {"protocols.txt": text, "protocols.md": render_md(run, rows, meta),
+             "protocols-readme.md": render_md(run, rows, meta, readme=True),
              "protocols.json": json.dumps(doc, indent=1) + "\n", "protocols.svg": svg_chart(rows, meta)}
     for name, body in files.items():
         with open(os.path.join(cfg["out"], name), "w") as f:
             f.write(body)
     print(text)
     print("Ready to paste (README \"AoE or iSCSI?\"):\n")
-    print(files["protocols.md"])
+    print(files["protocols-readme.md"])
     bad = [f"{r['target']} / {r['workload']}" for r in rows if r["failed"] or not r["count_check"]["ok"]]
     log(f"done in {meta['elapsed_s']:.0f} s; wrote {cfg['out']}/protocols.{{txt,md,json,svg}}")
     if bad:

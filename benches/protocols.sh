@@ -26,9 +26,10 @@
 #   PROTOCOLS_CORES=T,I   target and initiator cores (default 1,0)
 #   PROTOCOLS_OUT=DIR     output (default target/protocols)
 #   XBLADE_BIN=PATH       use this xblade instead of building one
-# Output: DIR/protocols.{txt,md,json,svg} and DIR/cells/ (logs and raw JSON
-# of every cell). Exit status 1 if any row failed or disagreed with the
-# link's counters. Everything it starts or creates is removed on exit,
+# Output: DIR/protocols.{txt,md,json,svg}, DIR/protocols-readme.md (the
+# rows README "AoE or iSCSI?" shows, also printed at the end) and DIR/cells/
+# (logs and raw JSON of every cell). Exit status 1 if any row failed or
+# disagreed with the link's counters. Everything it starts or creates is removed on exit,
 # including on SIGINT/SIGTERM.
 set -euo pipefail
 

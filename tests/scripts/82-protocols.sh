@@ -68,7 +68,7 @@ if ! PROTOCOLS_SMOKE=1 XBLADE_BIN=$BIN PROTOCOLS_OUT=$W/out bash "$ROOT/benches/
   die "PROTOCOLS_SMOKE=1 benches/protocols.sh failed"
 fi
 grep -E '^protocols: \[' "$W/smoke.err" || true
-for f in protocols.txt protocols.md protocols.json protocols.svg; do
+for f in protocols.txt protocols.md protocols-readme.md protocols.json protocols.svg; do
   [[ -s $W/out/$f ]] || die "$f not written"
 done
 grep -q '^| workload | target (initiator) | req/s' "$W/out/protocols.md" || die "markdown table header missing"
