@@ -121,7 +121,7 @@ def initiator_name(t, wl):
     if t.proto == "AoE":
         return "xblade bench"
     if t.proto == "NBD":
-        return "fio (nbd engine)"
+        return "fio --ioengine=nbd"
     return "iscsi-perf" if wl.op == "read" else "qemu-img bench"
 
 
@@ -777,12 +777,15 @@ def aggregate(run):
 def line_rate(proto, size, op, mtu, gbps=25):
     """Requests/s a port of `gbps` carries in the data direction.
 
-    Wire bytes per request: AoE one frame (36 bytes of AoE and ATA header,
-    14 Ethernet, 4 FCS, 20 preamble and gap); TCP the PDU (data plus the
-    protocol header) in MSS-sized segments of 90 bytes of overhead each.
+    Wire bytes per request: AoE one frame (36 bytes of Ethernet, AoE and
+    ATA header, 4 FCS, 20 preamble and gap: 1084 for 1 KiB); TCP the PDU
+    (data plus the protocol header) in MSS-sized segments of 90 bytes of
+    overhead each (Ethernet, IPv4, TCP with timestamps, FCS, preamble and
+    gap), each request in segments of its own: the depth-1 case, a little
+    pessimistic at depth 64 where PDUs share segments.
     """
     if proto == "AoE":
-        wire = size + 36 + 14 + 4 + 20
+        wire = size + 36 + 4 + 20
     else:
         hdr = 48 if proto == "iSCSI" else (16 if op == "read" else 28)
         pdu = size + hdr
@@ -859,7 +862,7 @@ What is comparable here and what is not:
 
 
 def render(run, rows, meta):
-    hdr = (f"{'workload':<42} {'target':<17} {'proto':<5} {'initiator':<16} {'req/s':>20} {'MB/s':>8} "
+    hdr = (f"{'workload':<42} {'target':<17} {'proto':<5} {'initiator':<18} {'req/s':>20} {'MB/s':>8} "
            f"{'p50 us':>7} {'p99 us':>7} {'target us/req':>18} {'init us/req':>12} {'25G cores':>9} {'thr':>4} {'retr':>5} "
            f"{'check':>6}")
     out = [f"AoE, iSCSI and NBD on one veth ({meta['date']}, {meta['machine']}, load {meta['load_start']}"
@@ -873,7 +876,7 @@ def render(run, rows, meta):
             out.append(f"{wl:<42} {r['target']:<17} {r['protocol']:<5} FAILED: {r['failed'][0][:160]}")
             continue
         out.append(
-            f"{wl:<42} {r['target']:<17} {r['protocol']:<5} {r['initiator']:<16} "
+            f"{wl:<42} {r['target']:<17} {r['protocol']:<5} {r['initiator']:<18} "
             f"{fmt_mr(r['requests_per_s'], lambda v: f'{v:,.0f}'):>20} "
             f"{fmt_mr(r['mb_per_s'], lambda v: f'{v:.1f}', False):>8} "
             f"{fmt_mr(r['p50_us'], lat, False):>7} {fmt_mr(r['p99_us'], lat, False):>7} "
@@ -1028,7 +1031,45 @@ def loadavg():
     return readf("/proc/loadavg").split()[0] if readf("/proc/loadavg") else "?"
 
 
+def rerender(path):
+    """`protocols.py --render DIR/protocols.json`: write the tables and the
+    chart again from a run's JSON (after a change to the rendering or the
+    line-rate model), without measuring anything."""
+    doc = json.load(open(path))
+    cfg, rows, meta = doc["config"], doc["rows"], doc["meta"]
+    for r in rows:
+        cpu = r["target_cpu_ns_per_request"]
+        lr = line_rate(r["protocol"], r["size"], r["op"], r["mtu"])
+        r["line_rate_25g_requests_per_s"] = lr
+        r["target_cores_25g"] = cpu and cpu["median"] * lr / 1e9
+
+    class Saved:
+        pass
+
+    run = Saved()
+    run.cfg, (run.tcore, run.icore) = cfg, cfg["cores"]
+    out = os.path.dirname(os.path.abspath(path))
+    doc["rows"] = rows
+    write_outputs(run, rows, meta, doc, out)
+    return 0
+
+
+def write_outputs(run, rows, meta, doc, out):
+    text = render(run, rows, meta)
+    files = {"protocols.txt": text, "protocols.md": render_md(run, rows, meta),
+             "protocols-readme.md": render_md(run, rows, meta, readme=True),
+             "protocols.json": json.dumps(doc, indent=1) + "\n", "protocols.svg": svg_chart(rows, meta)}
+    for name, body in files.items():
+        with open(os.path.join(out, name), "w") as f:
+            f.write(body)
+    print(text)
+    print("Ready to paste (README \"AoE or iSCSI?\"):\n")
+    print(files["protocols-readme.md"])
+
+
 def main():
+    if sys.argv[1:2] == ["--render"] and len(sys.argv) == 3:
+        return rerender(sys.argv[2])
     env = os.environ
     smoke = env.get("PROTOCOLS_SMOKE", "") not in ("", "0")
     cores = [int(c) for c in env.get("PROTOCOLS_CORES", "1,0").split(",")]
@@ -1067,16 +1108,7 @@ def main():
     doc = {"meta": meta, "config": {k2: v for k2, v in cfg.items() if k2 not in ("t0",)},
            "header_bytes_per_packet": L234, "rows": rows, "notes": NOTES}
     os.makedirs(cfg["out"], exist_ok=True)
-    text = render(run, rows, meta)
-    files = {"protocols.txt": text, "protocols.md": render_md(run, rows, meta),
-             "protocols-readme.md": render_md(run, rows, meta, readme=True),
-             "protocols.json": json.dumps(doc, indent=1) + "\n", "protocols.svg": svg_chart(rows, meta)}
-    for name, body in files.items():
-        with open(os.path.join(cfg["out"], name), "w") as f:
-            f.write(body)
-    print(text)
-    print("Ready to paste (README \"AoE or iSCSI?\"):\n")
-    print(files["protocols-readme.md"])
+    write_outputs(run, rows, meta, doc, cfg["out"])
     bad = [f"{r['target']} / {r['workload']}" for r in rows if r["failed"] or not r["count_check"]["ok"]]
     log(f"done in {meta['elapsed_s']:.0f} s; wrote {cfg['out']}/protocols.{{txt,md,json,svg}}")
     if bad:

@@ -82,7 +82,7 @@ want = {"xblade XDP", "xblade AF_PACKET", "vblade", "tgtd", "nbdkit", "qemu-nbd"
 got = {r["target"] for r in rows}
 assert got == want, f"targets {sorted(got)} != {sorted(want)}"
 inits = {r["initiator"] for r in rows}
-assert inits == {"xblade bench", "iscsi-perf", "qemu-img bench", "fio (nbd engine)"}, inits
+assert inits == {"xblade bench", "iscsi-perf", "qemu-img bench", "fio --ioengine=nbd"}, inits
 for r in rows:
     name = f"{r['target']} / {r['workload']}"
     assert not r["failed"], f"{name}: {r['failed']}"
