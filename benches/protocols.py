@@ -1067,9 +1067,37 @@ def write_outputs(run, rows, meta, doc, out):
     print(files["protocols-readme.md"])
 
 
+RANGE_COLUMNS = [("1k-read-d64-mtu1500-page", "1 KiB read"), ("1k-write-d64-mtu1500-page", "1 KiB write"),
+                 ("4k-read-d64-mtu9000-page", "4 KiB read"), ("8k-read-d64-mtu9000-page", "8 KiB read"),
+                 ("8k-write-d64-mtu9000-page", "8 KiB write"), ("4k-read-d64-mtu9000-direct", "4 KiB read, O_DIRECT")]
+
+
+def ranges(paths):
+    """`protocols.py --ranges A/protocols.json B/protocols.json ...`: the
+    README's table of target CPU per request at depth 64, lowest-highest
+    median over the runs given."""
+    runs = [json.load(open(p))["rows"] for p in paths]
+    dates = sorted({json.load(open(p))["meta"]["date"][:10] for p in paths})
+    print(f"Target CPU per request at depth 64 (us), lowest-highest of the medians of {len(runs)} runs "
+          f"({', '.join(dates)}):\n")
+    print("| | " + " | ".join(c[1] for c in RANGE_COLUMNS) + " |")
+    print("|---|" + "---:|" * len(RANGE_COLUMNS))
+    for t in TARGETS:
+        cells = []
+        for key, _ in RANGE_COLUMNS:
+            v = [r["target_cpu_ns_per_request"]["median"] / 1000 for rows in runs for r in rows
+                 if r["target"] == t.name and r["key"] == key and r["target_cpu_ns_per_request"]]
+            cells.append(f"{min(v):.1f}-{max(v):.1f}" if v else "")
+        if any(cells):
+            print(f"| {t.name} ({t.proto}) | " + " | ".join(cells) + " |")
+    return 0
+
+
 def main():
     if sys.argv[1:2] == ["--render"] and len(sys.argv) == 3:
         return rerender(sys.argv[2])
+    if sys.argv[1:2] == ["--ranges"] and len(sys.argv) > 2:
+        return ranges(sys.argv[2:])
     env = os.environ
     smoke = env.get("PROTOCOLS_SMOKE", "") not in ("", "0")
     cores = [int(c) for c in env.get("PROTOCOLS_CORES", "1,0").split(",")]

@@ -29,7 +29,10 @@
 # Output: DIR/protocols.{txt,md,json,svg}, DIR/protocols-readme.md (the
 # rows README "AoE or iSCSI?" shows, also printed at the end) and DIR/cells/
 # (logs and raw JSON of every cell). Exit status 1 if any row failed or
-# disagreed with the link's counters. Everything it starts or creates is removed on exit,
+# disagreed with the link's counters. Afterwards, without measuring:
+#   python3 benches/protocols.py --render DIR/protocols.json   (tables again)
+#   python3 benches/protocols.py --ranges A/protocols.json B/protocols.json ...
+#     (README's table of ranges over several runs) Everything it starts or creates is removed on exit,
 # including on SIGINT/SIGTERM.
 set -euo pipefail
 
