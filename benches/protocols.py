@@ -970,10 +970,12 @@ def svg_chart(rows, meta):
         s.append(f'<text x="{label_w - 8}" y="{y + len(rs) * bar_h / 2 + 3}" text-anchor="end">{esc(wl)}</text>')
         y += len(rs) * bar_h + gap
     lx = 10
+    proto = {t.name: t.proto for t in TARGETS}
     for name, c in COLORS.items():
+        label = f"{name} ({proto.get(name, '?')})"
         s.append(f'<rect x="{lx}" y="{height - 22}" width="10" height="10" fill="{c}"/>')
-        s.append(f'<text x="{lx + 14}" y="{height - 13}">{esc(name)}</text>')
-        lx += 24 + 7 * len(name)
+        s.append(f'<text x="{lx + 14}" y="{height - 13}">{esc(label)}</text>')
+        lx += 24 + 6 * len(label)
     s.append("</svg>")
     return "\n".join(s) + "\n"
 

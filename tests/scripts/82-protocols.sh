@@ -10,8 +10,9 @@
 #     markdown table its header, the SVG parses;
 #  2. a run stopped by SIGTERM in the middle leaves nothing behind;
 #  3. after both: no netns xp-t/xp-i, no backing file, no tgtd control socket,
-#     no process of the run.
-# About 20 s. Output and logs: a scratch dir in /var/tmp, removed at the end
+#     no process of the run;
+#  4. --render and --ranges work from the run's JSON.
+# About 15 s. Output and logs: a scratch dir in /var/tmp, removed at the end
 # (kept and printed on failure).
 set -euo pipefail
 export LC_ALL=C
@@ -97,6 +98,13 @@ assert {r["backing"] for r in rows} == {"page", "direct"}
 ET.parse(f"{out}/protocols.svg")
 print(f"  {len(rows)} rows ok")
 EOF
+# The modes that work from a run's JSON alone.
+cp "$W/out/protocols.txt" "$W/first.txt"
+python3 "$ROOT/benches/protocols.py" --render "$W/out/protocols.json" >"$W/render.out" || die "--render failed"
+cmp -s "$W/out/protocols.txt" "$W/first.txt" || die "--render wrote a different protocols.txt"
+python3 "$ROOT/benches/protocols.py" --ranges "$W/out/protocols.json" "$W/out/protocols.json" >"$W/ranges.out" ||
+  die "--ranges failed"
+grep -q '^| xblade XDP (AoE) | [0-9]' "$W/ranges.out" || die "--ranges printed no xblade row: $(cat "$W/ranges.out")"
 nothing_left "after the smoke run"
 
 # -- 2. stopped in the middle -------------------------------------------------------------
