@@ -413,10 +413,21 @@ class Run:
         return r.returncode == 0
 
     def start_target(self, t, backing, mtu, rep):
+        """Start `t` and wait until it serves; a target that fails to get
+        there is stopped again (the next one may need its port or socket)."""
         # One log per start: a readiness line from an earlier start must not count.
         logpath = os.path.join(self.cells_dir, f"{slug(t.name)}-mtu{mtu}-{backing}-r{rep}.log")
         if os.path.exists(logpath):
             os.unlink(logpath)
+        started = []
+        try:
+            return self._start_target(t, backing, logpath, started)
+        except BaseException:
+            for p in started:
+                self.stop_target(t, p)
+            raise
+
+    def _start_target(self, t, backing, logpath, started):
         direct = backing == "direct"
         if t.name.startswith("xblade"):
             dp = ["--datapath", "xdp", "--xdp-mode", "native"] if "XDP" in t.name else ["--datapath", "afpacket"]
@@ -429,11 +440,13 @@ class Run:
                 "-b", "64", "--writeback"] + (["-d"] if direct else []) + ["1", "1", IF_T, self.file]
             p = self.procs.spawn(NS_T, self.tcore, argv, logpath)
             p.logpath = logpath
+            started.append(p)
             self.wait_for(p, t.name, lambda: "xblade serving" in readf(logpath), 20)
         elif t.name == "vblade":
             argv = ["vblade", "-b", "64"] + (["-d"] if direct else []) + ["1", "1", IF_T, self.file]
             p = self.procs.spawn(NS_T, self.tcore, argv, logpath)
             p.logpath = logpath
+            started.append(p)
             # vblade prints nothing useful at start; xblade bench's discovery
             # retries for two seconds anyway.
             time.sleep(0.2)
@@ -446,6 +459,7 @@ class Run:
             argv = ["tgtd", "-f", "-C", str(port), "--iscsi", f"portal={ADDR_T}:{ISCSI_PORT}"]
             p = self.procs.spawn(NS_T, self.tcore, argv, logpath)
             p.logpath = logpath
+            started.append(p)
             self.wait_for(p, t.name, lambda: os.path.exists(sock))
             adm = ["tgtadm", "-C", str(port), "--lld", "iscsi"]
             try_sh(adm + ["--mode", "target", "--op", "new", "--tid", "1", "-T", IQN], 5)
@@ -459,12 +473,14 @@ class Run:
             argv = ["nbdkit", "-f", "--exit-with-parent", "-i", ADDR_T, "-p", str(NBDKIT_PORT), "file", self.file]
             p = self.procs.spawn(NS_T, self.tcore, argv, logpath)
             p.logpath = logpath
+            started.append(p)
             self.wait_for(p, t.name, lambda: self.port_open(NBDKIT_PORT))
         elif t.name == "qemu-nbd":
             cache = ["--cache=none", "--aio=native"] if direct else ["--cache=writeback"]
             argv = ["qemu-nbd", "-f", "raw", "-t", "-b", ADDR_T, "-p", str(QEMU_NBD_PORT)] + cache + [self.file]
             p = self.procs.spawn(NS_T, self.tcore, argv, logpath)
             p.logpath = logpath
+            started.append(p)
             self.wait_for(p, t.name, lambda: self.port_open(QEMU_NBD_PORT))
         else:
             raise Fatal(f"unknown target {t.name}")
