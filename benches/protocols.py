@@ -868,6 +868,9 @@ What is comparable here and what is not:
   connection, qemu-nbd a main loop (+ AIO); all confined to the same target core, so their
   threads take turns there (column "thr").
 - TCP rows use veth's offloads (TSO/GSO, GRO): segments are counted as the TCP stack counts them.
+  TCP does retransmit at depth 64 on veth (column "retr"); the byte check allows for it.
+- The backing file is written in 4 KiB writes (page cache in 4 KiB folios): small writes into the
+  1 MiB folios of a file written in 1 MiB blocks cost ext4 far more, for every target alike.
 - "25G cores": the target's CPU per request times the requests/s a 25GbE port carries at line rate
   in the data direction for that size and protocol (AoE: one frame per request; TCP: the PDU in
   MSS segments); a projection from veth figures, not a measurement on a NIC.
