@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -312,6 +313,9 @@ class Run:
         self.cfg = cfg
         self.out = cfg["out"]
         self.cells_dir = os.path.join(self.out, "cells")
+        # This run's cells only (names repeat between runs; a stale file
+        # would pass for this run's).
+        shutil.rmtree(self.cells_dir, ignore_errors=True)
         os.makedirs(self.cells_dir, exist_ok=True)
         self.procs = Procs(cfg["pidfile"])
         self.file = cfg["file"]
@@ -530,7 +534,16 @@ class Run:
         return ["qemu-img", "bench", "-f", "raw", "-t", "none", "-w", "-c", str(count), "-d", str(wl.depth),
                 "-s", str(wl.size), "-S", str((1 << 20) + wl.size), url]
 
-    def parse_initiator(self, t, wl, rep, json_path, logpath, wall):
+    def parse_initiator(self, t, wl, rep, json_path, logpath):
+        """Fill `rep` from the initiator's output; Fatal when it is not what
+        that initiator writes."""
+        try:
+            self._parse_initiator(t, wl, rep, json_path, logpath)
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+            raise Fatal(f"cannot read {initiator_name(t, wl)}'s result ({type(e).__name__}: {e}): "
+                        f"{tail(logpath)}") from e
+
+    def _parse_initiator(self, t, wl, rep, json_path, logpath):
         text = readf(logpath)
         if t.proto == "AoE":
             j = json.load(open(json_path))
@@ -592,7 +605,7 @@ class Run:
             self.procs.wait_rusage(cal, 60)
             rep_tmp = Rep(ok=True)
             try:
-                self.parse_initiator(t, wl, rep_tmp, json_path, logpath + ".calibrate", 0)
+                self.parse_initiator(t, wl, rep_tmp, json_path, logpath + ".calibrate")
             except Fatal:
                 pass
             argv = self.initiator_argv(t, wl, json_path, tpid)
@@ -617,7 +630,7 @@ class Run:
             if rc != 0:
                 raise Fatal(f"{initiator_name(t, wl)} exit {rc}: {tail(logpath)}")
             rep.target_cpu_s = c1 - c0
-            self.parse_initiator(t, wl, rep, json_path, logpath, rep.wall_s)
+            self.parse_initiator(t, wl, rep, json_path, logpath)
             # On the target's end of the veth: rx is what the initiator sent.
             rx_b, rx_p, tx_b, tx_p, rx_d, tx_d = (a - b for a, b in zip(n1t, n0t))
             rep.link.update(to_target_bytes=rx_b, to_target_packets=rx_p,
