@@ -115,7 +115,7 @@ enum Command {
         dir: PathBuf,
     },
     /// Run the AoE r11 conformance check list against SHELF.SLOT through
-    /// IFACE (a target this host cannot start itself: tests/scripts/75).
+    /// IFACE (a target this host cannot start itself: tests/scripts/75-xdp-zerocopy.sh).
     /// Writes to the export's first 64 and last sectors.
     #[command(hide = true)]
     Conformance {

@@ -1,11 +1,14 @@
-//! The io_uring disk backend of the AF_XDP datapath: one ring per worker,
-//! the export files registered as fixed files, the worker's UMEM (and an
-//! aligned bounce area) registered as fixed buffers, and a slab of request
-//! slots of fixed capacity.
+//! The io_uring ring under the io_uring file store
+//! ([`crate::bdev::file_uring`]), whichever datapath (AF_XDP or AF_PACKET)
+//! the worker runs: one ring per worker channel, the export file registered
+//! as a fixed file, the worker's memory regions
+//! ([`crate::bdev::ChannelCx::memory`]) and an aligned bounce area
+//! registered as fixed buffers, and a slab of request slots of fixed
+//! capacity.
 //!
-//! Every operation carries a caller token `T` (for the datapath: which UMEM
-//! chunks the operation owns). [`Uring::push`] hands the token back when the
-//! slab is full: that is the backpressure signal, and the datapath then stops
+//! Every operation carries a caller token `T` (for the file store: the
+//! request's tag and segments). [`Uring::push`] hands the token back when the
+//! slab is full: that is the backpressure signal, and the worker then stops
 //! taking frames off its RX ring until a slot frees. [`Uring::reap`] returns
 //! each token exactly once with the operation's result (`Err(errno)` for
 //! `res < 0`, `Err(EIO)` for a short transfer).
@@ -16,11 +19,12 @@
 //! needed. FLUSH is `fsync(DATASYNC)` submitted with `IOSQE_IO_DRAIN`, so it
 //! starts only after every earlier operation of the ring has completed.
 //!
-//! This is the one module outside `src/datapath` allowed `unsafe`: pushing a
-//! submission entry is `unsafe` because the kernel writes into memory the
-//! borrow checker does not see. The contract is pushed up to the caller
-//! ([`Uring::push`] is an `unsafe fn`), whose `SAFETY` line names who owns
-//! the memory until the token comes back.
+//! `unsafe` is allowed here, as in the other modules that lend memory to
+//! the kernel or to a C library: pushing a submission entry is `unsafe`
+//! because the kernel writes into memory the borrow checker does not see.
+//! The contract is pushed up to the caller ([`Uring::push`] is an
+//! `unsafe fn`), whose `SAFETY` line names who owns the memory until the
+//! token comes back.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -547,7 +551,7 @@ mod tests {
     #[test]
     fn dio_alignment_of_var_tmp() {
         let (path, file) = temp(true);
-        // The dev VM's ext4 on virtio-blk reports 512/512 (platform notes §3).
+        // The dev VM's ext4 on virtio-blk reports 512/512 (docs/platform.md §3.2).
         let a = dio_alignment(file.as_raw_fd());
         assert!(
             matches!(a, Some((m, o)) if m.is_power_of_two() && o.is_power_of_two()),

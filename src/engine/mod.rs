@@ -217,9 +217,10 @@ impl Target {
     }
 
     /// Serve `exports` from now on, every one on every port (a live
-    /// reconfiguration; the datapath calls it between batches, with no
-    /// disk operation in flight, since a [`DiskIo`] names its export by
-    /// index). Counters carry on.
+    /// reconfiguration; the worker calls it between batches, with disk
+    /// operations possibly in flight: the worker keeps each one's store by
+    /// its own slot, not by the [`DiskIo`]'s export index, and
+    /// [`Target::complete`] does not look at the export). Counters carry on.
     pub fn set_exports(&mut self, exports: Vec<Arc<Export>>) {
         for p in &mut self.ports {
             p.exports = (0..exports.len()).collect();
