@@ -257,8 +257,8 @@ impl Xsk {
         let mut d0 = descs[0];
         debug_assert_eq!(d0.addr(), DATA_OFFSET);
         // xsk-rs exposes no base pointer: take the data pointer of chunk 0's
-        // fresh descriptor and step back by its UMEM offset (platform notes
-        // §1 (b)).
+        // fresh descriptor and step back by its UMEM offset
+        // (docs/platform.md §1.3).
         // SAFETY: `d0` describes chunk 0 of this UMEM, which no ring holds
         // yet; the slice is dropped at the end of the statement.
         let p = unsafe { umem.data_mut(&mut d0) }

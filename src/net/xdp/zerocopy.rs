@@ -6,7 +6,7 @@
 //! refuses `XDP_ZEROCOPY | XDP_USE_SG` (EOPNOTSUPP, `xp_assign_dev`) when the
 //! driver takes one buffer per frame in zero-copy mode (`xdp_zc_max_segs ==
 //! 1`: virtio_net, igb and most others; only ice, i40e and idpf take more),
-//! while `XDP_ZEROCOPY` alone binds. So (platform notes §5):
+//! while `XDP_ZEROCOPY` alone binds. So (docs/platform.md §5.1):
 //!
 //! - the largest frame at the MTU fits one chunk: zero-copy without SG, and
 //!   the worker never produces or accepts a frame of more than one chunk
@@ -16,7 +16,7 @@
 //! - else copy mode (with SG) for that interface. A UMEM chunk above 4 KiB
 //!   would let a jumbo frame fit one buffer, but the kernel refuses it:
 //!   `XDP_UMEM_REG` with 8192- or 16384-byte chunks fails with EINVAL on
-//!   6.18, on a 2 MiB-page (MAP_HUGETLB) UMEM too (platform notes §1 on the
+//!   6.18, on a 2 MiB-page (MAP_HUGETLB) UMEM too (docs/platform.md §1.1 on the
 //!   dev VM; again 2026-12-03 in the 6.18.15 guest of
 //!   tests/scripts/75-xdp-zerocopy.sh with a raw probe, where the same UMEM
 //!   with 4096-byte chunks bound `XDP_ZEROCOPY` on virtio_net and
