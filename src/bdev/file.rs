@@ -1,9 +1,10 @@
 //! A regular file or block device, read with pread and written with pwrite
 //! through a descriptor whose flags carry the durability policy, and its
 //! synchronous channel ([`FileChannel`]): the I/O runs on the worker's
-//! thread during the submit, as vblade does it. It is the AF_PACKET
-//! datapath's channel and the oracle the io_uring channel is tested
-//! against.
+//! thread during the submit, as vblade does it. The AF_PACKET datapath
+//! uses it for stores through the page cache (O_DIRECT and `-s` stores go
+//! through io_uring there too), and it is the oracle the io_uring channel
+//! is tested against.
 #![deny(unsafe_code)]
 
 use std::fs::{File, OpenOptions};

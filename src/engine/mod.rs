@@ -1,11 +1,11 @@
 //! The sans-IO AoE target engine.
 //!
-//! A datapath hands [`Target::handle`] a received frame in a writable buffer;
+//! The worker loop hands [`Target::handle`] a received frame in a writable buffer;
 //! the engine parses it, applies AoE r11 semantics against the export's
 //! state and answers with an [`Action`]:
 //! - [`Action::Reply`]: a complete reply is in the buffer (built in place).
 //! - [`Action::Disk`]: the reply header is in place and a disk operation
-//!   ([`DiskIo`]) must run first; the datapath then calls [`Target::complete`].
+//!   ([`DiskIo`]) must run first; the worker then calls [`Target::complete`].
 //! - [`Action::Drop`]: nothing to send (counted by reason).
 //!
 //! The engine knows nothing of sockets or files, never allocates on the ATA
