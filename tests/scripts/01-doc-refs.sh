@@ -114,6 +114,7 @@ plant() {
 fn f() {} // bad path: src/net/y.rs.
 // Bare: §1. Outside the repository: ../shared/docs/z.md §2, tests/scripts/*.sh.
 let s = "src/not-a-comment.rs";
+// Outside the repository, the old way: platform notes §3, aoe-protocol.md §1.1.
 EOF
   printf '#!/bin/bash\necho tests/missing.sh # see tests/missing-too.sh\n' >"$t/tests/scripts/s.sh"
   printf '# R\n\n| `src/server.rs` | gone |\n' >"$t/README.md"
@@ -124,6 +125,8 @@ src/net/x.rs:2: docs/a.md has no section §1.3
 src/net/x.rs:3: no such document docs/b.md
 src/net/x.rs:4: no such path src/net/y.rs
 src/net/x.rs:5: §1 names no document (write docs/NAME.md §1)
+src/net/x.rs:7: §1.1 names no document (write docs/NAME.md §1.1)
+src/net/x.rs:7: §3 names no document (write docs/NAME.md §3)
 tests/scripts/s.sh:2: no such path tests/missing-too.sh
 EOF
   local rc=0
