@@ -717,25 +717,37 @@ fn man_pages(
     }
 }
 
-/// clap_mangen writes an option's value as `[\fB\-b\fR \fIBUFCNT\fR]`
-/// in the OPTIONS list but leaves it out of the SYNOPSIS (`[\fB\-b\fR ]`):
-/// put the value name there too.
+/// clap_mangen's SYNOPSIS leaves option values out (`[-b ]`, `[--datapath]`)
+/// though its OPTIONS list has them: put each value name in, and drop the
+/// stray space after a short flag.
 fn fix_synopsis(page: &str, cmd: &clap::Command) -> String {
     let mut s = page.to_string();
-    for a in cmd.get_arguments() {
-        let Some(value) = a.get_value_names().and_then(|v| v.first()) else {
-            continue;
-        };
+    for a in cmd.get_arguments().filter(|a| !a.is_positional()) {
+        let value = a
+            .get_action()
+            .takes_values()
+            .then(|| {
+                a.get_value_names()
+                    .and_then(|v| v.first())
+                    .map_or_else(|| a.get_id().as_str().to_uppercase(), |v| v.to_string())
+            })
+            .map_or(String::new(), |v| format!(" \\fI{v}\\fR"));
+        let mut names = Vec::new();
         if let Some(c) = a.get_short() {
-            let from = format!("[\\fB\\-{c}\\fR ]");
-            let to = format!("[\\fB\\-{c}\\fR \\fI{value}\\fR]");
-            s = s.replace(&from, &to);
+            names.push((format!("\\fB\\-{c} \\fR"), format!("\\fB\\-{c}\\fR")));
         }
         if let Some(l) = a.get_long() {
             let l = l.replace('-', "\\-");
-            let from = format!("[\\fB\\-\\-{l}\\fR ]");
-            let to = format!("[\\fB\\-\\-{l}\\fR \\fI{value}\\fR]");
-            s = s.replace(&from, &to);
+            let n = format!("\\fB\\-\\-{l}\\fR");
+            names.push((n.clone(), n));
+        }
+        for (from, to) in names {
+            for (open, close) in [("[", "]"), ("<", ">")] {
+                s = s.replace(
+                    &format!("{open}{from}{close}"),
+                    &format!("{open}{to}{value}{close}"),
+                );
+            }
         }
     }
     s
