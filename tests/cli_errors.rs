@@ -343,3 +343,28 @@ fn import_vblade_is_honest() {
         .contains("slot = 1"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A control socket left by a process killed with SIGKILL (no listener, no
+/// such process) is removed by the first client that finds it, and said;
+/// the message names no Rust debug list.
+#[test]
+fn stale_control_socket_is_removed() {
+    let dir = std::path::Path::new("/run/xblade");
+    // As xblade makes it: root only.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir)
+        .unwrap();
+    // Above the largest pid_max (2^22): no process has this pid.
+    let path = dir.join("xblade-4194305.sock");
+    let _ = std::fs::remove_file(&path);
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    // Other xblades (other tests) may answer: the exit code depends on them.
+    let (_, out) = xblade_run(&["status"], &[]);
+    assert!(
+        out.contains(&format!("removed stale control socket {}", path.display())),
+        "{out}"
+    );
+    assert!(!path.exists(), "stale socket still there");
+    assert!(!out.contains("[\""), "debug list in {out}");
+}
