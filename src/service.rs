@@ -160,7 +160,10 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
     let mut server = Server::start(&cfg, &opts.cores)?;
     let config_path = opts.config.as_ref().map(|c| c.0.clone());
     if cfg.exports.is_empty() {
-        warn!(config = ?config_path,
+        let config = config_path
+            .as_ref()
+            .map_or_else(|| "(command line)".to_string(), |p| p.display().to_string());
+        warn!(%config,
               "no export configured: serving nothing until exports are added and xblade is reloaded (xblade reload, or SIGHUP)");
     }
     let (req_tx, mut req_rx) = crossbeam_channel::bounded::<Request>(4);
