@@ -172,15 +172,18 @@ fn open_read_only(spec: &DiskSpec) -> Result<u64, bdev::DiskError> {
     bdev::open(&ro).map(|d| d.sectors())
 }
 
-/// A writable export's file can be opened for writing, as `serve` will
-/// (no data is written; no file is created or truncated). Why: under the
+/// A writable export's regular file can be opened for writing, as `serve`
+/// will (no data is written; no file is created or truncated). Why: under the
 /// packaged unit's `ProtectSystem=strict`, a file outside `ReadWritePaths=`
 /// opens read-only only, and this is the place to say so.
 fn writable(spec: &DiskSpec) -> Result<(), String> {
     let Source::File(p) = &spec.source else {
         return Ok(());
     };
-    if spec.read_only {
+    // Regular files only: closing a block device opened for writing makes
+    // udev probe it again, a side effect a check must not have (and /dev
+    // stays writable under ProtectSystem=strict).
+    if spec.read_only || !std::fs::metadata(p).is_ok_and(|m| m.is_file()) {
         return Ok(());
     }
     match std::fs::OpenOptions::new().write(true).open(p) {

@@ -52,9 +52,10 @@ enum Command {
     /// Check a configuration file as `serve` would, without serving.
     ///
     /// Parses and validates it, opens every backing store read-only (and a
-    /// writable export's for writing, writing nothing), checks offset and
-    /// length against the store's size, looks up every interface, and looks
-    /// for one store exported twice. Prints what would be served.
+    /// writable export's regular file for writing, writing nothing), checks
+    /// offset and length against the store's size, looks up every
+    /// interface, and looks for one store exported twice. Prints what would
+    /// be served.
     #[command(after_help = "Exit status:\n  \
         0  serve would serve every export (warnings may be printed)\n  \
         1  the file is refused as a whole (unreadable, syntax, a bad value)\n  \

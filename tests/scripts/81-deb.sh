@@ -154,6 +154,10 @@ zcat "$R/usr/share/man/man8/xblade-reload.8.gz" | grep -q 'reload' || die "xblad
 "$R/usr/sbin/xblade" --version | grep -q "^xblade $(field Version | cut -d- -f1)" || die "xblade --version"
 "$R/usr/sbin/xblade" check-config "$R/etc/xblade/xblade.toml" >"$W/check" 2>&1 || { cat "$W/check" >&2; die "check-config of the default"; }
 grep -q 'ok, 0 export(s)' "$W/check" || die "default config: $(cat "$W/check")"
+# The unit's ExecStartPre= as written, on the installed configuration.
+pre=$(sed -n 's/^ExecStartPre=//p' "$R$UNIT" | sed "s|/usr/sbin/xblade|$R/usr/sbin/xblade|; s|/etc/xblade|$R/etc/xblade|")
+[[ $pre == *check-config* ]] || die "the unit has no ExecStartPre= check-config"
+$pre >"$W/pre" 2>&1 || { cat "$W/pre" >&2; die "ExecStartPre= fails on the packaged configuration: $pre"; }
 # What the postinst's deb-systemd-helper does on a real system (absent in R): enable.
 DPKG_ROOT=$R DPKG_MAINTSCRIPT_PACKAGE=xblade DPKG_MAINTSCRIPT_NAME=postinst \
   deb-systemd-helper enable xblade.service || die "deb-systemd-helper enable (DPKG_ROOT)"
