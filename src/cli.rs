@@ -632,10 +632,16 @@ pub fn main() -> Result<()> {
 
 /// `xblade check-config`: the report, then the exit code it deserves.
 fn check_config(path: &Path, opts: crate::check_config::CheckOptions, quiet: bool) -> Result<()> {
-    let r = crate::check_config::check_file(path, opts).map_err(|e| Exit {
+    let refused = |e: String| Exit {
         code: crate::check_config::EXIT_INVALID,
         message: format!("{e}: refused, serve would not start"),
-    })?;
+    };
+    let r = crate::check_config::check_file(path, opts).map_err(|e| refused(e.to_string()))?;
+    // [service], as serve would take it.
+    let (_, svc) = config::load_with_service(path).map_err(|e| refused(e.to_string()))?;
+    check_cores(&svc.cores)
+        .and_then(|()| control_socket_path(svc.control_socket.as_deref()).map(drop))
+        .map_err(|e| refused(format!("{}: [service] {e:#}", path.display())))?;
     if !quiet {
         for e in &r.exports {
             println!("{e}");
@@ -916,23 +922,7 @@ fn serve(
     run: &RunArgs,
     config: Option<(PathBuf, crate::service::Loader)>,
 ) -> Result<()> {
-    let control_socket = match &run.control_socket {
-        Some(p) if p.as_os_str() == "none" => None,
-        Some(p) => {
-            // Only the default directory is created: a typo must not leave
-            // directories behind.
-            let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
-            if let Some(d) = dir.filter(|d| !d.is_dir()) {
-                bail!(
-                    "--control-socket {}: directory {} does not exist (it is not created)",
-                    p.display(),
-                    d.display()
-                );
-            }
-            Some(p.clone())
-        }
-        None => Some(crate::control::default_socket()),
-    };
+    let control_socket = control_socket_path(run.control_socket.as_deref())?;
     check_cores(&run.cores)?;
     crate::service::run(
         cfg,
@@ -983,6 +973,27 @@ fn forget_stale(path: &Path) {
             "xblade: ignoring stale control socket {} (process {pid} is gone; cannot remove it: {e})",
             path.display()
         ),
+    }
+}
+
+/// The control socket to open: `--control-socket` (or `[service]`), "none"
+/// for none, else the default. Only the default directory is created: a
+/// typo must not leave directories behind.
+fn control_socket_path(asked: Option<&Path>) -> Result<Option<PathBuf>> {
+    match asked {
+        Some(p) if p.as_os_str() == "none" => Ok(None),
+        Some(p) => {
+            let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+            if let Some(d) = dir.filter(|d| !d.is_dir()) {
+                bail!(
+                    "--control-socket {}: directory {} does not exist (it is not created)",
+                    p.display(),
+                    d.display()
+                );
+            }
+            Ok(Some(p.to_path_buf()))
+        }
+        None => Ok(Some(crate::control::default_socket())),
     }
 }
 

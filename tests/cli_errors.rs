@@ -228,6 +228,19 @@ fn check_config_refuses_what_serve_refuses() {
     let (code, out) = check(text, &["--strict-interfaces"]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("xo-noif0"), "{out}");
+    // [service] as serve takes it: a core beyond the machine, a socket in
+    // a missing directory.
+    for (extra, needle) in [
+        ("[service]\ncores = [4095]", "core 4095"),
+        (
+            "[service]\ncontrol_socket = \"/var/tmp/xo-no-dir/x.sock\"",
+            "/var/tmp/xo-no-dir",
+        ),
+    ] {
+        let (code, out) = check(one_export(p, extra), &[]);
+        assert_eq!(code, 1, "{extra}: {out}");
+        assert!(out.contains(needle), "{extra}: {out}");
+    }
     // Unreadable file: exit 1.
     let (code, out) = xblade_run(&["check-config", "/var/tmp/xo-no-such.toml"], &[]);
     assert_eq!(code, 1, "{out}");
