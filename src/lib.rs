@@ -16,6 +16,7 @@
 
 pub mod bdev;
 pub mod bench;
+pub mod check_config;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod fuzzing;
 pub mod import_vblade;
 pub mod initiator;
+pub mod logging;
 pub mod net;
 pub mod sdnotify;
 pub mod server;

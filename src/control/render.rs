@@ -114,6 +114,11 @@ pub fn render_status(st: &Status) -> String {
         Some(c) => o.push_str(&format!("config {c} (reloaded {} times)\n", st.reloads)),
         None => o.push_str("config: command line (vblade form)\n"),
     }
+    for p in &st.pending_restart {
+        o.push_str(&format!(
+            "  pending restart (the file differs from what runs): {p}\n"
+        ));
+    }
     o.push_str(&format!("exports: {}\n", st.exports.len()));
     if st.exports.is_empty() {
         o.push_str("  (none configured: add [[export]] tables and run xblade reload)\n");

@@ -92,6 +92,10 @@ pub struct Status {
     /// Successful reloads.
     #[serde(default)]
     pub reloads: u64,
+    /// Changes of the configuration file the last reload could not apply
+    /// (they take a restart): the running values differ from the file's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_restart: Vec<String>,
     /// Datapath in use.
     pub datapath: String,
     /// Exports.
@@ -115,6 +119,8 @@ pub struct Sources {
     pub config: Option<PathBuf>,
     /// Successful reloads (bumped by the service loop).
     pub reloads: Arc<AtomicU64>,
+    /// What the last reload left for a restart (set by the service loop).
+    pub pending_restart: Arc<ArcSwap<Vec<String>>>,
     /// Start time.
     pub started: Instant,
 }
@@ -129,6 +135,7 @@ impl Sources {
             uptime_secs: self.started.elapsed().as_secs(),
             config: self.config.as_ref().map(|p| p.display().to_string()),
             reloads: self.reloads.load(Ordering::Relaxed),
+            pending_restart: (**self.pending_restart.load()).clone(),
             datapath: inv.datapath.clone(),
             exports: inv
                 .exports

@@ -21,8 +21,8 @@ use super::zerocopy::{self, Bind, Choice};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ZeroCopy {
-    /// Zero-copy where the driver and the MTU allow it (see
-    /// [`super::zerocopy`]), else copy mode; logs which and why.
+    /// Zero-copy where the driver and the MTU allow it, else copy mode;
+    /// logs which and why. (Shown by --help: plain text, no doc links.)
     #[default]
     Auto,
     /// Zero-copy or fail at start, naming the driver's limit and what
