@@ -79,6 +79,8 @@ pub struct Xsk {
     /// Most chunks per frame the bind carries (None: no limit of the
     /// driver's; see [`zerocopy::Choice::max_buffers`]).
     max_buffers: Option<u32>,
+    /// How it is bound.
+    bind: Bind,
     /// Bound with XDP_USE_SG.
     sg: bool,
     /// The UMEM sits on 2 MiB pages.
@@ -174,19 +176,17 @@ impl Xsk {
             debug!(iface = ifname, queue, bind = choice.bind.name(), reason = %choice.reason,
                    "AF_XDP bind mode");
         }
-        match Xsk::open_with(ifname, queue, opts, &choice) {
-            Err(e) if choice.fallback && choice.bind.zero_copy() => {
-                warn!(iface = ifname, queue, reason = %e,
-                      "zero-copy bind refused; using copy mode");
-                let copy = Choice {
-                    bind: Bind::Copy,
-                    fallback: false,
-                    max_buffers: None,
-                    reason: format!("zero-copy bind refused: {e}"),
-                };
-                Xsk::open_with(ifname, queue, opts, &copy)
+        let mut choice = choice;
+        loop {
+            match Xsk::open_with(ifname, queue, opts, &choice) {
+                Ok(x) => return Ok(x),
+                Err(e) => {
+                    let next = zerocopy::next_bind(&choice, &e, &offer)?;
+                    warn!(iface = ifname, queue, refused = choice.bind.name(), reason = %e,
+                          "AF_XDP bind refused; trying {}: {}", next.bind.name(), next.reason);
+                    choice = next;
+                }
             }
-            r => r,
         }
     }
 
@@ -207,6 +207,7 @@ impl Xsk {
         let (umem, descs, huge_pages) = create_umem(ucfg, n, opts.chunks)?;
         let mut flags = match choice.bind {
             Bind::Copy => BindFlags::XDP_COPY | BindFlags::XDP_USE_SG,
+            Bind::CopyOne => BindFlags::XDP_COPY,
             Bind::ZeroCopy => BindFlags::XDP_ZEROCOPY,
             Bind::ZeroCopySg => BindFlags::XDP_ZEROCOPY | BindFlags::XDP_USE_SG,
         };
@@ -280,6 +281,7 @@ impl Xsk {
             zero_copy: false,
             max_buffers: choice.max_buffers,
             sg: choice.bind.sg(),
+            bind: choice.bind,
             huge_pages,
             _umem: umem,
         };
@@ -352,6 +354,11 @@ impl Xsk {
     /// Bound in zero-copy mode.
     pub fn zero_copy(&self) -> bool {
         self.zero_copy
+    }
+
+    /// How it is bound.
+    pub fn bind(&self) -> Bind {
+        self.bind
     }
 
     /// Bound with XDP_USE_SG: frames may span several chunks. Without it
