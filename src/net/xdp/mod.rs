@@ -279,20 +279,20 @@ fn describe_choice(iface: &str, mtu: u32, ifc: &XdpInterface, xsk: &Xsk) -> Stri
     let mut missing = Vec::new();
     if xsk.bind() == zerocopy::Bind::CopyOne {
         missing.push(format!(
-            "{} refused: one {ROOM}-byte buffer per frame, enough up to MTU {}",
+            "{}: one {ROOM}-byte buffer per frame, enough up to MTU {}",
             zerocopy::SG_FEATURE,
             zerocopy::mtu_for(1, ROOM)
         ));
     }
     if !ifc.prog.frags() {
         missing.push(
-            "XDP multi-buffer programs (xdp.frags, Linux 5.18) refused: program loaded without frags"
+            "XDP multi-buffer programs (xdp.frags, Linux 5.18): program loaded without frags"
                 .to_owned(),
         );
     }
     if crate::bdev::uring::kernel_has_vectored_fixed() == Some(false) {
         missing.push(
-            "io_uring READV_FIXED/WRITEV_FIXED (Linux 6.15) absent: multi-chunk file transfers use READV/WRITEV"
+            "io_uring READV_FIXED/WRITEV_FIXED (Linux 6.15): multi-chunk file transfers use READV/WRITEV"
                 .to_owned(),
         );
     }
@@ -313,7 +313,7 @@ fn describe_choice(iface: &str, mtu: u32, ifc: &XdpInterface, xsk: &Xsk) -> Stri
     if missing.is_empty() {
         head
     } else {
-        format!("{head}; without {}", missing.join("; "))
+        format!("{head}; missing: {}", missing.join("; "))
     }
 }
 

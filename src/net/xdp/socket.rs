@@ -178,15 +178,32 @@ impl Xsk {
         }
         let mut choice = choice;
         loop {
-            match Xsk::open_with(ifname, queue, opts, &choice) {
+            let e = match Xsk::open_with(ifname, queue, opts, &choice) {
                 Ok(x) => return Ok(x),
-                Err(e) => {
-                    let next = zerocopy::next_bind(&choice, &e, &offer)?;
-                    warn!(iface = ifname, queue, refused = choice.bind.name(), reason = %e,
-                          "AF_XDP bind refused; trying {}: {}", next.bind.name(), next.reason);
-                    choice = next;
-                }
+                Err(e) => e,
+            };
+            let Some(next) = zerocopy::next_bind(&choice, &e) else {
+                return Err(e);
+            };
+            if next.bind != Bind::CopyOne {
+                warn!(iface = ifname, queue, refused = choice.bind.name(), reason = %e,
+                      "AF_XDP bind refused; trying {}", next.bind.name());
+                choice = next;
+                continue;
             }
+            // Copy mode refused with EINVAL: probe whether XDP_USE_SG is
+            // what this kernel lacks (before 6.6) by binding without it.
+            // If that fails too, the first error was about something else
+            // and stands.
+            let Ok(x) = Xsk::open_with(ifname, queue, opts, &next) else {
+                return Err(e);
+            };
+            if offer.buffers_needed() > 1 {
+                return Err(zerocopy::sg_missing(&offer, &e));
+            }
+            warn!(iface = ifname, queue, reason = %e,
+                  "AF_XDP bind with XDP_USE_SG refused (multi-buffer sockets arrived in Linux 6.6): copy mode, one buffer per frame, enough at MTU {}", opts.mtu);
+            return Ok(x);
         }
     }
 

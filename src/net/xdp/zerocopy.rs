@@ -347,42 +347,44 @@ pub fn decide(policy: ZeroCopy, o: &Offer) -> Result<Choice, ZeroCopyError> {
 
 /// The bind to try after `failed` was refused with `err`, if any: a
 /// zero-copy bind that may fall back goes to copy mode; a copy-mode bind
-/// refused with EINVAL (`kind` InvalidInput) is a kernel without
-/// `XDP_USE_SG` (Linux 6.6), which still carries one-chunk frames
-/// (`XDP_COPY` alone) when the MTU's frames fit one chunk. Else the error
-/// stands, naming the missing feature when that is the cause.
-pub fn next_bind(failed: &Choice, err: &io::Error, o: &Offer) -> Result<Choice, io::Error> {
+/// refused with EINVAL (`kind` InvalidInput) may be a kernel without
+/// `XDP_USE_SG` (Linux 6.6): [`copy_one`] is then tried, which tells (see
+/// `Xsk::open`). Else the error stands.
+pub fn next_bind(failed: &Choice, err: &io::Error) -> Option<Choice> {
     if failed.fallback && failed.bind.zero_copy() {
-        return Ok(Choice {
+        return Some(Choice {
             bind: Bind::Copy,
             fallback: false,
             max_buffers: None,
             reason: format!("zero-copy bind refused: {err}"),
         });
     }
-    if failed.bind != Bind::Copy || err.kind() != io::ErrorKind::InvalidInput {
-        return Err(io::Error::new(err.kind(), err.to_string()));
+    (failed.bind == Bind::Copy && err.kind() == io::ErrorKind::InvalidInput).then(|| copy_one(err))
+}
+
+/// Copy mode without `XDP_USE_SG`, one chunk per frame: after `err`
+/// refused the copy bind with it.
+pub fn copy_one(err: &io::Error) -> Choice {
+    Choice {
+        bind: Bind::CopyOne,
+        fallback: false,
+        max_buffers: Some(1),
+        reason: format!("{SG_FEATURE} refused ({err}): copy mode, one buffer per frame"),
     }
-    let needs = o.buffers_needed();
-    if needs == 1 {
-        return Ok(Choice {
-            bind: Bind::CopyOne,
-            fallback: false,
-            max_buffers: Some(1),
-            reason: format!(
-                "{SG_FEATURE} refused ({err}); MTU {} fits one {}-byte buffer: copy mode, one buffer per frame",
-                o.mtu, o.room
-            ),
-        });
-    }
-    Err(io::Error::new(
+}
+
+/// The kernel binds without `XDP_USE_SG` what it refused with it (`err`),
+/// and `o`'s MTU needs more than one chunk: the error naming the feature.
+pub fn sg_missing(o: &Offer, err: &io::Error) -> io::Error {
+    io::Error::new(
         io::ErrorKind::Unsupported,
         format!(
-            "{SG_FEATURE}, needed above MTU {} ({needs} buffers per frame at MTU {}), refused by this kernel ({err})",
+            "{SG_FEATURE}, needed above MTU {} ({} buffers per frame at MTU {}), refused by this kernel ({err})",
             mtu_for(1, o.room),
+            o.buffers_needed(),
             o.mtu
         ),
-    ))
+    )
 }
 
 /// The kernel feature a socket needs for frames over one chunk, and the
@@ -663,18 +665,19 @@ mod tests {
         let o = offer("virtio_net", None, 0, 1500);
         let zc = decide(ZeroCopy::Auto, &o).unwrap();
         let eopnotsupp = io::Error::from_raw_os_error(libc::EOPNOTSUPP);
-        let copy = next_bind(&zc, &eopnotsupp, &o).unwrap();
+        let copy = next_bind(&zc, &eopnotsupp).unwrap();
         assert_eq!(copy.bind, Bind::Copy);
         let einval = io::Error::from_raw_os_error(libc::EINVAL);
-        let one = next_bind(&copy, &einval, &o).unwrap();
+        let one = next_bind(&copy, &einval).unwrap();
         assert_eq!((one.bind, one.max_buffers), (Bind::CopyOne, Some(1)));
         assert!(!one.bind.sg() && !one.bind.zero_copy());
-        // Nothing after it.
-        assert!(next_bind(&one, &einval, &o).is_err());
+        // Nothing after it, nor after another error.
+        assert!(next_bind(&one, &einval).is_none());
+        let eperm = io::Error::from_raw_os_error(libc::EPERM);
+        assert!(next_bind(&copy, &eperm).is_none());
         // Jumbo frames cannot be carried: the error names the feature.
         let j = offer("virtio_net", None, 0, 9000);
-        let copy = decide(ZeroCopy::Auto, &j).unwrap();
-        let e = next_bind(&copy, &einval, &j).unwrap_err();
+        let e = sg_missing(&j, &einval);
         assert_eq!(e.kind(), io::ErrorKind::Unsupported);
         assert!(
             e.to_string().starts_with(
@@ -682,8 +685,5 @@ mod tests {
             ),
             "{e}"
         );
-        // Other errors stand as they are.
-        let eperm = io::Error::from_raw_os_error(libc::EPERM);
-        assert!(next_bind(&copy, &eperm, &j).is_err());
     }
 }
