@@ -383,7 +383,11 @@ pub fn open(spec: &DiskSpec) -> Result<Arc<dyn Bdev>, DiskError> {
                 spec.offset_sectors,
                 spec.length_sectors,
             )?;
-            Ok(Arc::new(fake::FakeAsync::new(sectors)))
+            let store = fake::FakeAsync::from_env(sectors).map_err(|source| DiskError::Open {
+                path: PathBuf::from("fake-async"),
+                source,
+            })?;
+            Ok(Arc::new(store))
         }
         Source::Rbd {
             pool,

@@ -176,6 +176,9 @@ pub fn render_status(st: &Status) -> String {
             i.queues,
             i.exports.join(","),
         ));
+        if !i.choice.is_empty() {
+            o.push_str(&format!("               {}\n", i.choice));
+        }
     }
     o.push_str(&format!("workers: {}\n", st.workers.len()));
     if !st.workers.is_empty() {

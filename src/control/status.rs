@@ -73,6 +73,10 @@ pub struct IfaceStatus {
     pub queues: usize,
     /// Exports served on it.
     pub exports: Vec<String>,
+    /// What it is served with (datapath, AF_XDP bind) and which kernel
+    /// features it goes without, each with the release that brought it.
+    #[serde(default)]
+    pub choice: String,
 }
 
 /// The answer to `status`.
@@ -173,6 +177,7 @@ impl Sources {
                     mtu: i.mtu,
                     queues: i.queues,
                     exports: i.exports.clone(),
+                    choice: i.choice.clone(),
                 })
                 .collect(),
             workers: inv

@@ -159,6 +159,8 @@ pub struct IfaceView {
     pub queues: usize,
     /// Exports served on it ("e1.2").
     pub exports: Vec<String>,
+    /// What it is served with and which kernel features it goes without.
+    pub choice: String,
 }
 
 /// One worker thread.
@@ -285,11 +287,11 @@ impl Server {
         for (name, served) in by_iface(&cfg.exports) {
             let info = known[&name].clone();
             let set = srv.set_of(&served);
-            let (xdp, ws) = open_iface(cfg, &info, &set, cores, srv.next_core)?;
+            let (xdp, ws, choice) = open_iface(cfg, &info, &set, cores, srv.next_core)?;
             srv.next_core += ws.len();
-            prepared.push((name, info, xdp, served, ws));
+            prepared.push((name, info, xdp, served, ws, choice));
         }
-        for (name, info, xdp, served, ws) in prepared {
+        for (name, info, xdp, served, ws, choice) in prepared {
             let workers = ws.into_iter().map(|w| srv.spawn(w)).collect();
             srv.ifaces.insert(
                 name,
@@ -298,6 +300,7 @@ impl Server {
                     xdp,
                     served,
                     workers,
+                    choice,
                 },
             );
         }
@@ -372,6 +375,7 @@ impl Server {
                 mtu: i.info.mtu,
                 queues: i.workers.len(),
                 exports: served.clone(),
+                choice: i.choice.clone(),
             });
             for w in &i.workers {
                 workers.push(WorkerView {
