@@ -142,6 +142,9 @@ impl FileDisk {
     /// Accept requests up to `sectors` (online growth). Refuses to shrink:
     /// returns the capacity in force afterwards.
     pub fn grow(&self, sectors: u64) -> u64 {
+        // Whoever grows the export has seen the store that large.
+        self.store_end
+            .fetch_max(sectors * SECTOR_SIZE as u64, Ordering::AcqRel);
         self.sectors
             .fetch_max(sectors, Ordering::AcqRel)
             .max(sectors)
