@@ -321,10 +321,11 @@ impl Lease {
         let mut t = self.tick.lock().unwrap_or_else(|p| p.into_inner());
         let start = now_ns();
         if t.last_tick != 0 && start - t.last_tick > ns(HEARTBEAT) * 4 {
-            // This thread itself stalled: what it saw of the peers is old.
+            // This thread itself stalled (or a heartbeat blocked in
+            // librados): what it saw of the peers is old.
             tracing::warn!(
-                stalled_ms = (start - t.last_tick) / 1_000_000,
-                "lease thread stalled: peers observed afresh"
+                late_ms = (start - t.last_tick) / 1_000_000,
+                "lease thread ran late (stalled, or a heartbeat waited on the cluster): peers observed afresh"
             );
             for p in &mut t.peers {
                 p.since = start;
@@ -541,6 +542,20 @@ impl Lease {
         tracing::error!(addr = %self.addr, restarts = self.restarts + 1,
                         "this gateway was fenced (blocklisted): dropping everything it holds and starting again as a new client");
         use std::os::unix::process::CommandExt;
+        // Every descriptor but stdio closes at the exec, including those
+        // libraries opened without O_CLOEXEC (an AF_XDP socket left open
+        // would keep its queue busy for the new process).
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            for fd in fds.flatten() {
+                if let Some(fd) = fd.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
+                    if fd > 2 {
+                        // SAFETY: sets a flag on a descriptor number; one
+                        // that is not open fails harmlessly (EBADF).
+                        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+                    }
+                }
+            }
+        }
         let mut args = std::env::args_os();
         let argv0 = args.next().unwrap_or_else(|| "xblade".into());
         let err = std::process::Command::new("/proc/self/exe")
