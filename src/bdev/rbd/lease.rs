@@ -540,6 +540,7 @@ impl Lease {
     /// old image; the new process connects as a new instance and rejoins.
     fn fenced(&self) -> ! {
         tracing::error!(addr = %self.addr, restarts = self.restarts + 1,
+                        stale_dropped = self.stale_dropped.load(Ordering::Relaxed),
                         "this gateway was fenced (blocklisted): dropping everything it holds and starting again as a new client");
         use std::os::unix::process::CommandExt;
         // Every descriptor but stdio closes at the exec, including those
