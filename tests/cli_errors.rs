@@ -381,3 +381,26 @@ fn stale_control_socket_is_removed() {
     assert!(!path.exists(), "stale socket still there");
     assert!(!out.contains("[\""), "debug list in {out}");
 }
+
+/// Two writers on one file lose acknowledged data when one of them stalls
+/// (docs/fencing.md): an export of a range another process holds writable
+/// is refused, naming that process; a disjoint range is not in the way.
+#[test]
+fn second_writer_on_one_file_is_refused() {
+    let f = sparse_file(1 << 20);
+    let p = f.to_str().unwrap();
+    // This test process plays the first xblade: it holds the lock an
+    // export takes (the whole file, as an export without a length).
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(f.path())
+        .expect("open");
+    xblade::bdev::lock::lock_range(&held, f.path(), 0, u64::MAX).expect("lock");
+    let me = std::process::id().to_string();
+    assert_names(
+        &["--datapath", "afpacket", "1", "1", "lo", p],
+        &[p, "already exported writable by process", &me, "read-only"],
+    );
+    drop(held);
+}

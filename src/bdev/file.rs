@@ -113,6 +113,15 @@ impl FileDisk {
         };
         let total = bytes / SECTOR_SIZE as u64;
         let sectors = export_sectors(path, total, spec.offset_sectors, spec.length_sectors)?;
+        if !spec.read_only {
+            // One writer per range (a second one loses data on failover).
+            let start = spec.offset_sectors * SECTOR_SIZE as u64;
+            let end = match spec.length_sectors {
+                Some(_) => start + sectors * SECTOR_SIZE as u64,
+                None => u64::MAX,
+            };
+            super::lock::lock_range(&file, path, start, end)?;
+        }
         Ok(FileDisk {
             file: Arc::new(file),
             path: path.clone(),

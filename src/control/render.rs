@@ -155,6 +155,20 @@ pub fn render_status(st: &Status) -> String {
                 e.store_in_flight.unwrap_or(0)
             ));
         }
+        if let Some(l) = &e.lease {
+            o.push_str(&format!(
+                "           gateway lease {} ({}, {} ms left), {} renewals, {} missed, fenced {} peers, {} writes dropped stale, {} restarts after being fenced, {} peers seen\n",
+                l.addr,
+                if l.admitting { "admitting writes" } else { "NOT admitting writes" },
+                l.valid_ms,
+                l.renewals,
+                l.missed,
+                l.fenced_peers,
+                l.stale_dropped,
+                l.restarts,
+                l.peers.len()
+            ));
+        }
         if !e.mac_mask.is_empty() {
             o.push_str(&format!("           mask {}\n", e.mac_mask.join(",")));
         }

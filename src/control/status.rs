@@ -56,6 +56,9 @@ pub struct ExportStatus {
     /// Requests in flight in the store's client library (rbd: exports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_in_flight: Option<u64>,
+    /// The gateway lease (rbd: exports; docs/fencing.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::bdev::rbd::lease::LeaseStatus>,
 }
 
 /// One served interface as `status` reports it.
@@ -163,7 +166,8 @@ impl Sources {
                         direct: v.direct,
                         writeback: v.writeback,
                         cluster_fsid: store.as_ref().map(|s| s.cluster_fsid.clone()),
-                        store_in_flight: store.map(|s| s.in_flight),
+                        store_in_flight: store.as_ref().map(|s| s.in_flight),
+                        lease: store.and_then(|s| s.lease),
                     }
                 })
                 .collect(),

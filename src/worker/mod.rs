@@ -589,6 +589,12 @@ impl<F: FrameIo> Worker<F> {
 
     /// A disk request is done: build its reply in its frame and queue it.
     fn finish(&mut self, mut f: F::Frame, io: DiskIo, res: BlockResult) {
+        if res == Err(crate::bdev::DROPPED) {
+            // The store may no longer write here (gateway lease, fencing):
+            // no reply, the initiator retries through another gateway.
+            self.io.release(f);
+            return;
+        }
         if let Err(errno) = res {
             self.stats.disk_errors += 1;
             self.fail_log.failed(&io, errno);
