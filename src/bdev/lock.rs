@@ -55,24 +55,34 @@ pub enum LockError {
 /// conflict.
 pub fn lock_range(file: &File, path: &Path, start: u64, end: u64) -> Result<(), LockError> {
     let shown = path.display().to_string();
-    let mut fl = flock_for(libc::F_WRLCK, start, end);
-    // SAFETY: a live descriptor and a valid struct flock for the call.
-    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
-        return Err(LockError::Fcntl {
-            path: shown,
-            source: e,
-        });
-    }
-    let holders = file
-        .metadata()
-        .map(|m| lock_holders(m.dev(), m.ino()))
-        .unwrap_or_default();
     let me = std::process::id() as i32;
+    let deadline = std::time::Instant::now() + ORPHAN_LOCK_WAIT;
+    let holders = loop {
+        let mut fl = flock_for(libc::F_WRLCK, start, end);
+        // SAFETY: a live descriptor and a valid struct flock for the call.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
+            return Err(LockError::Fcntl {
+                path: shown,
+                source: e,
+            });
+        }
+        let holders = file
+            .metadata()
+            .map(|m| lock_holders(m.dev(), m.ino()))
+            .unwrap_or_default();
+        // No process has the locking descriptor open: a file being closed
+        // (an io_uring that registered it is torn down by deferred work, at
+        // a restart or a reload): it goes within milliseconds.
+        if !holders.is_empty() || std::time::Instant::now() >= deadline {
+            break holders;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     if !holders.is_empty() && holders.iter().all(|&p| p == me) {
         tracing::debug!(path = %shown, "backing file already locked by this process (reload)");
         return Ok(());
@@ -92,6 +102,10 @@ pub fn lock_range(file: &File, path: &Path, start: u64, end: u64) -> Result<(), 
         holder,
     })
 }
+
+/// How long a lock that no process holds open (a descriptor still being
+/// closed by the kernel) is waited for before it counts as another writer.
+const ORPHAN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn flock_for(kind: i32, start: u64, end: u64) -> libc::flock {
     // SAFETY: struct flock is plain data; all-zero is valid (l_pid must be 0
