@@ -193,6 +193,7 @@ pub(super) fn iface_info(
     let info = IfaceInfo::lookup(name).map_err(|source| StartError::Iface {
         shelf: key.0,
         slot: key.1,
+        iface: name.into(),
         source,
     })?;
     if info.mtu < 548 {
