@@ -150,14 +150,15 @@ fn reload(server: &mut Server, loader: &Loader) -> Result<String, String> {
             r.needs_restart.join("; ")
         ));
     }
-    if !r.not_serving.is_empty() {
-        m.push_str(&format!(
-            "; not serving (retried): {}",
-            r.not_serving.join("; ")
-        ));
-    }
     if server.export_count() == 0 {
         m.push_str("; no export configured: serving nothing");
+    }
+    if !r.not_serving.is_empty() {
+        // Applied, but not all of it serves: not a success.
+        return Err(format!(
+            "{m}; not serving (set aside, retried): {}",
+            r.not_serving.join("; ")
+        ));
     }
     Ok(m)
 }

@@ -252,7 +252,7 @@ impl Server {
             })
             .collect();
         for (n, why) in &gone {
-            warn!(iface = %n, "interface {n} {why}: stopping its workers; it is served again when it is back");
+            warn!(iface = %n, "interface {n} gone ({why}): stopping its workers; it is served again when it is back, no restart needed");
             self.waiting.insert(
                 n.clone(),
                 Pending::new(format!("waiting for {n}: {why}"), now),
@@ -280,7 +280,9 @@ impl Server {
                 Err(e) => p.failed(format!("waiting for {n}: {e}"), now),
             }
         }
-        if !try_exports.is_empty() || !try_ifaces.is_empty() {
+        // A start or a reload (`force`) puts the whole wanted configuration
+        // in force, whether or not anything was set aside.
+        if force || !try_exports.is_empty() || !try_ifaces.is_empty() {
             self.try_set_aside(&mut try_exports, &mut try_ifaces, &mut report);
         }
         self.publish();
@@ -426,4 +428,24 @@ fn note_failure(p: &mut Pending, why: String, now: Instant) {
         debug!("{why}: still failing");
     }
     p.failed(why, now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap() {
+        let t0 = Instant::now();
+        let mut p = Pending::new("x".into(), t0);
+        assert_eq!(p.next, t0, "tried at once");
+        let waits: Vec<u64> = (0..7)
+            .map(|_| {
+                p.failed("x".into(), t0);
+                (p.next - t0).as_secs()
+            })
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 10, 10, 10]);
+        assert_eq!(p.attempts, 7);
+    }
 }

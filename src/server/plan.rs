@@ -433,4 +433,21 @@ mod tests {
         assert!(p.attach.is_empty() && p.retarget.is_empty() && p.added.is_empty());
         assert_eq!(p.changed.len(), 1);
     }
+
+    #[test]
+    fn live_plan_moves_an_export_between_interfaces() {
+        // The server's own change: b gone (e1.1 leaves it), c back.
+        let old = config(vec![export(1, 1, &["a", "b"]), export(1, 2, &["b"])]);
+        let new = config(vec![export(1, 1, &["a", "c"]), export(1, 2, &[])]);
+        let p = plan_live(&old, &writable(&old), &new);
+        assert!(p.needs_restart.is_empty(), "{:?}", p.needs_restart);
+        assert_eq!(p.run, new);
+        assert_eq!(p.detach, ["b"]);
+        assert_eq!(p.attach, [("c".to_string(), vec![(1, 1)])]);
+        assert!(p.added.is_empty() && p.removed.is_empty() && p.retarget.is_empty());
+        // The operator's reload still needs a restart for the same change.
+        let p = plan(&old, &writable(&old), &new);
+        assert_eq!(p.needs_restart.len(), 2, "{:?}", p.needs_restart);
+        assert!(p.attach.is_empty() && p.detach.is_empty());
+    }
 }

@@ -333,11 +333,11 @@ impl Server {
     ) {
         for name in detach {
             if let Some(rec) = self.ifaces.remove(name) {
-                info!(iface = %name, "no export left on the interface: stopping its workers");
+                info!(iface = %name, "interface no longer served: stopping its workers");
                 if let Err(e) = rec.stop() {
                     failures.push(format!("interface {name}: worker failed: {e}"));
                 }
-                applied.push(format!("interface {name}: no export left, stopped"));
+                applied.push(format!("interface {name}: stopped"));
             }
         }
     }
