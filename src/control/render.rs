@@ -142,7 +142,11 @@ pub fn render_status(st: &Status) -> String {
             } else {
                 String::new()
             },
-            e.interfaces.join(","),
+            if e.interfaces.is_empty() {
+                "no interface yet (see not serving)".to_string()
+            } else {
+                e.interfaces.join(",")
+            },
         ));
         if let Some(fsid) = &e.cluster_fsid {
             o.push_str(&format!(

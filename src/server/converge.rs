@@ -329,8 +329,16 @@ impl Server {
                     return;
                 }
                 Err(ApplyError::Commit(m)) => {
+                    // Partly applied: what was tried is in force now (the
+                    // failure is a worker's, logged with the rest).
                     error!("{m}");
                     report.applied.push(m);
+                    for k in std::mem::take(try_exports) {
+                        self.held.remove(&k);
+                    }
+                    for n in std::mem::take(try_ifaces) {
+                        self.waiting.remove(&n);
+                    }
                     return;
                 }
                 Err(ApplyError::Start(e)) => e,

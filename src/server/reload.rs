@@ -362,7 +362,11 @@ impl Server {
                 "{}: added ({} sectors on {})",
                 name_of(k),
                 rec.export.state().sectors,
-                rec.spec.interfaces.join(",")
+                if rec.spec.interfaces.is_empty() {
+                    "no interface yet".to_string()
+                } else {
+                    rec.spec.interfaces.join(",")
+                }
             ));
             self.exports.insert(k, rec);
         }
