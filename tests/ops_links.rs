@@ -227,6 +227,9 @@ fn duplicate_scenario(prefix: &str, xdp: bool) {
     assert!(dup.reason.contains(&target_mac), "{dup:?}");
     drop(partial);
 
+    // Its own announcements and the probes it answered are no duplicate.
+    let st = first.status();
+    assert!(st.duplicates.is_empty(), "{:?}", st.duplicates);
     // While serving, an answer for 1.1 from another MAC is counted.
     let s = PacketSocket::open_in(pair.initiator_ns(), &i, 0x88a2).expect("raw socket");
     let mut payload = vec![0x18, 0, 0, 1, 1, 1, 9, 9, 9, 9];

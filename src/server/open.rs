@@ -340,7 +340,7 @@ pub(super) fn open_iface(
                 // Another program holds the interface: maybe another xblade,
                 // which the duplicate probe cannot see from the same host.
                 warn!(iface = %name, reason = %e,
-                      "datapath auto: another XDP program is attached to {name} (another xblade on this host?); using AF_PACKET. Two targets on one host and interface do not see each other's probes: make sure this one is not a duplicate");
+                      "datapath auto: XDP unavailable, using AF_PACKET: another XDP program is attached to {name} (another xblade on this host?). Two targets on one host and interface do not see each other's probes: make sure this one is not a duplicate");
             }
             Err(e) => {
                 info!(iface = %name, reason = %e,
