@@ -303,6 +303,7 @@ fn recreated_scenario(prefix: &str, xdp: bool) {
     let mut c = client(&pair);
     io_round_trip(&mut c, 2, 1, &a, 22);
     let took = back.elapsed();
+    eprintln!("{prefix}: interface recreated, serving again (verified I/O) after {took:?}");
     assert!(
         took < Duration::from_secs(15),
         "serving again took {took:?}"
