@@ -11,7 +11,7 @@
 # `xblade --datapath DP 1 1 xbrbt rbd:rbd/bench` in xbrb-t. The gateway process and
 # librbd share the same two cores with the OSD: compare rows of one run only.
 #
-# Usage: sudo bash benches/rbd.sh [--secs N] [--runs N] [--datapath xdp|afpacket]
+# Usage: sudo [XBLADE_BIN=PATH] bash benches/rbd.sh [--secs N] [--runs N] [--datapath xdp|afpacket]
 # Output: a table on stdout, and target/bench-rbd/rbd.txt.
 set -euo pipefail
 
@@ -31,8 +31,14 @@ TOOL=${CEPH_ONE_NODE:-../shared/tools/ceph-one-node.sh}
 for c in rbd ceph-mon ceph-osd ip python3; do
   command -v "$c" >/dev/null || { echo "rbd.sh: $c not found (run scripts/setup.sh)" >&2; exit 1; }
 done
-cargo build --release --bin xblade >&2
-XB=$PWD/target/release/xblade
+# XBLADE_BIN: another build to measure (say main's, to compare: gateway leases
+# are always on for a writable rbd: export); else this tree's, built here.
+if [[ -n ${XBLADE_BIN:-} ]]; then
+  XB=$XBLADE_BIN
+else
+  cargo build --release --bin xblade >&2
+  XB=$PWD/target/release/xblade
+fi
 OUT=target/bench-rbd
 mkdir -p "$OUT"
 W=$(mktemp -d /var/tmp/xblade-rbdbench.XXXXXX)

@@ -29,7 +29,7 @@
  * passed and counted as "short".
  *
  * Counters live in a per-CPU array, CNT_MAX of them per rx queue; user space
- * sums the CPUs. The indexes are mirrored in src/datapath/xdp/bpf.rs
+ * sums the CPUs. The indexes are mirrored in src/net/xdp/bpf.rs
  * (BpfCounters).
  */
 #include <linux/bpf.h>
@@ -95,7 +95,7 @@ struct {
 	__type(value, __u8);
 } targets SEC(".maps");
 
-/* The per-queue target MACs of the interface (src/datapath/xdp/steer.rs),
+/* The per-queue target MACs of the interface (src/net/xdp/steer.rs),
  * besides cfg.mac: AoE requests to them are ours too. */
 struct mac_key {
 	__u8 addr[6];

@@ -1,36 +1,80 @@
 #!/usr/bin/env bash
-# build-deb.sh: the Debian package, target/debian/xblade_VERSION-1_ARCH.deb (cargo-deb,
-# metadata in Cargo.toml [package.metadata.deb]).
+# build-deb.sh: the Debian package, OUTPUT/xblade_VERSION-1_ARCH.deb (default
+# OUTPUT target/debian), with dpkg-deb alone: no cargo-deb, nothing beyond
+# Debian 12's dpkg-dev and binutils.
 #
 #   bash scripts/build-deb.sh [--no-build] [--output DIR]
 #
-# Steps: cargo-deb installed if missing (cargo install cargo-deb --locked, once), the
-# release binary built (unless --no-build: an existing target/release/xblade is used),
-# the man pages generated from the clap definitions (`xblade man`, hidden) into
-# target/man and gzipped, then `cargo deb --no-build`.
+# Steps: the release binary built (unless --no-build: an existing
+# target/release/xblade is used) and stripped into the package, the man pages
+# generated from the clap definitions (`xblade man`, hidden) and gzipped, the
+# tree laid out (dist/xblade.service, dist/xblade.example.toml as the conffile
+# /etc/xblade/xblade.toml, dist/debian/* for control, copyright, changelog and
+# maintainer scripts), Depends from dpkg-shlibdeps, md5sums, then
+# `dpkg-deb --root-owner-group --build`. Reproducible: file times are the last
+# commit's (SOURCE_DATE_EPOCH).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-build=1 out=()
+build=1 out=target/debian
 while (($#)); do
   case $1 in
     --no-build) build=0 ;;
-    --output) out=(--output "$2"); shift ;;
+    --output) out=$2; shift ;;
+    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: build-deb.sh [--no-build] [--output DIR]" >&2; exit 2 ;;
   esac
   shift
 done
-for d in "${CARGO_HOME:-$HOME/.cargo}/bin" /usr/local/bin; do
-  [[ -d $d && :$PATH: != *:$d:* ]] && PATH=$PATH:$d
+for c in dpkg-deb dpkg-shlibdeps strip gzip; do
+  command -v "$c" >/dev/null || { echo "build-deb.sh: missing $c (apt-get install dpkg-dev binutils; scripts/setup.sh)" >&2; exit 1; }
 done
-if ! command -v cargo-deb >/dev/null 2>&1; then
-  echo "build-deb.sh: installing cargo-deb (once; a few minutes)" >&2
-  cargo install cargo-deb --locked
-fi
 target=${CARGO_TARGET_DIR:-target}
 ((build == 0)) || cargo build --release
-[[ -x $target/release/xblade ]] || { echo "build-deb.sh: no $target/release/xblade (build it, or drop --no-build)" >&2; exit 1; }
-rm -rf target/man
-"$target/release/xblade" man --dir target/man 2>/dev/null
-gzip -9n target/man/*.8
-# Stripped, as Debian ships binaries (the release profile keeps debug info).
-cargo deb --no-build --strip "${out[@]}"
+bin=$target/release/xblade
+[[ -x $bin ]] || { echo "build-deb.sh: no $bin (build it, or drop --no-build)" >&2; exit 1; }
+
+upstream=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+version=$upstream-1
+arch=$(dpkg --print-architecture)
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+mkdir -p "$out"
+work=$(mktemp -d "${TMPDIR:-/tmp}/xblade-deb.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+P=$work/pkg
+install -d -m 755 "$P/DEBIAN" "$P/usr/sbin" "$P/lib/systemd/system" "$P/etc/xblade" \
+  "$P/usr/share/man/man8" "$P/usr/share/doc/xblade"
+install -d -m 755 "$P/var/lib/xblade"
+strip --strip-unneeded --remove-section=.comment -o "$P/usr/sbin/xblade" "$bin"
+chmod 755 "$P/usr/sbin/xblade"
+install -m 644 dist/xblade.service "$P/lib/systemd/system/xblade.service"
+install -m 644 dist/xblade.example.toml "$P/etc/xblade/xblade.toml"
+"$bin" man --dir "$work/man" 2>/dev/null
+for m in "$work"/man/*.8; do
+  gzip -9n <"$m" >"$P/usr/share/man/man8/$(basename "$m").gz"
+done
+install -m 644 dist/debian/copyright "$P/usr/share/doc/xblade/copyright"
+gzip -9n <README.md >"$P/usr/share/doc/xblade/README.md.gz"
+sed -e "s/@VERSION@/$version/" -e "s/@COMMIT@/$commit/" \
+  -e "s/@DATE@/$(date -R -u -d "@$SOURCE_DATE_EPOCH")/" dist/debian/changelog |
+  gzip -9n >"$P/usr/share/doc/xblade/changelog.Debian.gz"
+chmod 644 "$P"/usr/share/doc/xblade/*.gz "$P"/usr/share/man/man8/*.gz
+for s in postinst prerm postrm; do install -m 755 "dist/debian/$s" "$P/DEBIAN/$s"; done
+echo /etc/xblade/xblade.toml >"$P/DEBIAN/conffiles"
+
+# Depends: what the binary links (librbd is dlopen'd: Suggests).
+mkdir -p "$work/src/debian"
+printf 'Source: xblade\n\nPackage: xblade\nArchitecture: any\n' >"$work/src/debian/control"
+depends=$(cd "$work/src" && dpkg-shlibdeps -O "$P/usr/sbin/xblade" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+[[ -n $depends ]] || { echo "build-deb.sh: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
+size=$(du -sk --exclude=DEBIAN "$P" | cut -f1)
+sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" \
+  -e "s/@DEPENDS@/$depends/" dist/debian/control.in >"$P/DEBIAN/control"
+(cd "$P" && find . -type f ! -path './DEBIAN/*' ! -path './etc/*' -printf '%P\n' | LC_ALL=C sort |
+  xargs md5sum >DEBIAN/md5sums)
+chmod 644 "$P/DEBIAN/control" "$P/DEBIAN/conffiles" "$P/DEBIAN/md5sums"
+find "$P" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+deb=$out/xblade_${version}_$arch.deb
+dpkg-deb --root-owner-group -Zxz --build "$P" "$deb" >/dev/null
+echo "build-deb.sh: wrote $deb"

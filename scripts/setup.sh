@@ -22,12 +22,15 @@ PKGS=(
   kmod xz-utils                                                     # shared/tools/xdp-guest-vm.sh (modinfo, xz -d modules)
   linux-perf python3 strace                                         # strace: ack-ordering test
   python3-prometheus-client                                         # Prometheus text parser (tests/control_plane.rs)
-  dpkg-dev init-system-helpers                                      # dpkg-shlibdeps (cargo-deb), deb-systemd-helper (81-deb.sh)
+  dpkg-dev init-system-helpers                                      # dpkg-shlibdeps, deb-systemd-helper (81-deb.sh)
+  binutils lintian util-linux systemd                               # build-deb.sh strip; 81-deb.sh: lintian, setpriv, systemd-analyze
   ceph-mon ceph-osd ceph-common librbd1                             # rbd: exports (dlopen librbd.so.1) and tests/rbd.rs (shared/tools/ceph-one-node.sh)
+  tgt libiscsi-bin nbdkit fio qemu-utils qemu-block-extra           # benches/protocols.sh: iSCSI and NBD targets and initiators
 )
 # Commands that must resolve after installation (package -> command checks).
-CMDS=(clang llvm-strip ip tc bridge ethtool sysctl strace vblade aoeping aoecfg tshark qemu-system-x86_64 busybox modinfo xz mkfs.ext4 perf python3 dpkg-shlibdeps deb-systemd-helper cargo rustc
-  ceph-mon ceph-osd ceph rbd rados ceph-authtool monmaptool)
+CMDS=(clang llvm-strip ip tc bridge ethtool sysctl strace vblade aoeping aoecfg tshark qemu-system-x86_64 busybox modinfo xz mkfs.ext4 perf python3 dpkg-shlibdeps deb-systemd-helper strip lintian setpriv systemd-analyze cargo rustc
+  ceph-mon ceph-osd ceph rbd rados ceph-authtool monmaptool
+  tgtd tgtadm iscsi-perf nbdkit fio qemu-img qemu-nbd)
 
 die() {
   echo "setup.sh: ERROR: $*" >&2
@@ -85,6 +88,8 @@ for c in "${CMDS[@]}"; do
   command -v "$c" >/dev/null 2>&1 || absent+=("$c")
 done
 [[ -f /usr/include/bpf/bpf_helpers.h ]] || absent+=("/usr/include/bpf/bpf_helpers.h (libbpf-dev)")
+# qemu-img's iSCSI driver is a module (benches/protocols.sh: iSCSI writes).
+[[ -f /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so ]] || absent+=("qemu block-iscsi.so (qemu-block-extra)")
 # Debian's python, not a pyenv/venv python3 earlier in PATH (the test calls it by path).
 /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 ||
   absent+=("/usr/bin/python3 module prometheus_client (python3-prometheus-client)")

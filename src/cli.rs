@@ -42,25 +42,57 @@ pub struct Cli {
 enum Command {
     /// Serve every export of a TOML configuration file.
     Serve {
-        /// Configuration file (see xblade.example.toml).
+        /// Configuration file (TOML; the package installs a commented one as
+        /// /etc/xblade/xblade.toml).
         #[arg(long, short = 'c')]
         config: PathBuf,
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Check a configuration file and print what it would serve.
+    /// Check a configuration file as `serve` would, without serving.
+    ///
+    /// Parses and validates it, opens every backing store read-only (and a
+    /// writable export's regular file for writing, writing nothing), checks
+    /// offset and length against the store's size, looks up every
+    /// interface, and looks for one store exported twice. Prints what would
+    /// be served.
+    #[command(after_help = "Exit status:\n  \
+        0  serve would serve every export (warnings may be printed)\n  \
+        1  the file is refused as a whole (unreadable, syntax, a bad value)\n  \
+        2  bad command line\n  \
+        3  the file is valid, but an export cannot be served now (store missing\n     \
+        or too small; an interface missing, with --strict-interfaces)")]
     CheckConfig {
         /// Configuration file.
         config: PathBuf,
+        /// A missing interface is an error (default: a warning, as a VLAN or
+        /// bond may be created after xblade starts).
+        #[arg(long)]
+        strict_interfaces: bool,
+        /// Exports that cannot be served now are warnings (exit 0): for a
+        /// serve that starts the exports it can and retries the others.
+        #[arg(long)]
+        partial_ok: bool,
+        /// Print only warnings and errors.
+        #[arg(long, short = 'q')]
+        quiet: bool,
     },
     /// Print the xblade TOML equivalent of vblade's persistence files.
+    #[command(after_help = "Exit status:\n  \
+        0  every persistence file was imported\n  \
+        1  nothing written (unreadable directory, existing output without --force)\n  \
+        3  the TOML was written, but files were skipped (listed on standard error)")]
     ImportVblade {
         /// Directory of vblade persistence files.
         #[arg(long, default_value = "/etc/vblade.conf.d")]
         dir: PathBuf,
-        /// Write the TOML here instead of standard output.
-        #[arg(long, short = 'o')]
+        /// Write the TOML here instead of standard output (refused if FILE
+        /// exists, unless --force).
+        #[arg(long, short = 'o', value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Overwrite the output file.
+        #[arg(long)]
+        force: bool,
     },
     /// Show running xblade processes: exports, interfaces, workers (queue,
     /// core, datapath, XDP mode), counters, disk I/O in flight.
@@ -99,9 +131,12 @@ enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
-    /// Re-read the configuration file of `xblade serve` and apply it live:
-    /// added exports start, removed ones stop, changed ones take read_only,
-    /// mac_mask and config_string; a bad file changes nothing.
+    /// Re-read the configuration file of `xblade serve` and apply it live.
+    ///
+    /// Added exports start, removed ones stop, changed ones take read_only,
+    /// mac_mask and config_string; a bad file changes nothing. Exits
+    /// non-zero when the file was refused, or applied only in part (changes
+    /// that need a restart are listed, and shown by `xblade status`).
     Reload {
         /// Control socket (default: every socket in /run/xblade).
         #[arg(long)]
@@ -115,7 +150,7 @@ enum Command {
         dir: PathBuf,
     },
     /// Run the AoE r11 conformance check list against SHELF.SLOT through
-    /// IFACE (a target this host cannot start itself: tests/scripts/75).
+    /// IFACE (a target this host cannot start itself: tests/scripts/75-xdp-zerocopy.sh).
     /// Writes to the export's first 64 and last sectors.
     #[command(hide = true)]
     Conformance {
@@ -273,11 +308,11 @@ struct VbladeArgs {
     /// acknowledged writes on a crash).
     #[arg(long)]
     writeback: bool,
-    /// Shelf (major address), 0-65534.
-    #[arg(value_name = "SHELF", required = true)]
+    /// Shelf (major address), 0-65534 (65535 is the broadcast shelf).
+    #[arg(value_name = "SHELF", required = true, value_parser = clap::value_parser!(u16).range(0..=65534))]
     shelf: Option<u16>,
-    /// Slot (minor address), 0-254.
-    #[arg(value_name = "SLOT", required = true)]
+    /// Slot (minor address), 0-254 (255 is the broadcast slot).
+    #[arg(value_name = "SLOT", required = true, value_parser = clap::value_parser!(u8).range(0..=254))]
     slot: Option<u8>,
     /// Network interface to serve on.
     #[arg(value_name = "NETIF", required = true)]
@@ -311,7 +346,28 @@ pub fn parse_vblade_args(argv: &[String]) -> Result<ExportSpec> {
     Ok(cfg.exports.remove(0))
 }
 
-fn import_vblade(dir: &std::path::Path, output: Option<&std::path::Path>) -> Result<()> {
+/// An error that ends the process with a code of its own (each command's
+/// codes are in its `--help`); other errors exit 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    /// Process exit status.
+    pub code: i32,
+    /// For the operator (empty: everything was said already).
+    pub message: String,
+}
+
+fn import_vblade(
+    dir: &std::path::Path,
+    output: Option<&std::path::Path>,
+    force: bool,
+) -> Result<()> {
+    if let Some(p) = output.filter(|p| !force && p.exists()) {
+        bail!(
+            "{} exists: not overwritten (--force overwrites it)",
+            p.display()
+        );
+    }
     let r = crate::import_vblade::import_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?;
     for s in &r.skipped {
@@ -319,10 +375,25 @@ fn import_vblade(dir: &std::path::Path, output: Option<&std::path::Path>) -> Res
     }
     match output {
         Some(p) => {
-            std::fs::write(p, &r.toml).with_context(|| format!("writing {}", p.display()))?;
+            // A whole file or none: written aside, then renamed over.
+            let tmp = p.with_extension("xblade-tmp");
+            std::fs::write(&tmp, &r.toml)
+                .and_then(|()| std::fs::rename(&tmp, p))
+                .with_context(|| format!("writing {}", p.display()))?;
             eprintln!("xblade: wrote {} export(s) to {}", r.exports, p.display());
         }
         None => print!("{}", r.toml),
+    }
+    if !r.skipped.is_empty() {
+        return Err(Exit {
+            code: 3,
+            message: format!(
+                "{} persistence file(s) skipped (see above); {} export(s) imported",
+                r.skipped.len(),
+                r.exports
+            ),
+        }
+        .into());
     }
     Ok(())
 }
@@ -365,27 +436,141 @@ impl VbladeArgs {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("XBLADE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+/// The log filter from `XBLADE_LOG` (default `info`). A value that would
+/// silence the log by mistake is refused: a bare word that is no level
+/// (`debgu`) is taken by tracing as a target name and turns every other
+/// line off, the `--writeback` data-loss warning included.
+fn log_filter() -> Result<tracing_subscriber::EnvFilter> {
+    let Ok(v) = std::env::var("XBLADE_LOG") else {
+        return Ok(tracing_subscriber::EnvFilter::new("info"));
+    };
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    for d in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = d.rsplit_once('=').map_or(d, |(_, l)| l);
+        let bare_target = !d.contains('=') && (d.contains("::") || d.starts_with("xblade"));
+        if !bare_target && !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            bail!(
+                "XBLADE_LOG={v:?}: {level:?} is not a log level (use {}, or TARGET=LEVEL)",
+                LEVELS.join(", ")
+            );
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(&v).map_err(|e| anyhow::anyhow!("XBLADE_LOG={v:?}: {e}"))
+}
+
+fn init_logging() -> Result<()> {
+    let filter = log_filter()?;
+    crate::logging::init(filter);
+    Ok(())
+}
+
+/// The visible subcommands' names.
+fn subcommand_names() -> Vec<String> {
+    Cli::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name().to_string())
+        .collect()
+}
+
+/// Edit distance with adjacent transpositions (optimal string alignment:
+/// `stauts` is one edit from `status`), for subcommand suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, v) in d[0].iter_mut().enumerate() {
+        *v = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// Bare `xblade` shows the help (subcommands included); a first word that
+/// is neither a subcommand nor a shelf number is answered with the nearest
+/// subcommand, rather than clap's "invalid value for SHELF".
+fn precheck_args(args: &[std::ffi::OsString]) -> Result<()> {
+    if args.len() <= 1 {
+        let mut cmd = Cli::command();
+        let _ = cmd.print_help();
+        return Err(Exit {
+            code: 2,
+            message: String::new(),
+        }
+        .into());
+    }
+    let Some(first) = args[1].to_str().filter(|a| !a.starts_with('-')) else {
+        return Ok(());
+    };
+    let names = subcommand_names();
+    let all: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    if first.parse::<u64>().is_ok() || first == "help" || all.iter().any(|n| n == first) {
+        return Ok(());
+    }
+    let dist: Vec<(usize, &String)> = names
+        .iter()
+        .map(|n| (edit_distance(first, n), n))
+        .filter(|(d, n)| *d <= 2 || n.starts_with(first))
+        .collect();
+    let best = dist.iter().map(|(d, _)| *d).min();
+    let near: Vec<String> = dist
+        .iter()
+        .filter(|(d, _)| Some(*d) == best)
+        .map(|(_, n)| format!("'{n}'"))
+        .collect();
+    let hint = match near.len() {
+        0 => String::new(),
+        _ => format!("did you mean {}? ", near.join(" or ")),
+    };
+    Err(Exit {
+        code: 2,
+        message: format!(
+            "'{first}' is neither a subcommand nor a SHELF number: {hint}(subcommands: {}; vblade form: xblade [OPTIONS] SHELF SLOT NETIF FILE; see xblade --help)",
+            names.join(", ")
+        ),
+    }
+    .into())
 }
 
 /// Entry point of the binary.
 pub fn main() -> Result<()> {
-    let cli = Cli::parse();
-    init_logging();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    precheck_args(&args)?;
+    let cli = Cli::parse_from(args);
+    init_logging()?;
     match cli.command {
-        Some(Command::Serve { config, run }) => {
+        Some(Command::Serve { config, mut run }) => {
             let top = cli.run.datapath;
-            let cfg = load_serve_config(&config, &run, top)?;
+            let (cfg, svc) = load_serve_config(&config, &run, top)?;
+            // The command line wins over [service].
+            if run.cores.is_empty() {
+                run.cores = svc.cores;
+            }
+            if run.control_socket.is_none() {
+                run.control_socket = svc.control_socket;
+            }
+            if run.metrics.is_none() {
+                run.metrics = svc.metrics;
+            }
             let loader: crate::service::Loader = {
                 let (config, run) = (config.clone(), run.clone());
-                Box::new(move || load_serve_config(&config, &run, top))
+                Box::new(move || load_serve_config(&config, &run, top).map(|(c, _)| c))
             };
             serve(cfg, &run, Some((config, loader)))
         }
@@ -421,27 +606,22 @@ pub fn main() -> Result<()> {
             Ok(())
         }
         Some(Command::Bench(b)) => crate::bench::main(*b),
-        Some(Command::ImportVblade { dir, output }) => import_vblade(&dir, output.as_deref()),
-        Some(Command::CheckConfig { config }) => {
-            let cfg = config::load(&config)?;
-            for e in &cfg.exports {
-                println!(
-                    "{}.{} {:?} on {} (read_only={}, direct={}, writeback={})",
-                    e.shelf,
-                    e.slot,
-                    e.disk.source,
-                    e.interfaces.join(","),
-                    e.disk.read_only,
-                    e.disk.direct,
-                    e.disk.writeback
-                );
-            }
-            println!("{}: ok, {} export(s)", config.display(), cfg.exports.len());
-            if cfg.exports.is_empty() {
-                println!("(no export: xblade serve would start idle and serve what a reload adds)");
-            }
-            Ok(())
+        Some(Command::ImportVblade { dir, output, force }) => {
+            import_vblade(&dir, output.as_deref(), force)
         }
+        Some(Command::CheckConfig {
+            config,
+            strict_interfaces,
+            partial_ok,
+            quiet,
+        }) => check_config(
+            &config,
+            crate::check_config::CheckOptions {
+                strict_interfaces,
+                partial_ok,
+            },
+            quiet,
+        ),
         None => {
             let mut cfg = cli.vblade.to_config()?;
             if let Some(d) = cli.run.datapath {
@@ -458,6 +638,50 @@ pub fn main() -> Result<()> {
     }
 }
 
+/// `xblade check-config`: the report, then the exit code it deserves.
+fn check_config(path: &Path, opts: crate::check_config::CheckOptions, quiet: bool) -> Result<()> {
+    let refused = |e: String| Exit {
+        code: crate::check_config::EXIT_INVALID,
+        message: format!("{e}: refused, serve would not start"),
+    };
+    let r = crate::check_config::check_file(path, opts).map_err(|e| refused(e.to_string()))?;
+    // [service], as serve would take it.
+    let (_, svc) = config::load_with_service(path).map_err(|e| refused(e.to_string()))?;
+    check_cores(&svc.cores)
+        .and_then(|()| control_socket_path(svc.control_socket.as_deref()).map(drop))
+        .map_err(|e| refused(format!("{}: [service] {e:#}", path.display())))?;
+    if !quiet {
+        for e in &r.exports {
+            println!("{e}");
+        }
+    }
+    for w in &r.warnings {
+        eprintln!("xblade: warning: {w}");
+    }
+    for e in &r.errors {
+        eprintln!("xblade: error: {e}");
+    }
+    let n = r.exports.len();
+    if r.errors.is_empty() {
+        if !quiet {
+            println!("{}: ok, {n} export(s)", path.display());
+            if n == 0 {
+                println!("(no export: xblade serve would start idle and serve what a reload adds)");
+            }
+        }
+        return Ok(());
+    }
+    Err(Exit {
+        code: r.exit_code(),
+        message: format!(
+            "{}: {} problem(s): not every export can be served now",
+            path.display(),
+            r.errors.len()
+        ),
+    }
+    .into())
+}
+
 fn parse_target(s: &str) -> Result<(u16, u8), String> {
     crate::control::parse_target(s)
         .ok_or_else(|| format!("{s:?}: expected SHELF.SLOT, e.g. 1.2 (shelf 0-65534, slot 0-254)"))
@@ -465,8 +689,12 @@ fn parse_target(s: &str) -> Result<(u16, u8), String> {
 
 /// The configuration of `xblade serve`: the file, then the command line's
 /// overrides; validated. Also what a reload re-reads.
-fn load_serve_config(path: &Path, run: &RunArgs, top: Option<DatapathKind>) -> Result<Config> {
-    let mut cfg = config::load(path)?;
+fn load_serve_config(
+    path: &Path,
+    run: &RunArgs,
+    top: Option<DatapathKind>,
+) -> Result<(Config, config::ServiceSettings)> {
+    let (mut cfg, svc) = config::load_with_service(path)?;
     if let Some(d) = run.datapath.or(top) {
         cfg.datapath = d;
     }
@@ -477,31 +705,91 @@ fn load_serve_config(path: &Path, run: &RunArgs, top: Option<DatapathKind>) -> R
     }
     cfg.all_or_nothing |= run.all_or_nothing;
     config::validate(&cfg)?;
-    Ok(cfg)
+    Ok((cfg, svc))
 }
 
-/// Write xblade.8 and xblade-SUBCOMMAND.8 (visible subcommands) into `dir`.
+/// `cmd` and its visible subcommands, depth first, as (page name, command),
+/// without clap's `help` subcommand (no page would exist for the SEE ALSO
+/// reference it makes).
+fn man_pages(
+    cmd: clap::Command,
+    name: String,
+    bin: String,
+    out: &mut Vec<(String, clap::Command)>,
+) {
+    let cmd = cmd
+        .disable_help_subcommand(true)
+        .display_name(name.clone())
+        .bin_name(bin.clone());
+    let subs: Vec<clap::Command> = cmd
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .cloned()
+        .collect();
+    out.push((name.clone(), cmd));
+    for sub in subs {
+        let n = sub.get_name().to_string();
+        man_pages(sub, format!("{name}-{n}"), format!("{bin} {n}"), out);
+    }
+}
+
+/// clap_mangen's SYNOPSIS leaves option values out (`[-b ]`, `[--datapath]`)
+/// though its OPTIONS list has them: put each value name in, and drop the
+/// stray space after a short flag.
+fn fix_synopsis(page: &str, cmd: &clap::Command) -> String {
+    let mut s = page.to_string();
+    for a in cmd.get_arguments().filter(|a| !a.is_positional()) {
+        let value = a
+            .get_action()
+            .takes_values()
+            .then(|| {
+                a.get_value_names()
+                    .and_then(|v| v.first())
+                    .map_or_else(|| a.get_id().as_str().to_uppercase(), |v| v.to_string())
+            })
+            .map_or(String::new(), |v| format!(" \\fI{v}\\fR"));
+        let mut names = Vec::new();
+        if let Some(c) = a.get_short() {
+            names.push((format!("\\fB\\-{c} \\fR"), format!("\\fB\\-{c}\\fR")));
+        }
+        if let Some(l) = a.get_long() {
+            let l = l.replace('-', "\\-");
+            let n = format!("\\fB\\-\\-{l}\\fR");
+            names.push((n.clone(), n));
+        }
+        for (from, to) in names {
+            for (open, close) in [("[", "]"), ("<", ">")] {
+                s = s.replace(
+                    &format!("{open}{from}{close}"),
+                    &format!("{open}{to}{value}{close}"),
+                );
+            }
+        }
+    }
+    s
+}
+
+/// Write xblade.8 and xblade-SUBCOMMAND.8 (visible subcommands, nested
+/// ones too) into `dir`.
 fn write_man(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let cmd = Cli::command().name("xblade");
-    let mut pages = vec![("xblade".to_string(), cmd.clone())];
-    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
-        let name = format!("xblade-{}", sub.get_name());
-        let c = sub
-            .clone()
-            .display_name(name.clone())
-            .bin_name(format!("xblade {}", sub.get_name()));
-        pages.push((name, c));
-    }
+    let mut pages = Vec::new();
+    man_pages(
+        Cli::command().name("xblade"),
+        "xblade".into(),
+        "xblade".into(),
+        &mut pages,
+    );
     for (name, c) in pages {
         let mut out = Vec::new();
-        clap_mangen::Man::new(c)
+        clap_mangen::Man::new(c.clone())
             .section("8")
             .manual("System Administration")
             .source(format!("xblade {}", env!("CARGO_PKG_VERSION")))
             .render(&mut out)?;
+        let text = fix_synopsis(&String::from_utf8_lossy(&out), &c);
         let path = dir.join(format!("{name}.8"));
-        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("xblade: wrote {}", path.display());
     }
     Ok(())
@@ -527,8 +815,10 @@ fn sockets(socket: &Option<PathBuf>) -> Result<Vec<PathBuf>> {
 fn send_command(socket: Option<PathBuf>, cmd: crate::control::Command) -> Result<()> {
     let mut done = 0;
     let mut refusals = Vec::new();
-    for s in sockets(&socket)? {
-        match crate::control::command(&s, &cmd) {
+    let mut stale_count = 0;
+    let list = sockets(&socket)?;
+    for s in &list {
+        match crate::control::command(s, &cmd) {
             Ok(Ok(m)) => {
                 println!("{m}");
                 done += 1;
@@ -538,13 +828,16 @@ fn send_command(socket: Option<PathBuf>, cmd: crate::control::Command) -> Result
                 return Err(e).with_context(|| format!("asking {}", s.display()))
             }
             // A socket left by a killed process.
-            Err(e) if stale(&e) => {}
+            Err(e) if stale(&e) => {
+                stale_count += 1;
+                forget_stale(s);
+            }
             Err(e) => refusals.push(format!("{}: {e}", s.display())),
         }
     }
     if done == 0 {
         match refusals.len() {
-            0 => bail!("no running xblade answered"),
+            0 => bail!("{}", none_answered(&list, stale_count)),
             1 if socket.is_some() => bail!(
                 "{}",
                 refusals[0]
@@ -566,13 +859,14 @@ fn status(socket: Option<PathBuf>, json: bool, watch: Option<f64>, full: bool) -
         let mut found = 0;
         let mut out = String::new();
         let mut now = Vec::new();
+        let mut docs = Vec::new();
+        let mut stale_count = 0;
         for s in &list {
             match crate::control::query(s) {
                 Ok(st) => {
                     found += 1;
                     if json {
-                        out.push_str(&serde_json::to_string(&st)?);
-                        out.push('\n');
+                        docs.push(serde_json::to_value(&st)?);
                     } else if full {
                         out.push_str(&crate::control::render_status(&st));
                     } else {
@@ -588,7 +882,10 @@ fn status(socket: Option<PathBuf>, json: bool, watch: Option<f64>, full: bool) -
                     return Err(e).with_context(|| format!("querying {}", s.display()))
                 }
                 // A socket left by a killed process: skip it.
-                Err(e) if stale(&e) => {}
+                Err(e) if stale(&e) => {
+                    stale_count += 1;
+                    forget_stale(s);
+                }
                 // A live process that does not answer: say so, go on.
                 Err(e) => {
                     eprintln!("xblade: querying {}: {e}", s.display());
@@ -596,7 +893,17 @@ fn status(socket: Option<PathBuf>, json: bool, watch: Option<f64>, full: bool) -
             }
         }
         if found == 0 {
-            bail!("no running xblade answered on {:?}", list);
+            bail!("{}", none_answered(&list, stale_count));
+        }
+        if json {
+            // One JSON document: the object of the one xblade that
+            // answered, an array when several did.
+            let doc = match docs.len() {
+                1 => docs.remove(0),
+                _ => serde_json::Value::Array(docs),
+            };
+            out.push_str(&serde_json::to_string(&doc)?);
+            out.push('\n');
         }
         match watch {
             Some(secs) if secs > 0.0 => {
@@ -624,11 +931,8 @@ fn serve(
     run: &RunArgs,
     config: Option<(PathBuf, crate::service::Loader)>,
 ) -> Result<()> {
-    let control_socket = match &run.control_socket {
-        Some(p) if p.as_os_str() == "none" => None,
-        Some(p) => Some(p.clone()),
-        None => Some(crate::control::default_socket()),
-    };
+    let control_socket = control_socket_path(run.control_socket.as_deref())?;
+    check_cores(&run.cores)?;
     crate::service::run(
         cfg,
         crate::service::Options {
@@ -638,6 +942,125 @@ fn serve(
             config,
         },
     )
+}
+
+/// Why nothing answered, for the operator (no debug list of paths).
+fn none_answered(list: &[PathBuf], stale: usize) -> String {
+    match (list.len(), stale) {
+        (1, 1) => format!(
+            "no xblade listens on {} (a socket left by a process that was killed)",
+            list[0].display()
+        ),
+        (n, s) if s == n => format!(
+            "no running xblade: the {n} socket(s) in {} were left by processes that are gone",
+            crate::control::SOCKET_DIR
+        ),
+        (n, s) => format!("no running xblade answered ({n} socket(s) tried, {s} stale)"),
+    }
+}
+
+/// A discovered socket `xblade-PID.sock` whose process is gone (killed
+/// with SIGKILL, it could not remove it): removed, and said once, so it
+/// is not listed forever. A socket whose process still exists (or that
+/// does not follow the naming) is left alone.
+fn forget_stale(path: &Path) {
+    let pid = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("xblade-")?.strip_suffix(".sock"))
+        .and_then(|p| p.parse::<u32>().ok());
+    let Some(pid) = pid else { return };
+    if Path::new(&format!("/proc/{pid}")).exists() {
+        return;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => eprintln!(
+            "xblade: removed stale control socket {} (process {pid} is gone)",
+            path.display()
+        ),
+        Err(e) => eprintln!(
+            "xblade: ignoring stale control socket {} (process {pid} is gone; cannot remove it: {e})",
+            path.display()
+        ),
+    }
+}
+
+/// The control socket to open: `--control-socket` (or `[service]`), "none"
+/// for none, else the default. Only the default directory is created: a
+/// typo must not leave directories behind.
+fn control_socket_path(asked: Option<&Path>) -> Result<Option<PathBuf>> {
+    match asked {
+        Some(p) if p.as_os_str() == "none" => Ok(None),
+        Some(p) => {
+            let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+            if let Some(d) = dir.filter(|d| !d.is_dir()) {
+                bail!(
+                    "--control-socket {}: directory {} does not exist (it is not created)",
+                    p.display(),
+                    d.display()
+                );
+            }
+            Ok(Some(p.to_path_buf()))
+        }
+        None => Ok(Some(crate::control::default_socket())),
+    }
+}
+
+/// `--cores`: each one must be a core this process may run on.
+fn check_cores(cores: &[usize]) -> Result<()> {
+    if cores.is_empty() {
+        return Ok(());
+    }
+    let allowed = allowed_cpus().context("reading the CPUs this process may use")?;
+    if let Some(c) = cores.iter().find(|c| !allowed.contains(c)) {
+        bail!(
+            "--cores: core {c} is not available (this process may use cores {})",
+            cpu_list(&allowed)
+        );
+    }
+    Ok(())
+}
+
+/// Cpus_allowed_list of /proc/self/status ("0-3,6"): online CPUs in this
+/// process's affinity mask.
+fn allowed_cpus() -> Result<Vec<usize>> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .context("no Cpus_allowed_list in /proc/self/status")?;
+    let mut v = Vec::new();
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (usize, usize) = (a.parse()?, b.parse()?);
+        v.extend(a..=b);
+    }
+    if let Ok(online) = std::fs::read_to_string("/sys/devices/system/cpu/online") {
+        let mut on = Vec::new();
+        for part in online.trim().split(',').filter(|p| !p.is_empty()) {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                on.extend(a..=b);
+            }
+        }
+        if !on.is_empty() {
+            v.retain(|c| on.contains(c));
+        }
+    }
+    Ok(v)
+}
+
+/// "0-1" / "0, 2, 5" for messages.
+fn cpu_list(cpus: &[usize]) -> String {
+    match cpus {
+        [] => "none".into(),
+        [a, .., b] if b - a + 1 == cpus.len() => format!("{a}-{b}"),
+        _ => cpus
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    }
 }
 
 /// A control socket left by a process that is gone (refused, or removed

@@ -159,6 +159,32 @@ fn validate_indexed(cfg: &Config) -> Result<(), (Option<usize>, String)> {
                 i + 1
             ));
         }
+        if let Source::File(p) = &e.disk.source {
+            if p.as_os_str().is_empty() {
+                return bad(format!("{name}: file = \"\": no backing store named"));
+            }
+        }
+        if e.disk.length_sectors == Some(0) {
+            return bad(format!(
+                "{name}: length = 0: an export needs at least one sector (leave length out to export to the end)"
+            ));
+        }
+        if let Some(m) = e
+            .mac_mask
+            .iter()
+            .find(|m| m.is_multicast() || m.0 == [0; 6])
+        {
+            return bad(format!(
+                "{name}: Mac Mask entry {m} is a {} address: no initiator sends from it",
+                if m.0 == [0; 6] {
+                    "zero"
+                } else if m.is_broadcast() {
+                    "broadcast"
+                } else {
+                    "multicast"
+                }
+            ));
+        }
         let mut ifs = e.interfaces.clone();
         ifs.sort();
         ifs.dedup();
@@ -190,6 +216,23 @@ struct FileConfig {
     /// Refuse to start unless every export serves (default false).
     #[serde(default)]
     all_or_nothing: bool,
+
+    #[serde(default)]
+    service: ServiceSettings,
+}
+
+/// `[service]`: how `xblade serve` runs, for a packaged unit that should
+/// not need its `ExecStart=` overridden. The command line wins over these.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// Prometheus endpoint, e.g. "127.0.0.1:9750" (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Pin worker i to core `cores[i]` (`--cores`).
+    #[serde(default)]
+    pub cores: Vec<usize>,
+    /// Control socket path, or "none" (`--control-socket`).
+    pub control_socket: Option<PathBuf>,
 }
 
 /// `[xdp]`: options of the XDP datapath.
@@ -254,6 +297,14 @@ fn export_line(text: &str, n: usize) -> Option<usize> {
 /// Parse a TOML configuration (see `xblade.example.toml`). Errors name the
 /// file and line: toml's own, or the `[[export]]` table at fault.
 pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    from_toml_with_service(path, text).map(|(c, _)| c)
+}
+
+/// [`from_toml`], with the `[service]` table.
+pub fn from_toml_with_service(
+    path: &Path,
+    text: &str,
+) -> Result<(Config, ServiceSettings), ConfigError> {
     let f: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.into(),
         message: e.to_string(),
@@ -308,6 +359,22 @@ pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 format!("export {} ({}.{}): {err}", i + 1, e.shelf, e.slot),
             )
         })?;
+        if let Source::File(p) = &source {
+            if !p.as_os_str().is_empty() && p.is_relative() {
+                // Relative to serve's working directory, which differs
+                // between a shell and the service (/): ambiguous.
+                return Err(at(
+                    Some(i),
+                    format!(
+                        "export {} ({}.{}): file = {:?} is a relative path: give an absolute one",
+                        i + 1,
+                        e.shelf,
+                        e.slot,
+                        e.file
+                    ),
+                ));
+            }
+        }
         exports.push(ExportSpec {
             shelf: e.shelf,
             slot: e.slot,
@@ -345,16 +412,24 @@ pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
         all_or_nothing: f.all_or_nothing,
     };
     validate_indexed(&cfg).map_err(|(i, m)| at(i, m))?;
-    Ok(cfg)
+    if f.service.cores.len() > 1024 {
+        return Err(at(None, "[service] cores: more than 1024 entries".into()));
+    }
+    Ok((cfg, f.service))
 }
 
 /// Read and parse a TOML file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with_service(path).map(|(c, _)| c)
+}
+
+/// [`load`], with the `[service]` table.
+pub fn load_with_service(path: &Path) -> Result<(Config, ServiceSettings), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.into(),
         source,
     })?;
-    from_toml(path, &text)
+    from_toml_with_service(path, &text)
 }
 
 #[cfg(test)]
@@ -492,5 +567,35 @@ writeback = true
         assert!(e.contains("line 3:"), "{e}");
         let e = err(&GOOD.replace("file = \"null:1G\"", "file = \"null:lots\""));
         assert!(e.contains("null:lots"), "{e}");
+        let e = err(&GOOD.replace("/var/tmp/a.img", ""));
+        assert!(e.contains("line 3:") && e.contains("file = \"\""), "{e}");
+        let e = err(&GOOD.replace("/var/tmp/a.img", "a.img"));
+        assert!(e.contains("\"a.img\" is a relative path"), "{e}");
+        let e = err(&GOOD.replace("length = 16", "length = 0"));
+        assert!(e.contains("length = 0"), "{e}");
+        for (m, what) in [
+            ("ff:ff:ff:ff:ff:ff", "broadcast"),
+            ("00:00:00:00:00:00", "zero"),
+            ("01:00:5e:00:00:01", "multicast"),
+        ] {
+            let e = err(&GOOD.replace("02:00:00:00:00:01", m));
+            assert!(e.contains(m) && e.contains(what), "{e}");
+        }
+    }
+
+    #[test]
+    fn service_table() {
+        let (_, s) = from_toml_with_service(
+            Path::new("x.toml"),
+            &format!("{GOOD}\n[service]\nmetrics = \"127.0.0.1:9750\"\ncores = [0, 1]\ncontrol_socket = \"/run/xblade/a.sock\"\n"),
+        )
+        .unwrap();
+        assert_eq!(s.metrics, Some("127.0.0.1:9750".parse().unwrap()));
+        assert_eq!(s.cores, vec![0, 1]);
+        assert_eq!(s.control_socket, Some(PathBuf::from("/run/xblade/a.sock")));
+        let e = err(&format!("{GOOD}\n[service]\nmetrics = \"localhost\"\n"));
+        assert!(e.contains("metrics") || e.contains("localhost"), "{e}");
+        let e = err(&format!("{GOOD}\n[service]\nmetric = \"127.0.0.1:1\"\n"));
+        assert!(e.contains("metric"), "{e}");
     }
 }

@@ -288,11 +288,11 @@ mod tests {
         w("skeleton.conf", "# shelf=\n# slot=\n");
         w(
             "a.conf",
-            "shelf=10\nslot=3\nnetif=em3\nfilename=/dev/mapper/export\noptions='-m 11:22:33:44:55:66 -o 8 -b 32'\nionice='--class idle'\n",
+            "shelf=10\nslot=3\nnetif=em3\nfilename=/dev/mapper/export\noptions='-m 02:22:33:44:55:66 -o 8 -b 32'\nionice='--class idle'\n",
         );
         w(
             "a2.conf",
-            "shelf=10\nslot=3\nnetif=em4\nfilename=/dev/mapper/export\noptions='-m 11:22:33:44:55:66 -o 8 -b 32'\n",
+            "shelf=10\nslot=3\nnetif=em4\nfilename=/dev/mapper/export\noptions='-m 02:22:33:44:55:66 -o 8 -b 32'\n",
         );
         w(
             "b.conf",
@@ -314,7 +314,7 @@ mod tests {
             "{}",
             r.toml
         );
-        assert!(r.toml.contains("mac_mask = [\"11:22:33:44:55:66\"]"));
+        assert!(r.toml.contains("mac_mask = [\"02:22:33:44:55:66\"]"));
         assert!(r.toml.contains("offset = 8"));
         assert!(r.toml.contains("bufcnt = 32"));
         assert!(r.toml.contains("file = \"/srv/x y.img\""));

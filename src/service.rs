@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{error, info, warn};
 
@@ -135,8 +136,15 @@ fn link_events() -> (
     (rx, t, stop)
 }
 
-/// Reload from `loader` into `server`; the message for the operator.
-fn reload(server: &mut Server, loader: &Loader) -> Result<String, String> {
+/// Reload from `loader` into `server`; the message for the operator. A
+/// reload that left changes for a restart is an `Err` (what was applied is
+/// in force, and said): the operator's `xblade reload` exits non-zero, and
+/// `pending` (shown by `status`) lists what runs differently from the file.
+fn reload(
+    server: &mut Server,
+    loader: &Loader,
+    pending: &ArcSwap<Vec<String>>,
+) -> Result<String, String> {
     let cfg = loader().map_err(|e| format!("configuration refused, nothing changed: {e:#}"))?;
     let r = server.reload(&cfg)?;
     let mut m = if r.applied.is_empty() {
@@ -144,23 +152,46 @@ fn reload(server: &mut Server, loader: &Loader) -> Result<String, String> {
     } else {
         format!("reloaded: {}", r.applied.join("; "))
     };
-    if !r.needs_restart.is_empty() {
-        m.push_str(&format!(
-            "; needs a restart (not applied): {}",
-            r.needs_restart.join("; ")
-        ));
-    }
+    pending.store(Arc::new(r.needs_restart.clone()));
     if server.export_count() == 0 {
         m.push_str("; no export configured: serving nothing");
     }
+    let mut refused = false;
+    if !r.needs_restart.is_empty() {
+        m.push_str(&format!(
+            "; NOT applied, needs a restart: {}",
+            r.needs_restart.join("; ")
+        ));
+        refused = true;
+    }
     if !r.not_serving.is_empty() {
         // Applied, but not all of it serves: not a success.
-        return Err(format!(
-            "{m}; not serving (set aside, retried): {}",
+        m.push_str(&format!(
+            "; not serving (set aside, retried): {}",
             r.not_serving.join("; ")
         ));
+        refused = true;
+    }
+    if refused {
+        return Err(m);
     }
     Ok(m)
+}
+
+/// Log a reload's outcome and count it (a partly applied one counts: its
+/// applied part is in force).
+fn log_reload(r: &Result<String, String>, reloads: &AtomicU64) {
+    match r {
+        Ok(m) => {
+            reloads.fetch_add(1, Ordering::Relaxed);
+            info!("{m}");
+        }
+        Err(e) if e.starts_with("reloaded:") => {
+            reloads.fetch_add(1, Ordering::Relaxed);
+            warn!("{e}");
+        }
+        Err(e) => error!("{e}"),
+    }
 }
 
 /// Carry out a control-socket command; the answer for the operator.
@@ -168,6 +199,7 @@ fn answer(
     server: &mut Server,
     opts: &Options,
     reloads: &AtomicU64,
+    pending: &ArcSwap<Vec<String>>,
     command: Command,
     notify: &dyn Fn(&str),
 ) -> Result<String, String> {
@@ -176,14 +208,8 @@ fn answer(
         Command::Reload => match &opts.config {
             None => Err("started without --config (vblade form): nothing to reload".to_string()),
             Some((_, loader)) => {
-                let r = reload(server, loader);
-                match &r {
-                    Ok(m) => {
-                        reloads.fetch_add(1, Ordering::Relaxed);
-                        info!("{m}");
-                    }
-                    Err(e) => error!("{e}"),
-                }
+                let r = reload(server, loader, pending);
+                log_reload(&r, reloads);
                 notify(&status_line(server));
                 r
             }
@@ -200,17 +226,22 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
     let mut server = Server::start(&cfg, &opts.cores)?;
     let config_path = opts.config.as_ref().map(|c| c.0.clone());
     if cfg.exports.is_empty() {
-        warn!(config = ?config_path,
+        let config = config_path
+            .as_ref()
+            .map_or_else(|| "(command line)".to_string(), |p| p.display().to_string());
+        warn!(%config,
               "no export configured: serving nothing until exports are added and xblade is reloaded (xblade reload, or SIGHUP)");
     }
     let (req_tx, mut req_rx) = crossbeam_channel::bounded::<Request>(4);
     let reloads = Arc::new(AtomicU64::new(0));
+    let pending = Arc::new(ArcSwap::from_pointee(Vec::new()));
     let _control = crate::control::start(
         crate::control::Sources {
             inventory: server.inventory(),
             requests: Some(req_tx),
             config: config_path.clone(),
             reloads: Arc::clone(&reloads),
+            pending_restart: Arc::clone(&pending),
             started: Instant::now(),
         },
         opts.control_socket.as_deref(),
@@ -276,13 +307,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
                 Ok(SIGHUP) => {
                     info!("SIGHUP: reloading, checking sizes, announcing exports again");
                     if let Some((_, loader)) = &opts.config {
-                        match reload(&mut server, loader) {
-                            Ok(m) => {
-                                reloads.fetch_add(1, Ordering::Relaxed);
-                                info!("{m}");
-                            }
-                            Err(e) => error!("{e}"),
-                        }
+                        log_reload(&reload(&mut server, loader, &pending), &reloads);
                         notify(&status_line(&server));
                     }
                     server.check_sizes();
@@ -297,7 +322,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
             },
             recv(req_rx) -> req => match req {
                 Ok(req) => {
-                    let answer = answer(&mut server, &opts, &reloads, req.command, &notify);
+                    let answer = answer(&mut server, &opts, &reloads, &pending, req.command, &notify);
                     let _ = req.reply.send(answer);
                 }
                 // Without a control socket the sender is gone: never ready.
@@ -371,7 +396,13 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
     if failed {
         error!("a worker stopped: shutting down");
     }
-    info!(signal = ?stop_reason, "stopping: finishing in-flight requests");
+    let why = match stop_reason {
+        Some(SIGTERM) => "SIGTERM",
+        Some(SIGINT) => "SIGINT",
+        Some(_) => "a signal",
+        None => "a worker stopped",
+    };
+    info!("stopping ({why}): finishing in-flight requests");
     server.stop().context("a worker failed")?;
     if failed {
         anyhow::bail!("a worker stopped unexpectedly (see the log above)");

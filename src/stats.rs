@@ -56,6 +56,11 @@ pub struct XdpStats {
     pub steer: &'static str,
     /// The socket is bound in zero-copy mode.
     pub zero_copy: bool,
+    /// How the socket is bound: "copy", "copy single-buffer" (a kernel
+    /// without XDP_USE_SG), "zero-copy", "zero-copy multi-buffer".
+    pub bind: &'static str,
+    /// Bound with XDP_USE_SG: frames may span several chunks.
+    pub multi_buffer: bool,
     /// Busy polling instead of need_wakeup.
     pub busy_poll: bool,
     /// The UMEM sits on 2 MiB pages (reserved with `vm.nr_hugepages`).

@@ -246,7 +246,7 @@ fn mac_mask_list() {
     // We are on it.
     a.identify(&t).unwrap();
 
-    // Delete the first of three entries: vblade 25 aborts here (§6.3).
+    // Delete the first of three entries: vblade 25 aborts here (docs/aoe-protocol.md §6.3).
     let r = mask(&mut a, MaskCmd::Edit, &[(DirCmd::Delete, OTHER_X)]);
     assert_eq!((r.aoe_error, r.merror), (None, 0));
     assert_eq!(r.list, [me, OTHER_Y]);

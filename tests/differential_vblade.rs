@@ -6,7 +6,7 @@
 //! IDENTIFY capacity words and the LBA48 bit, control-command contents).
 //!
 //! Where xblade differs on purpose, only xblade is asserted and the
-//! comment says why (aoe-protocol.md §9 lists vblade's deviations); what
+//! comment says why (docs/aoe-protocol.md §9 lists vblade's deviations); what
 //! vblade did is printed for the record. vblade is started and stopped by
 //! its own pid (the harness's `Proc`).
 //!
@@ -402,7 +402,7 @@ fn same_requests_same_answers() {
         assert!(v.is_none() && x.is_none(), "{label}: {v:?} / {x:?}");
     }
     // Version 2: vblade answers as if it were version 1; we refuse it with
-    // error 5 (AoE r11 §2).
+    // error 5 (docs/aoe-protocol.md §2).
     let qc_arg = [0u8, 0, 0, 0, 0, 0x10, 0, 0];
     let v = raw(&mut vb, 0x20, SHELF, SLOT, 1, &qc_arg);
     let x = raw(&mut xb, 0x20, SHELF, SLOT, 1, &qc_arg).expect("xblade: version 2");
@@ -414,7 +414,7 @@ fn same_requests_same_answers() {
     );
 
     // --- Mac Mask edit: ours only -------------------------------------------------------
-    // vblade 25 aborts on a delete directive (buffer overflow, §6.3), so the
+    // vblade 25 aborts on a delete directive (buffer overflow, docs/aoe-protocol.md §6.3), so the
     // edit goes to xblade alone, which must survive it.
     let me = xb.a.mac();
     let t = xb.t.clone();

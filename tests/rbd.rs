@@ -269,6 +269,12 @@ fn afpacket_serves_an_rbd_image() {
         .to_string();
     assert_eq!(e.cluster_fsid.as_deref(), Some(fsid.as_str()), "{e:?}");
     assert_eq!(e.store_in_flight, Some(0), "{e:?}");
+    // A lone gateway holds its lease and admits writes (docs/fencing.md).
+    let l = e
+        .lease
+        .as_ref()
+        .expect("a writable rbd: export has a lease");
+    assert!(l.admitting && l.renewals > 0 && l.peers.is_empty(), "{l:?}");
     let out = Command::new(xblade_bin())
         .args(["status", "--socket"])
         .arg(&gw.socket)
@@ -427,6 +433,34 @@ fn errors_name_what_is_missing() {
         ],
     );
     assert!(log.contains("client.nobody"), "{log}");
+
+    // A key that may not blocklist (fencing a stalled gateway needs it):
+    // writable exports are refused with the caps to give.
+    let key = cl.dir.join("ceph.client.xbrnofence.keyring");
+    let out = cl.run(
+        "ceph",
+        &[
+            "auth",
+            "get-or-create",
+            "client.xbrnofence",
+            "mon",
+            "allow r",
+            "osd",
+            "profile rbd",
+            "-o",
+            key.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(out.status.success(), "ceph auth: {out:?}");
+    let log = refused(
+        &pair,
+        &cl,
+        &["--rbd-id", "xbrnofence", "1", "1", ifc, "rbd:rbd/disk1"],
+    );
+    assert!(
+        log.contains("client.xbrnofence may not blocklist") && log.contains("mon 'profile rbd'"),
+        "{log}"
+    );
 
     // No configuration at all.
     let (mut cmd, _) = xblade_cmd(&pair, &cl, "afpacket", &["1", "1", ifc, "rbd:rbd/disk1"]);

@@ -23,9 +23,20 @@ set -euo pipefail
 die() { echo "xblade-tune: error: $*" >&2; exit 1; }
 say() { echo "xblade-tune: $*"; }
 
-[[ $(id -u) -eq 0 ]] || die "must run as root"
+usage() { sed -n '5,20p' "$0" | sed 's/^# \{0,1\}//'; }
+case ${1:-} in
+  -h|--help|help) usage; exit 0 ;;
+esac
 cmd=${1:-}; iface=${2:-}
-[[ -n $cmd && -n $iface ]] || die "usage: $0 apply|undo|show IFACE [options]"
+if [[ -z $cmd || -z $iface ]]; then
+  usage >&2
+  die "missing arguments: apply|undo|show IFACE [options]"
+fi
+case $cmd in
+  apply|undo|show) ;;
+  *) die "unknown command '$cmd': expected apply, undo or show (--help for more)" ;;
+esac
+[[ $(id -u) -eq 0 ]] || die "must run as root"
 [[ -d /sys/class/net/$iface ]] || die "unknown interface $iface"
 shift 2
 STATE_DIR=${XBLADE_TUNE_STATE_DIR:-/var/lib/xblade}

@@ -1,6 +1,6 @@
 //! The aligned bounce area for O_DIRECT transfers whose UMEM pieces are not
 //! 512-aligned: a jumbo READ's tail fragments (at chunk + 476) and the
-//! fragments of a multi-buffer WRITE (platform notes §3). One slot per disk
+//! fragments of a multi-buffer WRITE (docs/platform.md §3.3). One slot per disk
 //! operation at most, page-aligned, registered with io_uring next to the
 //! UMEM.
 

@@ -11,6 +11,12 @@
 //! deterministic (a fixed seed per channel), so a failure reproduces.
 //!
 //! A FLUSH completes only after every WRITE submitted before it.
+//!
+//! Error injection: with `XBLADE_TEST_FAIL_SECTORS=FIRST-LAST` in the
+//! environment, every READ and WRITE touching a sector of that range
+//! (inclusive) completes, as late as the others, with EIO and moves no
+//! data: how a dying disk or a cut cluster looks to the worker, for tests
+//! that each such request gets its ATA error reply at once.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -31,6 +37,19 @@ pub struct FakeAsync {
     mem: Arc<Mutex<Vec<u8>>>,
     /// Seeds the channels' orders (each channel its own).
     channels: AtomicU64,
+    /// Sectors whose READs and WRITEs fail (first, last; inclusive).
+    fail: Option<(u64, u64)>,
+}
+
+/// Environment variable naming the sectors whose requests fail
+/// (`FIRST-LAST`), see the module documentation.
+pub const FAIL_ENV: &str = "XBLADE_TEST_FAIL_SECTORS";
+
+/// Parse `FIRST-LAST` (sectors, inclusive, FIRST <= LAST).
+fn parse_fail(s: &str) -> Option<(u64, u64)> {
+    let (a, b) = s.trim().split_once('-')?;
+    let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b).then_some((a, b))
 }
 
 impl FakeAsync {
@@ -40,7 +59,22 @@ impl FakeAsync {
             sectors,
             mem: Arc::new(Mutex::new(vec![0u8; sectors as usize * SECTOR_SIZE])),
             channels: AtomicU64::new(0),
+            fail: None,
         }
+    }
+
+    /// [`new`](Self::new), failing the sectors [`FAIL_ENV`] names, if set.
+    pub fn from_env(sectors: u64) -> io::Result<FakeAsync> {
+        let mut f = FakeAsync::new(sectors);
+        if let Ok(v) = std::env::var(FAIL_ENV) {
+            f.fail = Some(parse_fail(&v).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{FAIL_ENV}={v:?}: expected FIRST-LAST, sectors, FIRST <= LAST"),
+                )
+            })?);
+        }
+        Ok(f)
     }
 
     /// A copy of the store's bytes (tests compare it).
@@ -68,11 +102,13 @@ impl Bdev for FakeAsync {
     }
     fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>> {
         let n = self.channels.fetch_add(1, Ordering::Relaxed);
-        Ok(Box::new(FakeChannel::new(
+        let mut c = FakeChannel::new(
             Arc::clone(&self.mem),
             cx.depth,
             0x9e37_79b9_7f4a_7c15 ^ n.wrapping_mul(0x2545_f491_4f6c_dd1d),
-        )?))
+        )?;
+        c.fail = self.fail;
+        Ok(Box::new(c))
     }
 }
 
@@ -97,6 +133,8 @@ pub struct FakeChannel {
     chosen: Vec<Pending>,
     seq: u64,
     rng: u64,
+    /// Sectors whose READs and WRITEs fail (see [`FakeAsync`]).
+    fail: Option<(u64, u64)>,
 }
 
 // SAFETY: the segments held name memory the worker lends to this channel
@@ -122,7 +160,21 @@ impl FakeChannel {
             chosen: Vec::with_capacity(depth),
             seq: 0,
             rng: seed | 1,
+            fail: None,
         })
+    }
+
+    /// Whether `req` touches the failing sectors.
+    fn fails(&self, req: &BlockReq) -> bool {
+        let Some((first, last)) = self.fail else {
+            return false;
+        };
+        if req.op == BlockOp::Flush || req.len == 0 {
+            return false;
+        }
+        let s = req.offset / SECTOR_SIZE as u64;
+        let e = (req.offset + u64::from(req.len) - 1) / SECTOR_SIZE as u64;
+        s <= last && e >= first
     }
 
     /// xorshift64*: deterministic, good enough to shuffle.
@@ -260,6 +312,10 @@ impl Channel for FakeChannel {
             self.chosen.swap(i, j);
         }
         for p in &self.chosen {
+            if self.fails(&p.req) {
+                done(p.tag, Err(libc::EIO));
+                continue;
+            }
             let mut mem = self.mem.lock().unwrap_or_else(|e| e.into_inner());
             // SAFETY: `p` is still pending: its segments are lent to this
             // channel until `done` gets its tag, just below.

@@ -1,9 +1,10 @@
 //! A regular file or block device, read with pread and written with pwrite
 //! through a descriptor whose flags carry the durability policy, and its
 //! synchronous channel ([`FileChannel`]): the I/O runs on the worker's
-//! thread during the submit, as vblade does it. It is the AF_PACKET
-//! datapath's channel and the oracle the io_uring channel is tested
-//! against.
+//! thread during the submit, as vblade does it. The AF_PACKET datapath
+//! uses it for stores through the page cache (O_DIRECT and `-s` stores go
+//! through io_uring there too), and it is the oracle the io_uring channel
+//! is tested against.
 #![deny(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
@@ -32,6 +33,12 @@ pub struct FileDisk {
     /// Exported capacity; grows online ([`FileDisk::grow`]), never shrinks.
     /// Shared with the channels, which check every range against it.
     sectors: Arc<AtomicU64>,
+    /// Bytes past `base` a write may reach: the store's end when it was
+    /// opened or last probed. Why: a store that shrank under a live export
+    /// keeps its exported size (shrinking is refused), and a pwrite past a
+    /// regular file's end would silently grow the file back; such writes
+    /// fail instead, as reads there do. Shared with the channels.
+    store_end: Arc<AtomicU64>,
     /// The operator fixed the length (`-l`, `length =`): no online growth.
     fixed_length: bool,
     direct: bool,
@@ -106,11 +113,23 @@ impl FileDisk {
         };
         let total = bytes / SECTOR_SIZE as u64;
         let sectors = export_sectors(path, total, spec.offset_sectors, spec.length_sectors)?;
+        if !spec.read_only {
+            // One writer per range (a second one loses data on failover).
+            let start = spec.offset_sectors * SECTOR_SIZE as u64;
+            let end = match spec.length_sectors {
+                Some(_) => start + sectors * SECTOR_SIZE as u64,
+                None => u64::MAX,
+            };
+            super::lock::lock_range(&file, path, start, end)?;
+        }
         Ok(FileDisk {
             file: Arc::new(file),
             path: path.clone(),
             base: spec.offset_sectors * SECTOR_SIZE as u64,
             sectors: Arc::new(AtomicU64::new(sectors)),
+            store_end: Arc::new(AtomicU64::new(
+                (total - spec.offset_sectors) * SECTOR_SIZE as u64,
+            )),
             fixed_length: spec.length_sectors.is_some(),
             direct: spec.direct,
             sync: spec.sync && !spec.read_only,
@@ -132,6 +151,9 @@ impl FileDisk {
     /// Accept requests up to `sectors` (online growth). Refuses to shrink:
     /// returns the capacity in force afterwards.
     pub fn grow(&self, sectors: u64) -> u64 {
+        // Whoever grows the export has seen the store that large.
+        self.store_end
+            .fetch_max(sectors * SECTOR_SIZE as u64, Ordering::AcqRel);
         self.sectors
             .fetch_max(sectors, Ordering::AcqRel)
             .max(sectors)
@@ -173,7 +195,7 @@ impl FileDisk {
     /// [`FileDisk::flush`] that starts after this returns. Without a plain
     /// descriptor, the same as [`FileDisk::write_at`].
     pub fn write_uncommitted(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let at = self.check(buf.len(), offset)?;
+        let at = self.check(buf.len(), offset, true)?;
         self.plain
             .as_deref()
             .unwrap_or(&self.file)
@@ -192,17 +214,29 @@ impl FileDisk {
 
     /// Current size of the store in sectors past the export offset (online
     /// resize detection).
+    /// Also moves the write fence to the store's end (see `store_end`).
     pub fn probe_sectors(&self) -> io::Result<u64> {
         let mut f: &File = &self.file;
         let bytes = f.seek(SeekFrom::End(0))?;
-        Ok((bytes / SECTOR_SIZE as u64).saturating_sub(self.base / SECTOR_SIZE as u64))
+        let sectors = (bytes / SECTOR_SIZE as u64).saturating_sub(self.base / SECTOR_SIZE as u64);
+        self.store_end
+            .store(sectors * SECTOR_SIZE as u64, Ordering::Release);
+        Ok(sectors)
     }
 
-    fn check(&self, len: usize, offset: u64) -> io::Result<u64> {
+    /// The write fence, as the channels share it.
+    pub(super) fn shared_store_end(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.store_end)
+    }
+
+    fn check(&self, len: usize, offset: u64, write: bool) -> io::Result<u64> {
         let end = offset.checked_add(len as u64);
         if end.is_none_or(|e| e > self.sectors() * SECTOR_SIZE as u64) {
             // The engine never asks for this; refuse rather than trust it.
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        if write && past_fence(offset, len as u64, &self.store_end) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         Ok(self.base + offset)
     }
@@ -210,13 +244,13 @@ impl FileDisk {
     /// pread the whole range; a short read past EOF of a sparse regular
     /// file cannot happen (the size was checked), so short means error.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let at = self.check(buf.len(), offset)?;
+        let at = self.check(buf.len(), offset, false)?;
         self.file.read_exact_at(buf, at)
     }
 
     /// pwrite the whole range.
     pub fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let at = self.check(buf.len(), offset)?;
+        let at = self.check(buf.len(), offset, true)?;
         self.file.write_all_at(buf, at)
     }
 
@@ -251,7 +285,9 @@ impl Bdev for FileDisk {
     }
 
     fn probe_sectors(&self) -> Option<io::Result<u64>> {
-        (!self.fixed_length).then(|| FileDisk::probe_sectors(self))
+        // A fixed length does not follow the store, but its write fence does.
+        let probed = FileDisk::probe_sectors(self);
+        (!self.fixed_length).then_some(probed)
     }
 
     fn grow(&self, sectors: u64) -> u64 {
@@ -278,6 +314,14 @@ impl Bdev for FileDisk {
     }
 }
 
+/// A write of `len` bytes at export offset `offset` would end past the
+/// store's end as last seen (`store_end`): it would grow a regular file
+/// that shrank under the export, so it is refused.
+#[inline]
+pub(super) fn past_fence(offset: u64, len: u64, store_end: &AtomicU64) -> bool {
+    offset.saturating_add(len) > store_end.load(Ordering::Acquire)
+}
+
 /// A worker's synchronous channel on a [`FileDisk`]: every request runs
 /// during its submit, except durable page-cache writes, which are written
 /// during the submit and acknowledged after one `fdatasync` at the end of
@@ -288,6 +332,8 @@ pub struct FileChannel {
     plain: Option<Arc<File>>,
     base: u64,
     sectors: Arc<AtomicU64>,
+    /// The store's write fence ([`FileDisk`]'s `store_end`).
+    store_end: Arc<AtomicU64>,
     /// O_DIRECT: transfers must be aligned to this (0: any).
     align: usize,
     /// One page-aligned slot (O_DIRECT alignment never exceeds a page).
@@ -328,6 +374,7 @@ impl FileChannel {
             plain,
             base: disk.base,
             sectors: Arc::clone(&disk.sectors),
+            store_end: disk.shared_store_end(),
             align,
             bounce,
             held: Vec::with_capacity(depth),
@@ -442,6 +489,9 @@ impl Channel for FileChannel {
         if end.is_none_or(|e| e > cap) || segs.total() != req.len as usize {
             // The engine never asks for this; refuse rather than trust it.
             return Submit::Done(Err(libc::EINVAL));
+        }
+        if req.op == BlockOp::Write && past_fence(req.offset, req.len.into(), &self.store_end) {
+            return Submit::Done(Err(libc::ENOSPC));
         }
         let at = self.base + req.offset;
         match req.op {
@@ -565,6 +615,57 @@ mod tests {
             s.writeback = true;
             s.read_only = true;
         }));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A store that shrank under its export: after the size probe, a write
+    /// past the new end fails (as a read there does) instead of growing the
+    /// file back; below it, writes go on.
+    #[test]
+    #[allow(unsafe_code)]
+    fn no_write_grows_a_shrunk_store() {
+        let path = std::env::temp_dir().join(format!("xblade-fence-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; 16 * 512]).unwrap();
+        let mut s = spec(path.clone());
+        s.length_sectors = None;
+        let d = FileDisk::open(&s).unwrap();
+        assert_eq!(d.sectors(), 14);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(8 * 512)
+            .unwrap();
+        assert_eq!(Bdev::probe_sectors(&d).unwrap().unwrap(), 6);
+        assert_eq!(d.sectors(), 14, "the export keeps its size");
+        let e = d.write_at(&[1u8; 512], 10 * 512).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert!(d.write_uncommitted(&[1u8; 512], 6 * 512).is_err());
+        d.write_at(&[2u8; 512], 5 * 512).unwrap();
+        let mut ch = Bdev::open_channel(&d, &ChannelCx::without_memory(4096, 4)).unwrap();
+        let mut buf = [3u8; 1024];
+        let req = BlockReq {
+            op: BlockOp::Write,
+            offset: 5 * 512,
+            len: 1024,
+        };
+        // SAFETY: `buf` outlives the call and is not touched during it.
+        let r = unsafe { ch.submit(req, &Segs::one(buf.as_mut_ptr(), 1024), 1) };
+        assert_eq!(r, Submit::Done(Err(libc::ENOSPC)), "ends past the new end");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            8 * 512,
+            "not grown"
+        );
+        // The store grows back: so does the fence.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(16 * 512)
+            .unwrap();
+        Bdev::probe_sectors(&d).unwrap().unwrap();
+        d.write_at(&[4u8; 512], 13 * 512).unwrap();
         std::fs::remove_file(&path).unwrap();
     }
 

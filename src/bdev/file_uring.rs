@@ -89,6 +89,8 @@ pub struct UringChannel {
     regions: Vec<MemRegion>,
     base: u64,
     sectors: Arc<AtomicU64>,
+    /// The store's write fence (see [`FileDisk`]): no write past its end.
+    store_end: Arc<AtomicU64>,
     /// O_DIRECT: memory alignment transfers need (0: none).
     align: usize,
     /// O_DIRECT with an alignment above 512: every transfer bounces.
@@ -176,6 +178,7 @@ impl UringChannel {
             regions: cx.memory().to_vec(),
             base: disk.base(),
             sectors: disk.shared_sectors(),
+            store_end: disk.shared_store_end(),
             align,
             bounce_all: align > SECTOR_SIZE,
             page_cache_acks: disk.page_cache_acks(),
@@ -366,6 +369,11 @@ impl Channel for UringChannel {
         {
             // The engine never asks for this; refuse rather than trust it.
             return Submit::Done(Err(libc::EINVAL));
+        }
+        if req.op == BlockOp::Write
+            && super::file::past_fence(req.offset, req.len.into(), &self.store_end)
+        {
+            return Submit::Done(Err(libc::ENOSPC));
         }
         let at = self.base + req.offset;
         match req.op {

@@ -33,6 +33,7 @@ pub mod commit;
 pub mod fake;
 pub mod file;
 pub mod file_uring;
+pub mod lock;
 pub mod null;
 pub mod rbd;
 pub mod uring;
@@ -310,7 +311,15 @@ pub struct StoreStatus {
     pub cluster_fsid: String,
     /// Requests in flight in the store's client library.
     pub in_flight: u64,
+    /// The gateway lease (rbd: exports of a process with a writable one).
+    pub lease: Option<rbd::lease::LeaseStatus>,
 }
+
+/// A store's result that asks for no reply at all: the request was dropped
+/// because this gateway may no longer write (its lease lapsed, or it was
+/// fenced), and the initiator must retry it elsewhere. An ATA error would
+/// fail the initiator's I/O instead. (ESHUTDOWN: Ceph's EBLOCKLISTED.)
+pub const DROPPED: i32 = libc::ESHUTDOWN;
 
 /// What a channel counts about its own work (published with the worker's
 /// counters).
@@ -383,7 +392,11 @@ pub fn open(spec: &DiskSpec) -> Result<Arc<dyn Bdev>, DiskError> {
                 spec.offset_sectors,
                 spec.length_sectors,
             )?;
-            Ok(Arc::new(fake::FakeAsync::new(sectors)))
+            let store = fake::FakeAsync::from_env(sectors).map_err(|source| DiskError::Open {
+                path: PathBuf::from("fake-async"),
+                source,
+            })?;
+            Ok(Arc::new(store))
         }
         Source::Rbd {
             pool,
@@ -576,6 +589,9 @@ pub enum DiskError {
     /// A zero-sector export.
     #[error("export of {0} would have no sectors")]
     Empty(String),
+    /// Another process exports the same range of the file writable.
+    #[error(transparent)]
+    Locked(#[from] lock::LockError),
 }
 
 /// Exported sectors for a store of `total` sectors, with the operator's

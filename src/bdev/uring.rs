@@ -1,11 +1,14 @@
-//! The io_uring disk backend of the AF_XDP datapath: one ring per worker,
-//! the export files registered as fixed files, the worker's UMEM (and an
-//! aligned bounce area) registered as fixed buffers, and a slab of request
-//! slots of fixed capacity.
+//! The io_uring ring under the io_uring file store
+//! ([`crate::bdev::file_uring`]), whichever datapath (AF_XDP or AF_PACKET)
+//! the worker runs: one ring per worker channel, the export file registered
+//! as a fixed file, the worker's memory regions
+//! ([`crate::bdev::ChannelCx::memory`]) and an aligned bounce area
+//! registered as fixed buffers, and a slab of request slots of fixed
+//! capacity.
 //!
-//! Every operation carries a caller token `T` (for the datapath: which UMEM
-//! chunks the operation owns). [`Uring::push`] hands the token back when the
-//! slab is full: that is the backpressure signal, and the datapath then stops
+//! Every operation carries a caller token `T` (for the file store: the
+//! request's tag and segments). [`Uring::push`] hands the token back when the
+//! slab is full: that is the backpressure signal, and the worker then stops
 //! taking frames off its RX ring until a slot frees. [`Uring::reap`] returns
 //! each token exactly once with the operation's result (`Err(errno)` for
 //! `res < 0`, `Err(EIO)` for a short transfer).
@@ -16,11 +19,12 @@
 //! needed. FLUSH is `fsync(DATASYNC)` submitted with `IOSQE_IO_DRAIN`, so it
 //! starts only after every earlier operation of the ring has completed.
 //!
-//! This is the one module outside `src/datapath` allowed `unsafe`: pushing a
-//! submission entry is `unsafe` because the kernel writes into memory the
-//! borrow checker does not see. The contract is pushed up to the caller
-//! ([`Uring::push`] is an `unsafe fn`), whose `SAFETY` line names who owns
-//! the memory until the token comes back.
+//! `unsafe` is allowed here, as in the other modules that lend memory to
+//! the kernel or to a C library: pushing a submission entry is `unsafe`
+//! because the kernel writes into memory the borrow checker does not see.
+//! The contract is pushed up to the caller ([`Uring::push`] is an
+//! `unsafe fn`), whose `SAFETY` line names who owns the memory until the
+//! token comes back.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -98,6 +102,9 @@ pub struct Uring<T> {
     free: Vec<u32>,
     unsubmitted: usize,
     eventfd: OwnedFd,
+    /// The kernel has READV_FIXED / WRITEV_FIXED (Linux 6.15): probed at
+    /// open, see [`Uring::vectored_fixed`].
+    vectored_fixed: bool,
 }
 
 impl<T> std::fmt::Debug for Uring<T> {
@@ -125,10 +132,33 @@ impl<T> Uring<T> {
     /// for as long as the returned ring lives: the kernel keeps the pages
     /// pinned and reads and writes them for fixed operations.
     pub unsafe fn new(capacity: u32, files: &[RawFd], buffers: &[libc::iovec]) -> io::Result<Self> {
+        // SAFETY: this function's contract, passed on.
+        unsafe { Self::build(capacity, files, buffers, true) }
+    }
+
+    /// [`new`](Self::new), with IORING_SETUP_SUBMIT_ALL asked for or not
+    /// (tests check `submit` without it).
+    unsafe fn build(
+        capacity: u32,
+        files: &[RawFd],
+        buffers: &[libc::iovec],
+        submit_all: bool,
+    ) -> io::Result<Self> {
         let capacity = capacity.clamp(1, 4096);
-        let ring = IoUring::builder()
-            .setup_cqsize(capacity * 2)
-            .build(capacity)?;
+        // SUBMIT_ALL (5.18): without it the kernel stops a submission at
+        // the first entry it refuses while preparing it, and leaves the
+        // rest in the SQ; `submit` copes with that too, but going on is
+        // what we want.
+        let mut b = IoUring::builder();
+        b.setup_cqsize(capacity * 2);
+        let ring = match submit_all {
+            true => match b.clone().setup_submit_all().build(capacity) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => b.build(capacity)?,
+                r => r?,
+            },
+            false => b.build(capacity)?,
+        };
+        let vectored_fixed = probe_vectored_fixed(&ring);
         if !files.is_empty() {
             ring.submitter().register_files(files)?;
         }
@@ -162,7 +192,21 @@ impl<T> Uring<T> {
             free: (0..capacity).rev().collect(),
             unsubmitted: 0,
             eventfd,
+            vectored_fixed,
         })
+    }
+
+    /// The kernel offers READV_FIXED and WRITEV_FIXED (Linux 6.15), so a
+    /// multi-segment transfer in registered memory is one fixed operation.
+    /// Without them (6.12 and older, where those opcodes fail every
+    /// request with EINVAL) it is one plain READV / WRITEV: the same single
+    /// operation per request, with the same completion and error, only
+    /// with the pages looked up per request. One READ_FIXED per segment
+    /// would keep the registration but turn one request into several
+    /// operations, each able to fail on its own: not worth it for the
+    /// multi-chunk requests only.
+    pub fn vectored_fixed(&self) -> bool {
+        self.vectored_fixed
     }
 
     /// Slots in the slab.
@@ -214,6 +258,7 @@ impl<T> Uring<T> {
         let Some(&s) = self.free.last() else {
             return Err(token);
         };
+        let vectored_fixed = self.vectored_fixed;
         let slot = &mut self.slots[s as usize];
         let fd = types::Fixed(file);
         let (sqe, expect) = match op {
@@ -255,7 +300,9 @@ impl<T> Uring<T> {
                     }
                     let iov = slot.iov.as_ptr();
                     let n = segs.len() as u32;
-                    match (dir, fixed) {
+                    // Decided at open (see `vectored_fixed`): plain
+                    // vectored I/O reaches registered memory all the same.
+                    match (dir, fixed.filter(|_| vectored_fixed)) {
                         (Dir::Read, Some(b)) => opcode::ReadvFixed::new(fd, iov, n, b)
                             .offset(offset)
                             .build(),
@@ -289,18 +336,31 @@ impl<T> Uring<T> {
 
     /// Start every queued operation. `EBUSY`/`EAGAIN` (the kernel wants
     /// completions reaped first) are not errors: the entries stay queued.
+    ///
+    /// A kernel without SUBMIT_ALL stops at an entry it refuses while
+    /// preparing it (its completion carries the error) and leaves the
+    /// entries behind it in the SQ: submit again until the SQ is empty.
+    /// Counting them as submitted would leave them there until the next
+    /// request's submission, and their replies with them (issue 22: ATA
+    /// error replies going out one per retry, each for an older request).
     pub fn submit(&mut self) -> io::Result<()> {
-        if self.unsubmitted == 0 {
-            return Ok(());
-        }
-        match self.ring.submit() {
-            Ok(_) => {
-                self.unsubmitted = 0;
-                Ok(())
+        while self.unsubmitted > 0 {
+            match self.ring.submit() {
+                Ok(_) => {
+                    let left = self.ring.submission().len();
+                    let progress = left < self.unsubmitted;
+                    self.unsubmitted = left;
+                    if !progress {
+                        break;
+                    }
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {
+                    return Ok(())
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => Ok(()),
-            Err(e) => Err(e),
         }
+        Ok(())
     }
 
     /// Hand every completed operation's token to `f` with its result; returns
@@ -344,8 +404,8 @@ impl<T> Uring<T> {
         }
         match self.ring.submit_and_wait(1) {
             Ok(_) => {
-                self.unsubmitted = 0;
-                Ok(())
+                self.unsubmitted = self.ring.submission().len();
+                self.submit()
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Ok(()),
             Err(e) => Err(e),
@@ -362,6 +422,40 @@ impl<T> Uring<T> {
         }
         Ok(())
     }
+}
+
+/// Whether `ring`'s kernel has READV_FIXED and WRITEV_FIXED (asked once
+/// per ring with IORING_REGISTER_PROBE, never guessed from the version).
+/// The first ring of the process logs what it found.
+fn probe_vectored_fixed(ring: &IoUring) -> bool {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let mut probe = io_uring::Probe::new();
+    let ok = ring.submitter().register_probe(&mut probe).is_ok()
+        && probe.is_supported(opcode::ReadvFixed::CODE)
+        && probe.is_supported(opcode::WritevFixed::CODE);
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        if ok {
+            tracing::debug!("io_uring: READV_FIXED / WRITEV_FIXED offered");
+        } else {
+            tracing::info!(
+                "io_uring READV_FIXED / WRITEV_FIXED (Linux 6.15) not offered by this kernel: \
+                 multi-segment transfers use READV / WRITEV"
+            );
+        }
+    }
+    ok
+}
+
+/// Whether this kernel's io_uring has READV_FIXED and WRITEV_FIXED (a
+/// throwaway ring; for status and the start-up summary).
+pub fn kernel_has_vectored_fixed() -> Option<bool> {
+    let ring = IoUring::new(2).ok()?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe).ok()?;
+    Some(
+        probe.is_supported(opcode::ReadvFixed::CODE)
+            && probe.is_supported(opcode::WritevFixed::CODE),
+    )
 }
 
 /// O_DIRECT alignment of an open file (`statx(STATX_DIOALIGN)`): memory
@@ -547,7 +641,7 @@ mod tests {
     #[test]
     fn dio_alignment_of_var_tmp() {
         let (path, file) = temp(true);
-        // The dev VM's ext4 on virtio-blk reports 512/512 (platform notes §3).
+        // The dev VM's ext4 on virtio-blk reports 512/512 (docs/platform.md §3.2).
         let a = dio_alignment(file.as_raw_fd());
         assert!(
             matches!(a, Some((m, o)) if m.is_power_of_two() && o.is_power_of_two()),
@@ -564,6 +658,110 @@ mod tests {
     #[test]
     fn direct_round_trip() {
         round_trip(true);
+    }
+
+    #[test]
+    fn vectored_without_the_fixed_opcodes() {
+        // What a kernel before 6.15 gets: plain READV / WRITEV over the
+        // registered memory, results identical.
+        let (path, file) = temp(true);
+        let buf = Aligned::new(16384);
+        // SAFETY: `buf` outlives the ring.
+        let mut u: Uring<u32> =
+            unsafe { Uring::new(4, &[file.as_raw_fd()], &[buf.iovec()]) }.unwrap();
+        u.vectored_fixed = false;
+        buf.slice()[..4096].fill(0x5a);
+        let segs = [
+            Seg {
+                ptr: buf.at(0),
+                len: 1024,
+            },
+            Seg {
+                ptr: buf.at(1024),
+                len: 3072,
+            },
+        ];
+        let back = [
+            Seg {
+                ptr: buf.at(8192),
+                len: 512,
+            },
+            Seg {
+                ptr: buf.at(12288),
+                len: 3584,
+            },
+        ];
+        let mut got = Vec::new();
+        for (t, dir, segs) in [(1, Dir::Write, &segs), (2, Dir::Read, &back)] {
+            let op = Op::Rw {
+                dir,
+                segs,
+                fixed: Some(0),
+            };
+            // SAFETY: the segments are in `buf`, untouched until reaped.
+            unsafe { u.push(0, 4096, op, t) }.unwrap();
+            u.drain(|t, r| got.push((t, r))).unwrap();
+        }
+        assert_eq!(got, vec![(1, Ok(())), (2, Ok(()))]);
+        let s = buf.slice();
+        assert!(s[8192..8704]
+            .iter()
+            .chain(&s[12288..15872])
+            .all(|&b| b == 0x5a));
+        drop(u);
+        drop(path);
+    }
+
+    #[test]
+    fn an_entry_refused_at_submission_holds_back_nothing_behind_it() {
+        // Without SUBMIT_ALL the kernel stops at an entry it refuses while
+        // preparing it: the ones behind it must still start with this
+        // submit, not with the next request's.
+        for submit_all in [false, true] {
+            let (path, file) = temp(false);
+            let buf = Aligned::new(8192);
+            // SAFETY: `buf` outlives the ring.
+            let mut u: Uring<u32> =
+                unsafe { Uring::build(8, &[file.as_raw_fd()], &[buf.iovec()], submit_all) }
+                    .unwrap();
+            // An IOSQE flag no kernel knows: refused while preparing.
+            let bad = opcode::Nop::new()
+                .build()
+                .flags(squeue::Flags::from_bits_retain(0x80))
+                .user_data(7);
+            u.slots[7].token = Some(100);
+            u.free.retain(|&s| s != 7);
+            // SAFETY: a NOP names no memory.
+            unsafe { u.ring.submission().push(&bad) }.unwrap();
+            u.unsubmitted += 1;
+            for t in 1..=3 {
+                // SAFETY: no memory.
+                unsafe { u.push(0, 0, Op::Sync, t) }.unwrap();
+            }
+            u.submit().unwrap();
+            assert_eq!(u.unsubmitted, 0, "submit_all {submit_all}");
+            let mut got = Vec::new();
+            let t0 = std::time::Instant::now();
+            while got.len() < 4 && t0.elapsed() < std::time::Duration::from_secs(3) {
+                // Not `wait`, which submits again: the worker waits on
+                // the eventfd, which only submitted entries can signal.
+                u.reap(|t, r| got.push((t, r)));
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            got.sort();
+            assert_eq!(
+                got,
+                vec![
+                    (1, Ok(())),
+                    (2, Ok(())),
+                    (3, Ok(())),
+                    (100, Err(libc::EINVAL))
+                ],
+                "submit_all {submit_all}"
+            );
+            drop(u);
+            drop(path);
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!   slot` (bit 31 clear, as Linux and the target expect). The generation
 //!   changes on every transmission, so a late reply to an earlier try, or
 //!   to the slot's previous request, is recognised as stale and dropped, as
-//!   the Linux initiator does (aoe-protocol.md §8.1). The reply must also
+//!   the Linux initiator does (docs/aoe-protocol.md §8.1). The reply must also
 //!   come from the target's MAC, to ours, and echo the request's LBA.
 //! - With several queues each socket gets a classic BPF filter on the
 //!   tag's queue bits, so every reply is received once, by its queue.
@@ -877,7 +877,7 @@ impl<'a> Engine<'a> {
                     timeout: self.spec.timeout,
                 });
             }
-            // Same request, new tag (Linux does the same, §8.1).
+            // Same request, new tag (Linux does the same, docs/aoe-protocol.md §8.1).
             let gen = next_gen(s.gen);
             let tag = make_tag(self.q, gen, slot);
             self.tx.frame_mut(slot)[20..24].copy_from_slice(&tag.to_be_bytes());

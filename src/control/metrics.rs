@@ -213,6 +213,26 @@ pub fn prometheus_exports(exports: &[ExportStatus]) -> String {
             ));
         }
     }
+    let leases: Vec<_> = exports
+        .iter()
+        .filter_map(|e| Some((e, e.lease.as_ref()?)))
+        .collect();
+    for (name, kind, help, get) in LEASE_METRICS {
+        if leases.is_empty() {
+            break;
+        }
+        o.push_str(&format!(
+            "# HELP xblade_gateway_lease_{name} {help}\n# TYPE xblade_gateway_lease_{name} {kind}\n"
+        ));
+        for (e, l) in &leases {
+            o.push_str(&format!(
+                "xblade_gateway_lease_{name}{{shelf=\"{}\",slot=\"{}\"}} {}\n",
+                e.shelf,
+                e.slot,
+                get(l)
+            ));
+        }
+    }
     o
 }
 
@@ -246,6 +266,55 @@ pub fn prometheus_availability(st: &super::status::Status) -> String {
     o
 }
 
+/// The gateway lease's series (docs/fencing.md): name, type, help, value.
+type LeaseMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::bdev::rbd::lease::LeaseStatus) -> i64,
+);
+const LEASE_METRICS: [LeaseMetric; 7] = [
+    (
+        "valid_ms",
+        "gauge",
+        "Milliseconds this gateway's lease still holds (negative: lapsed).",
+        |l| l.valid_ms,
+    ),
+    (
+        "admitting",
+        "gauge",
+        "1 while this gateway admits WRITEs.",
+        |l| i64::from(l.admitting),
+    ),
+    ("renewals_total", "counter", "Heartbeats confirmed.", |l| {
+        l.renewals as i64
+    }),
+    (
+        "missed_total",
+        "counter",
+        "Heartbeats not sent or failed.",
+        |l| l.missed as i64,
+    ),
+    (
+        "fenced_peers_total",
+        "counter",
+        "Gateways this gateway blocklisted after their lease lapsed.",
+        |l| l.fenced_peers as i64,
+    ),
+    (
+        "stale_dropped_total",
+        "counter",
+        "WRITEs dropped without a reply for want of a lease.",
+        |l| l.stale_dropped as i64,
+    ),
+    (
+        "restarts_total",
+        "counter",
+        "Times this gateway was fenced and started again.",
+        |l| l.restarts as i64,
+    ),
+];
+
 /// A Prometheus label value, escaped.
 fn label(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -276,12 +345,20 @@ mod tests {
             writeback: false,
             cluster_fsid: fsid.map(Into::into),
             store_in_flight: fsid.map(|_| 3),
+            lease: fsid.map(|_| crate::bdev::rbd::lease::LeaseStatus {
+                stale_dropped: 7,
+                ..Default::default()
+            }),
         };
         let t = prometheus_exports(&[e("/dev/x", None)]);
         assert!(!t.contains("store_in_flight"), "{t}");
         let t = prometheus_exports(&[e("rbd:p/i\"x", Some("f-1"))]);
         assert!(
             t.contains("xblade_export_store_in_flight{shelf=\"1\",slot=\"2\",source=\"rbd:p/i\\\"x\",cluster_fsid=\"f-1\"} 3"),
+            "{t}"
+        );
+        assert!(
+            t.contains("xblade_gateway_lease_stale_dropped_total{shelf=\"1\",slot=\"2\"} 7"),
             "{t}"
         );
     }

@@ -112,7 +112,12 @@ pub fn start(
             }
         }
         let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
+        let listener = UnixListener::bind(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("--control-socket {}: cannot listen: {e}", path.display()),
+            )
+        })?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         cp.socket = Some(path.to_path_buf());
         let mut proto = server::ControlSocket {
@@ -136,7 +141,9 @@ pub fn start(
         info!(socket = %path.display(), "control socket ready (xblade status, stats, resize, reload)");
     }
     if let Some(addr) = metrics {
-        let listener = TcpListener::bind(addr)?;
+        let listener = TcpListener::bind(addr).map_err(|e| {
+            io::Error::new(e.kind(), format!("--metrics {addr}: cannot listen: {e}"))
+        })?;
         let addr = listener.local_addr().unwrap_or(addr);
         cp.metrics = Some(addr);
         let mut proto = metrics::Endpoint { src: sources };

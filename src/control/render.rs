@@ -114,6 +114,11 @@ pub fn render_status(st: &Status) -> String {
         Some(c) => o.push_str(&format!("config {c} (reloaded {} times)\n", st.reloads)),
         None => o.push_str("config: command line (vblade form)\n"),
     }
+    for p in &st.pending_restart {
+        o.push_str(&format!(
+            "  pending restart (the file differs from what runs): {p}\n"
+        ));
+    }
     o.push_str(&format!("exports: {}\n", st.exports.len()));
     if st.exports.is_empty() {
         o.push_str("  (none configured: add [[export]] tables and run xblade reload)\n");
@@ -154,6 +159,20 @@ pub fn render_status(st: &Status) -> String {
                 e.store_in_flight.unwrap_or(0)
             ));
         }
+        if let Some(l) = &e.lease {
+            o.push_str(&format!(
+                "           gateway lease {} ({}, {} ms left), {} renewals, {} missed, fenced {} peers, {} writes dropped stale, {} restarts after being fenced, {} peers seen\n",
+                l.addr,
+                if l.admitting { "admitting writes" } else { "NOT admitting writes" },
+                l.valid_ms,
+                l.renewals,
+                l.missed,
+                l.fenced_peers,
+                l.stale_dropped,
+                l.restarts,
+                l.peers.len()
+            ));
+        }
         if !e.mac_mask.is_empty() {
             o.push_str(&format!("           mask {}\n", e.mac_mask.join(",")));
         }
@@ -175,6 +194,9 @@ pub fn render_status(st: &Status) -> String {
             i.queues,
             i.exports.join(","),
         ));
+        if !i.choice.is_empty() {
+            o.push_str(&format!("               {}\n", i.choice));
+        }
     }
     if !st.not_serving.is_empty() {
         o.push_str(&format!("not serving: {}\n", st.not_serving.len()));

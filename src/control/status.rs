@@ -56,6 +56,9 @@ pub struct ExportStatus {
     /// Requests in flight in the store's client library (rbd: exports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_in_flight: Option<u64>,
+    /// The gateway lease (rbd: exports; docs/fencing.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::bdev::rbd::lease::LeaseStatus>,
 }
 
 /// One served interface as `status` reports it.
@@ -73,6 +76,10 @@ pub struct IfaceStatus {
     pub queues: usize,
     /// Exports served on it.
     pub exports: Vec<String>,
+    /// What it is served with (datapath, AF_XDP bind) and which kernel
+    /// features it goes without, each with the release that brought it.
+    #[serde(default)]
+    pub choice: String,
 }
 
 /// Something configured but not served (`status`): an export that
@@ -129,6 +136,10 @@ pub struct Status {
     /// Successful reloads.
     #[serde(default)]
     pub reloads: u64,
+    /// Changes of the configuration file the last reload could not apply
+    /// (they take a restart): the running values differ from the file's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_restart: Vec<String>,
     /// Datapath in use.
     pub datapath: String,
     /// Exports.
@@ -158,6 +169,8 @@ pub struct Sources {
     pub config: Option<PathBuf>,
     /// Successful reloads (bumped by the service loop).
     pub reloads: Arc<AtomicU64>,
+    /// What the last reload left for a restart (set by the service loop).
+    pub pending_restart: Arc<ArcSwap<Vec<String>>>,
     /// Start time.
     pub started: Instant,
 }
@@ -172,6 +185,7 @@ impl Sources {
             uptime_secs: self.started.elapsed().as_secs(),
             config: self.config.as_ref().map(|p| p.display().to_string()),
             reloads: self.reloads.load(Ordering::Relaxed),
+            pending_restart: (**self.pending_restart.load()).clone(),
             datapath: inv.datapath.clone(),
             exports: inv
                 .exports
@@ -195,7 +209,8 @@ impl Sources {
                         direct: v.direct,
                         writeback: v.writeback,
                         cluster_fsid: store.as_ref().map(|s| s.cluster_fsid.clone()),
-                        store_in_flight: store.map(|s| s.in_flight),
+                        store_in_flight: store.as_ref().map(|s| s.in_flight),
+                        lease: store.and_then(|s| s.lease),
                     }
                 })
                 .collect(),
@@ -209,6 +224,7 @@ impl Sources {
                     mtu: i.mtu,
                     queues: i.queues,
                     exports: i.exports.clone(),
+                    choice: i.choice.clone(),
                 })
                 .collect(),
             workers: inv

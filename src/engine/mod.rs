@@ -1,11 +1,11 @@
 //! The sans-IO AoE target engine.
 //!
-//! A datapath hands [`Target::handle`] a received frame in a writable buffer;
+//! The worker loop hands [`Target::handle`] a received frame in a writable buffer;
 //! the engine parses it, applies AoE r11 semantics against the export's
 //! state and answers with an [`Action`]:
 //! - [`Action::Reply`]: a complete reply is in the buffer (built in place).
 //! - [`Action::Disk`]: the reply header is in place and a disk operation
-//!   ([`DiskIo`]) must run first; the datapath then calls [`Target::complete`].
+//!   ([`DiskIo`]) must run first; the worker then calls [`Target::complete`].
 //! - [`Action::Drop`]: nothing to send (counted by reason).
 //!
 //! The engine knows nothing of sockets or files, never allocates on the ATA
@@ -217,9 +217,10 @@ impl Target {
     }
 
     /// Serve `exports` from now on, every one on every port (a live
-    /// reconfiguration; the datapath calls it between batches, with no
-    /// disk operation in flight, since a [`DiskIo`] names its export by
-    /// index). Counters carry on.
+    /// reconfiguration; the worker calls it between batches, with disk
+    /// operations possibly in flight: the worker keeps each one's store by
+    /// its own slot, not by the [`DiskIo`]'s export index, and
+    /// [`Target::complete`] does not look at the export). Counters carry on.
     pub fn set_exports(&mut self, exports: Vec<Arc<Export>>) {
         for p in &mut self.ports {
             p.exports = (0..exports.len()).collect();

@@ -5,7 +5,7 @@
 //! `xblade bench` uses its pipelined [`Client::run_window`].
 //!
 //! Behaviour follows the Linux initiator where it matters to a target
-//! (aoe-protocol.md §8):
+//! (docs/aoe-protocol.md §8):
 //! - tags come from a per-process counter with bit 31 clear (the set half
 //!   belongs to userland tools in Linux's scheme, and we want our replies to
 //!   look like the ones Linux gets);
@@ -101,7 +101,7 @@ pub enum ClientError {
     Io(#[from] io::Error),
 }
 
-/// Human name of an AoE error code (AoE r11 §2).
+/// Human name of an AoE error code (docs/aoe-protocol.md §2).
 pub fn aoe_error_name(code: u8) -> &'static str {
     match code {
         1 => "unrecognized command code",

@@ -7,12 +7,14 @@
 //! no netlink equivalent in the kernels we support; the ioctl is what the
 //! `ethtool` tool itself uses for `-N`/`-n`.
 //!
-//! `struct ethtool_rxnfc` is handled as a byte buffer with the offsets of
-//! linux/ethtool.h (x86_64 and every 64-bit ABI: 192 bytes, rule_locs at
-//! 188), checked by a unit test against the sizes below.
+//! `struct ethtool_rxnfc` is handled as a byte buffer (its `rule_locs`
+//! array has a length chosen at run time) at the offsets of `#[repr(C)]`
+//! types declared like linux/ethtool.h's; compile-time assertions hold them
+//! to the kernel's sizes and offsets (192 bytes, rule_locs at 188).
 
 use std::ffi::CStr;
 use std::io;
+use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::wire::MacAddr;
@@ -32,24 +34,118 @@ const FLOW_TYPE_FLAGS: u32 = 0x8000_0000 | 0x4000_0000 | 0x2000_0000;
 const RX_CLS_LOC_ANY: u32 = 0xffff_ffff;
 const RX_CLS_LOC_SPECIAL: u64 = 0x8000_0000;
 
-/// Size of `struct ethtool_rxnfc` without rule_locs.
-const RXNFC_LEN: usize = 192;
-/// Offsets inside `struct ethtool_rxnfc`.
-mod off {
-    pub const CMD: usize = 0;
-    pub const DATA: usize = 8;
-    pub const FS: usize = 16;
-    /// fs.flow_type
-    pub const FS_FLOW_TYPE: usize = FS;
-    /// fs.h_u.ether_spec.h_dest
-    pub const FS_H_DEST: usize = FS + 4;
-    /// fs.m_u.ether_spec.h_dest
-    pub const FS_M_DEST: usize = FS + 76;
-    pub const FS_RING_COOKIE: usize = FS + 152;
-    pub const FS_LOCATION: usize = FS + 160;
-    pub const RULE_CNT: usize = 184;
-    pub const RULE_LOCS: usize = 188;
+/// `struct ethtool_value` (ETHTOOL_GFLAGS).
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
 }
+
+/// `struct ethhdr`, the `ether_spec` member of `union ethtool_flow_union`.
+#[repr(C)]
+struct EthHdr {
+    h_dest: [u8; 6],
+    h_source: [u8; 6],
+    h_proto: u16,
+}
+
+/// `union ethtool_flow_union`: 52 bytes (`hdata[52]`), 4-aligned (its
+/// IPv4/IPv6 members hold `__be32` fields). Only `ether_spec` is used here,
+/// so the union is its first member plus the rest of its size.
+#[repr(C, align(4))]
+struct FlowUnion {
+    ether_spec: EthHdr,
+    _rest: [u8; 52 - 14],
+}
+
+/// `struct ethtool_flow_ext`.
+#[repr(C)]
+struct FlowExt {
+    padding: [u8; 2],
+    h_dest: [u8; 6],
+    vlan_etype: u16,
+    vlan_tci: u16,
+    data: [u32; 2],
+}
+
+/// `struct ethtool_rx_flow_spec`.
+#[repr(C)]
+struct RxFlowSpec {
+    flow_type: u32,
+    h_u: FlowUnion,
+    h_ext: FlowExt,
+    m_u: FlowUnion,
+    m_ext: FlowExt,
+    ring_cookie: u64,
+    location: u32,
+}
+
+/// `struct ethtool_rxnfc` (the `rule_cnt`/`rss_context` union is its
+/// `rule_cnt`; `rule_locs` is the flexible array that follows).
+#[repr(C)]
+struct Rxnfc {
+    cmd: u32,
+    flow_type: u32,
+    data: u64,
+    fs: RxFlowSpec,
+    rule_cnt: u32,
+    rule_locs: [u32; 0],
+}
+
+/// Size of `struct ethtool_rxnfc` without rule_locs.
+const RXNFC_LEN: usize = size_of::<Rxnfc>();
+/// Offsets inside `struct ethtool_rxnfc`, taken from the `#[repr(C)]` types
+/// above (the buffers stay byte arrays because `rule_locs` has a length
+/// chosen at run time).
+mod off {
+    use super::{EthHdr, FlowUnion, RxFlowSpec, Rxnfc};
+    use std::mem::offset_of;
+
+    pub const CMD: usize = offset_of!(Rxnfc, cmd);
+    /// `flow_type` in the rxnfc itself (what SRXCLSRLINS reads).
+    pub const FLOW_TYPE: usize = offset_of!(Rxnfc, flow_type);
+    pub const DATA: usize = offset_of!(Rxnfc, data);
+    pub const FS: usize = offset_of!(Rxnfc, fs);
+    /// fs.flow_type
+    pub const FS_FLOW_TYPE: usize = FS + offset_of!(RxFlowSpec, flow_type);
+    /// fs.h_u.ether_spec.h_dest
+    pub const FS_H_DEST: usize = FS
+        + offset_of!(RxFlowSpec, h_u)
+        + offset_of!(FlowUnion, ether_spec)
+        + offset_of!(EthHdr, h_dest);
+    /// fs.m_u.ether_spec.h_dest
+    pub const FS_M_DEST: usize = FS
+        + offset_of!(RxFlowSpec, m_u)
+        + offset_of!(FlowUnion, ether_spec)
+        + offset_of!(EthHdr, h_dest);
+    pub const FS_RING_COOKIE: usize = FS + offset_of!(RxFlowSpec, ring_cookie);
+    pub const FS_LOCATION: usize = FS + offset_of!(RxFlowSpec, location);
+    pub const RULE_CNT: usize = offset_of!(Rxnfc, rule_cnt);
+    pub const RULE_LOCS: usize = offset_of!(Rxnfc, rule_locs);
+}
+
+// The kernel's layout (include/uapi/linux/ethtool.h, every 64-bit Linux
+// ABI; `offsetof`/`sizeof` printed by a C program against the header):
+// a field declared wrongly above stops the build here instead of sending a
+// misplaced rule to the NIC.
+const _: () = {
+    use std::mem::align_of;
+    assert!(size_of::<EthHdr>() == 14);
+    assert!(size_of::<FlowUnion>() == 52 && align_of::<FlowUnion>() == 4);
+    assert!(size_of::<FlowExt>() == 20 && align_of::<FlowExt>() == 4);
+    assert!(offset_of!(FlowExt, h_dest) == 2 && offset_of!(FlowExt, data) == 12);
+    assert!(size_of::<RxFlowSpec>() == 168 && align_of::<RxFlowSpec>() == 8);
+    assert!(offset_of!(RxFlowSpec, h_u) == 4);
+    assert!(offset_of!(RxFlowSpec, h_ext) == 56);
+    assert!(offset_of!(RxFlowSpec, m_u) == 76);
+    assert!(offset_of!(RxFlowSpec, m_ext) == 128);
+    assert!(offset_of!(RxFlowSpec, ring_cookie) == 152);
+    assert!(offset_of!(RxFlowSpec, location) == 160);
+    assert!(size_of::<Rxnfc>() == 192);
+    assert!(off::FLOW_TYPE == 4 && off::DATA == 8 && off::FS == 16);
+    assert!(off::RULE_CNT == 184 && off::RULE_LOCS == 188);
+    assert!(size_of::<EthtoolValue>() == 8 && offset_of!(EthtoolValue, data) == 4);
+};
 
 /// One ETHER_FLOW rule by destination MAC, as listed by the NIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,11 +253,10 @@ impl Ethtool {
 
     /// Whether the `ntuple-filters` feature is on (`ethtool -k IF`).
     pub fn ntuple_enabled(&self) -> io::Result<bool> {
-        // struct ethtool_value { u32 cmd; u32 data; }
-        let mut v = vec![0u64; 1];
-        put32(&mut v, 0, ETHTOOL_GFLAGS);
+        let mut v = vec![0u64; size_of::<EthtoolValue>().div_ceil(8)];
+        put32(&mut v, offset_of!(EthtoolValue, cmd), ETHTOOL_GFLAGS);
         self.ioctl(&mut v)?;
-        Ok(get32(&v, 4) & ETH_FLAG_NTUPLE != 0)
+        Ok(get32(&v, offset_of!(EthtoolValue, data)) & ETH_FLAG_NTUPLE != 0)
     }
 
     /// Number of classification rules and the table size (None when the
@@ -187,7 +282,7 @@ impl Ethtool {
         location: Option<u32>,
     ) -> io::Result<u32> {
         let mut v = rxnfc(ETHTOOL_SRXCLSRLINS, 0);
-        put32(&mut v, 4, ETHER_FLOW);
+        put32(&mut v, off::FLOW_TYPE, ETHER_FLOW);
         put32(&mut v, off::FS_FLOW_TYPE, ETHER_FLOW);
         {
             let b = bytes_mut(&mut v);
@@ -261,16 +356,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layout_matches_linux_ethtool_h() {
-        // sizeof(struct ethtool_rx_flow_spec) = 168 at offset 16,
-        // rule_cnt at 184, sizeof(struct ethtool_rxnfc) = 192.
-        assert_eq!(off::FS + 168, off::RULE_CNT);
-        assert_eq!(RXNFC_LEN, 192);
-        assert_eq!(off::RULE_LOCS, 188);
+    fn rxnfc_buffers_hold_the_rule_locations() {
         let mut v = rxnfc(ETHTOOL_SRXCLSRLINS, 3);
-        assert_eq!(v.len() * 8, 208); // 192 + 3 * 4, rounded up to 8
+        assert_eq!(v.len() * 8, RXNFC_LEN + 16); // 3 * 4 rounded up to 8
         put32(&mut v, off::FS_LOCATION, 7);
+        put32(&mut v, off::RULE_LOCS + 8, 9);
         assert_eq!(get32(&v, off::FS_LOCATION), 7);
+        assert_eq!(get32(&v, off::RULE_LOCS + 8), 9);
         assert_eq!(get32(&v, off::CMD), ETHTOOL_SRXCLSRLINS);
     }
 

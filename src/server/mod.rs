@@ -11,9 +11,11 @@
 //!   opened first; any failure rejects it whole and nothing changes. Then
 //!   each worker whose export set changes gets a [`Control::Reconfigure`]
 //!   with its new lists of `Arc<Export>`/`Arc<dyn Bdev>` and swaps them between
-//!   batches, once the requests in hand have completed (on XDP: with no
-//!   io_uring operation in flight, so none can complete against a store
-//!   that is gone). Workers whose set does not change are not disturbed.
+//!   batches without waiting for I/O: requests in flight complete on the
+//!   store they started on, and a store that leaves the set is closed only
+//!   once its last request is reaped (`worker/stores.rs`), so none completes
+//!   against a store that is gone. Workers whose set does not change are
+//!   not disturbed.
 //!   Three steps: `plan.rs` (what changes, from configurations alone),
 //!   `reload.rs` (prepare: open; commit: put in force).
 //! - [`Server::resize`] and [`Server::check_sizes`] grow an export whose
@@ -193,6 +195,8 @@ pub struct IfaceView {
     pub queues: usize,
     /// Exports served on it ("e1.2").
     pub exports: Vec<String>,
+    /// What it is served with and which kernel features it goes without.
+    pub choice: String,
 }
 
 /// One worker thread.
@@ -407,6 +411,7 @@ impl Server {
                 mtu: i.info.mtu,
                 queues: i.workers.len(),
                 exports: served.clone(),
+                choice: i.choice.clone(),
             });
             for w in &i.workers {
                 workers.push(WorkerView {

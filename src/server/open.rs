@@ -125,6 +125,9 @@ pub(super) struct IfaceRec {
     /// Exports served, in order (the workers' export lists).
     pub(super) served: Vec<Key>,
     pub(super) workers: Vec<WorkerRec>,
+    /// What it is served with and which kernel features it goes without
+    /// (the start-up line; `status` shows it).
+    pub(super) choice: String,
 }
 
 impl IfaceRec {
@@ -314,21 +317,24 @@ pub(super) fn open_xdp(
 }
 
 /// Open the workers of one interface (XDP when asked or possible, else
-/// AF_PACKET), not yet started.
+/// AF_PACKET), not yet started; with the line saying what was chosen and
+/// what the kernel lacked.
 pub(super) fn open_iface(
     cfg: &Config,
     info: &IfaceInfo,
     set: &[(Arc<Export>, Arc<dyn Bdev>)],
     cores: &[usize],
     next_core: usize,
-) -> Result<(Option<XdpInterface>, Vec<ReadyWorker>), StartError> {
+) -> Result<(Option<XdpInterface>, Vec<ReadyWorker>, String), StartError> {
     let name = &info.name;
+    let mut choice = format!("{name}: AF_PACKET (--datapath afpacket)");
     if cfg.datapath != DatapathKind::Afpacket {
         match open_xdp(cfg, info, set, cores, next_core) {
             Ok((ifc, ws)) => {
+                let choice = ifc.choice().to_owned();
                 info!(iface = %name, mode = ifc.mode().name(), queues = ifc.queues(),
-                      "datapath: XDP");
-                return Ok((Some(ifc), ws));
+                      "datapath: XDP: {choice}");
+                return Ok((Some(ifc), ws, choice));
             }
             Err(source) if cfg.datapath == DatapathKind::Xdp => {
                 return Err(StartError::Xdp {
@@ -343,8 +349,14 @@ pub(super) fn open_iface(
                       "datapath auto: XDP unavailable, using AF_PACKET: another XDP program is attached to {name} (another xblade on this host?). Two targets on one host and interface do not see each other's probes: make sure this one is not a duplicate");
             }
             Err(e) => {
-                info!(iface = %name, reason = %e,
-                      "datapath auto: XDP unavailable, using AF_PACKET");
+                let reason = super::chain(&e);
+                choice = format!(
+                    "{name}: {reason}; this is Linux {}: {name} serves MTU {} over AF_PACKET",
+                    crate::net::xdp::kernel_release(),
+                    info.mtu
+                );
+                info!(iface = %name, reason = %reason,
+                      "datapath auto: XDP unavailable, using AF_PACKET: {choice}");
             }
         }
     }
@@ -364,6 +376,7 @@ pub(super) fn open_iface(
             control: tx,
             stats: cell,
         }],
+        choice,
     ))
 }
 

@@ -189,8 +189,10 @@ fn restart_only_changes(old: &ExportSpec, new: &ExportSpec, live_ifaces: bool) -
     if o.length_sectors != n.length_sectors {
         note(
             "length",
-            format!("{:?}", o.length_sectors),
-            format!("{:?}", n.length_sectors),
+            o.length_sectors
+                .map_or("(to the end)".into(), |l| l.to_string()),
+            n.length_sectors
+                .map_or("(to the end)".into(), |l| l.to_string()),
         );
     }
     if o.direct != n.direct {
@@ -210,8 +212,8 @@ fn restart_only_changes(old: &ExportSpec, new: &ExportSpec, live_ifaces: bool) -
     if !live_ifaces && set(&old.interfaces) != set(&new.interfaces) {
         note(
             "interfaces",
-            format!("{:?}", old.interfaces),
-            format!("{:?}", new.interfaces),
+            old.interfaces.join(","),
+            new.interfaces.join(","),
         );
     }
     if old.bufcnt != new.bufcnt {
@@ -422,7 +424,7 @@ mod tests {
                 "[xdp] options",
                 "e1.1: file /srv/e1.1 -> /srv/other",
                 "e1.1: direct false -> true",
-                "e1.1: interfaces [\"a\"] -> [\"a\", \"b\"]",
+                "e1.1: interfaces a -> a,b",
                 "e1.1: bufcnt 64 -> 16",
             ]
         );

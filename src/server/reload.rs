@@ -42,6 +42,7 @@ struct NewIface {
     xdp: Option<XdpInterface>,
     served: Vec<Key>,
     workers: Vec<ReadyWorker>,
+    choice: String,
 }
 
 /// What [`Server::prepare`] opened for a plan. Nothing in it is in force:
@@ -166,13 +167,15 @@ impl Server {
         for (name, served) in &plan.attach {
             let set: Vec<_> = served.iter().map(|k| self.pair_after(&staged, k)).collect();
             let info = &staged.known[name];
-            let (xdp, workers) = open_iface(&plan.run, info, &set, &self.cores, staged.next_core)?;
+            let (xdp, workers, choice) =
+                open_iface(&plan.run, info, &set, &self.cores, staged.next_core)?;
             staged.next_core += workers.len();
             staged.attach.push(NewIface {
                 name: name.clone(),
                 xdp,
                 served: served.clone(),
                 workers,
+                choice,
             });
         }
         Ok(staged)
@@ -317,6 +320,7 @@ impl Server {
                     xdp: n.xdp,
                     served: n.served,
                     workers,
+                    choice: n.choice,
                 },
             );
         }

@@ -59,7 +59,7 @@ pub fn lba48_sectors(page: &[u8]) -> u64 {
 }
 
 /// Fill `page` (exactly 512 bytes) with the identity. The values follow the
-/// recommendations of aoe-protocol.md §4: LBA48 and both FLUSH commands
+/// recommendations of docs/aoe-protocol.md §4: LBA48 and both FLUSH commands
 /// advertised (we implement them), no SMART, no volatile write cache claimed.
 pub fn emit(id: &Identity<'_>, page: &mut [u8]) {
     let page = &mut page[..PAGE_LEN];

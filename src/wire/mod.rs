@@ -7,7 +7,7 @@
 //! the command argument views at frame byte 24.
 //!
 //! Byte order: every multi-byte field is big-endian except the six ATA LBA
-//! bytes and the IDENTIFY page, which are little-endian (aoe-protocol.md §1.1).
+//! bytes and the IDENTIFY page, which are little-endian (docs/aoe-protocol.md §1.1).
 #![forbid(unsafe_code)]
 
 pub mod aoe;
@@ -146,7 +146,7 @@ impl FromStr for MacAddr {
 
 /// Zero the bytes from `len` up to the 60-byte Ethernet minimum and return
 /// the padded length. Software links (veth, AF_PACKET, AF_XDP) do not pad,
-/// and aoetools ignore anything shorter (aoe-protocol.md §1.2).
+/// and aoetools ignore anything shorter (docs/aoe-protocol.md §1.2).
 pub fn pad_to_min(frame: &mut [u8], len: usize) -> usize {
     if len >= MIN_FRAME_LEN {
         return len;

@@ -47,6 +47,51 @@ const STOP_TX_GRACE: Duration = Duration::from_secs(1);
 const SPIN_TURNS: u32 = 64;
 /// Frames taken per receive.
 pub const BATCH: usize = 64;
+/// Shortest gap between two disk-failure log lines of one worker.
+const FAIL_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Disk failures logged at a bounded rate: a dead disk or a cut Ceph
+/// cluster fails every request, and one formatted line per request on the
+/// pinned core would cost more than serving it. The first failure of a
+/// quiet spell is logged at once; later ones within [`FAIL_LOG_EVERY`] are
+/// counted and reported with the next line (or at the next publish).
+/// Every failure counts in `disk_errors` whatever the log says.
+#[derive(Debug, Default)]
+struct FailLog {
+    last: Option<Instant>,
+    /// Failures not logged since `last`.
+    unlogged: u64,
+}
+
+impl FailLog {
+    fn failed(&mut self, io: &DiskIo, errno: i32) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < FAIL_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        warn!(op = ?io.op, offset = io.offset, len = io.len,
+              error = %io::Error::from_raw_os_error(errno), unlogged_since_last = self.unlogged,
+              "disk I/O failed (answered with an ATA error; further failures within {FAIL_LOG_EVERY:?} are counted, not logged)");
+        self.last = Some(now);
+        self.unlogged = 0;
+    }
+
+    /// Report failures counted but not logged once the spell is over.
+    fn flush(&mut self) {
+        if self.unlogged > 0 && self.last.is_some_and(|t| t.elapsed() >= FAIL_LOG_EVERY) {
+            warn!(
+                failures = self.unlogged,
+                "more disk I/O failures (answered with ATA errors)"
+            );
+            self.unlogged = 0;
+            self.last = Some(Instant::now());
+        }
+    }
+}
 
 /// What a datapath's TX flush did.
 #[derive(Debug, Clone, Copy, Default)]
@@ -177,6 +222,7 @@ pub struct Worker<F: FrameIo> {
     stats: WorkerStats,
     counters: LoopCounters,
     opts: LoopOptions,
+    fail_log: FailLog,
 }
 
 impl<F: FrameIo> std::fmt::Debug for Worker<F> {
@@ -210,6 +256,7 @@ impl<F: FrameIo> Worker<F> {
             stats,
             counters: LoopCounters::default(),
             opts,
+            fail_log: FailLog::default(),
             spec,
         };
         // `xblade status` shows the worker before its first counters.
@@ -542,10 +589,15 @@ impl<F: FrameIo> Worker<F> {
 
     /// A disk request is done: build its reply in its frame and queue it.
     fn finish(&mut self, mut f: F::Frame, io: DiskIo, res: BlockResult) {
+        if res == Err(crate::bdev::DROPPED) {
+            // The store may no longer write here (gateway lease, fencing):
+            // no reply, the initiator retries through another gateway.
+            self.io.release(f);
+            return;
+        }
         if let Err(errno) = res {
             self.stats.disk_errors += 1;
-            warn!(op = ?io.op, offset = io.offset, len = io.len,
-                  error = %io::Error::from_raw_os_error(errno), "disk I/O failed");
+            self.fail_log.failed(&io, errno);
         }
         // A WRITE's data and a failed READ's reply memory are not part of
         // the reply.
@@ -651,6 +703,7 @@ impl<F: FrameIo> Worker<F> {
             self.io.room(),
             self.opts.queue,
         );
+        self.fail_log.flush();
         self.counters.stores = self.stores.counters();
         self.stats.disk_in_flight = (self.inflight.len() + self.waiting.len()) as u64;
         self.stats.publishes += 1;

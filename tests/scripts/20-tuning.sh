@@ -22,4 +22,7 @@ tune undo xtun0
 [[ $(gro) == on ]]
 [[ ! -f $STATE_DIR/tune-xtun0.state ]]
 if tune apply nosuchif 2>/dev/null; then echo "unknown interface accepted" >&2; exit 1; fi
-echo "tuning: apply/undo ok"
+# --help is an answer, not an error; a bad command is one.
+bash "$ROOT/tuning/xblade-tune.sh" --help | grep -q 'xblade-tune.sh apply IFACE'
+if bash "$ROOT/tuning/xblade-tune.sh" frob xtun0 2>/dev/null; then echo "unknown command accepted" >&2; exit 1; fi
+echo "tuning: apply/undo ok, --help exits 0"

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::ffi::{self, Completion};
+use super::lease::{now_ns, ChannelWatch, Lease};
 use super::{open_image, ImageHandle, RbdDisk, SharedImage};
 use crate::bdev::{
     BlockOp, BlockReq, BlockResult, Channel, ChannelCx, Segs, Submit, Tag, MAX_SEGS,
@@ -44,6 +45,10 @@ pub struct RbdChannel {
     export_in_flight: Arc<AtomicU64>,
     /// The export's registry of channel handles (size probe).
     registry: Arc<std::sync::Mutex<Vec<SharedImage>>>,
+    /// The gateway lease (writable exports): gates writes.
+    lease: Option<Arc<Lease>>,
+    /// What the lease thread sees of this channel: loop turns, write ages.
+    watch: Arc<ChannelWatch>,
     /// Field order is drop order after `Drop::drop` has waited for the
     /// requests: the image closes before the eventfd it writes to.
     handle: ImageHandle,
@@ -89,6 +94,10 @@ impl RbdChannel {
             .unwrap_or_else(|p| p.into_inner())
             .push(SharedImage(handle.image));
         let depth = cx.depth.max(1);
+        let watch = Arc::new(ChannelWatch::new(depth as usize));
+        if let Some(l) = &disk.lease {
+            l.watch(Arc::clone(&watch));
+        }
         let slots = (0..depth)
             .map(|_| Slot {
                 tag: 0,
@@ -109,6 +118,8 @@ impl RbdChannel {
             sectors: Arc::clone(&disk.sectors),
             export_in_flight: Arc::clone(&disk.in_flight),
             registry: Arc::clone(&disk.handles),
+            lease: disk.lease.clone(),
+            watch,
             handle,
             event,
         })
@@ -117,6 +128,8 @@ impl RbdChannel {
     /// The result of a finished request from librbd's return value: bytes
     /// (reads must return all of them) or -errno.
     fn result(op: BlockOp, len: u32, r: isize) -> BlockResult {
+        // -EBLOCKLISTED is ESHUTDOWN, i.e. DROPPED: a fenced gateway
+        // answers nothing.
         if r < 0 {
             return Err(i32::try_from(-r).unwrap_or(libc::EIO));
         }
@@ -140,6 +153,7 @@ impl RbdChannel {
         // rbd_poll_io_events or waited for) and released once.
         unsafe { (self.lib.rbd_aio_release)(s.comp) };
         s.comp = std::ptr::null_mut();
+        self.watch.writes[i as usize].store(0, Ordering::Release);
         self.free.push(i);
         self.export_in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -153,6 +167,14 @@ impl Channel for RbdChannel {
         {
             // The engine never asks for this; refuse rather than trust it.
             return Submit::Done(Err(libc::EINVAL));
+        }
+        if req.op == BlockOp::Write {
+            if let Some(l) = self.lease.as_deref().filter(|l| !l.admits_write()) {
+                // No lease: the initiator may complete this request
+                // through another gateway; it must not land here later.
+                l.stale_dropped.fetch_add(1, Ordering::Relaxed);
+                return Submit::Done(Err(crate::bdev::DROPPED));
+            }
         }
         let Some(i) = self.free.pop() else {
             return Submit::Busy;
@@ -175,6 +197,9 @@ impl Channel for RbdChannel {
         for (v, g) in s.iov.iter_mut().zip(segs.as_slice()) {
             v.iov_base = g.ptr.cast();
             v.iov_len = g.len as usize;
+        }
+        if req.op == BlockOp::Write {
+            self.watch.writes[i as usize].store(now_ns(), Ordering::Release);
         }
         let n = segs.as_slice().len() as i32;
         let at = self.base + req.offset;
@@ -204,6 +229,9 @@ impl Channel for RbdChannel {
     }
 
     fn reap(&mut self, done: &mut dyn FnMut(Tag, BlockResult)) -> usize {
+        // The worker reaps on every turn of its loop: proof of life for
+        // the lease (a stalled worker must not keep it).
+        self.watch.alive.store(now_ns(), Ordering::Release);
         let mut n = 0;
         let mut comps: [Completion; POLL_BATCH] = [std::ptr::null_mut(); POLL_BATCH];
         loop {
@@ -234,7 +262,15 @@ impl Channel for RbdChannel {
                     );
                     continue;
                 };
-                let (tag, res) = (s.tag, Self::result(s.op, s.len, r));
+                let (tag, mut res) = (s.tag, Self::result(s.op, s.len, r));
+                if res.is_err()
+                    && self
+                        .lease
+                        .as_deref()
+                        .is_some_and(|l| !l.may_answer_errors())
+                {
+                    res = Err(crate::bdev::DROPPED);
+                }
                 self.finish(i as u32);
                 done(tag, res);
                 n += 1;
@@ -272,6 +308,9 @@ impl Drop for RbdChannel {
             if !self.slots[i as usize].comp.is_null() {
                 self.finish(i);
             }
+        }
+        if let Some(l) = &self.lease {
+            l.unwatch(&self.watch);
         }
         let me = SharedImage(self.handle.image);
         self.registry

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::error::{cstr, RbdError};
 use super::ffi::{self, Rados};
+use super::lease::Lease;
 use super::RbdOptions;
 
 /// The process's connection to a cluster (librados handle): shared by every
@@ -17,6 +18,10 @@ pub struct Cluster {
     pub(crate) rados: Rados,
     fsid: String,
     pub(crate) lib: &'static ffi::Lib,
+    /// Client id (for messages).
+    id: String,
+    /// The gateway lease, started by the first writable export.
+    lease: Mutex<Option<Arc<Lease>>>,
 }
 
 // SAFETY: a rados_t is thread-safe once connected (librados's documented
@@ -76,6 +81,8 @@ impl Cluster {
             rados,
             fsid: String::new(),
             lib,
+            id: id.into(),
+            lease: Mutex::new(None),
         };
         // From here on a failure shuts the handle down (Drop).
         // SAFETY: NULL path: librados searches CEPH_CONF, then the default
@@ -150,6 +157,28 @@ impl Cluster {
     /// The cluster's fsid.
     pub fn fsid(&self) -> &str {
         &self.fsid
+    }
+
+    /// The gateway lease, heartbeating into `pool` from now on: started
+    /// (blocklist capability probed) by the first writable export.
+    pub(crate) fn lease(&self, pool: &str) -> Result<Arc<Lease>, RbdError> {
+        let mut l = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        let lease = match &*l {
+            Some(x) => Arc::clone(x),
+            None => {
+                let x = Lease::start(self.lib, self.rados, &self.id)?;
+                *l = Some(Arc::clone(&x));
+                x
+            }
+        };
+        drop(l);
+        lease.add_pool(pool)?;
+        Ok(lease)
+    }
+
+    /// The lease, if a writable export started one.
+    pub(crate) fn lease_if_any(&self) -> Option<Arc<Lease>> {
+        self.lease.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

@@ -74,6 +74,15 @@ pub enum RbdError {
         /// Features to disable, dependents first.
         features: String,
     },
+    /// The client's key may not blocklist: a stalled gateway could not be
+    /// fenced, so writable exports are refused.
+    #[error("client.{id} may not blocklist other clients ({message}): gateways exporting an image together fence a stalled one with `osd blocklist`, without which a gateway waking from a stall could overwrite newer data; give the key `mon 'profile rbd'` (ceph auth caps client.{id} mon 'profile rbd' osd 'profile rbd'), or export read-only")]
+    NoBlocklist {
+        /// Client id.
+        id: String,
+        /// What the monitor answered.
+        message: String,
+    },
 }
 
 pub(crate) fn cstr(s: &str) -> Result<CString, RbdError> {

@@ -14,11 +14,16 @@ pub type Rados = *mut c_void;
 pub type Ioctx = *mut c_void;
 /// `rbd_image_t`.
 pub type Image = *mut c_void;
+/// `rados_xattrs_iter_t`.
+pub type XattrsIter = *mut c_void;
 /// `rbd_completion_t`.
 pub type Completion = *mut c_void;
 /// `rbd_callback_t`.
 pub type Callback = Option<unsafe extern "C" fn(Completion, *mut c_void)>;
 
+/// `EBLOCKLISTED` of Ceph (ESHUTDOWN): this client instance is on the
+/// OSD map's blocklist; nothing it sends is applied any more.
+pub const EBLOCKLISTED: c_int = libc::ESHUTDOWN;
 /// `EVENT_TYPE_EVENTFD` of librbd.h: completions are announced by writing
 /// the image's notification descriptor as an eventfd.
 pub const EVENT_TYPE_EVENTFD: c_int = 2;
@@ -85,6 +90,15 @@ table! {
     rados rados_ioctx_create: fn(Rados, *const c_char, *mut Ioctx) -> c_int;
     rados rados_ioctx_destroy: fn(Ioctx) -> ();
     rados rados_ioctx_set_namespace: fn(Ioctx, *const c_char) -> ();
+    rados rados_get_instance_id: fn(Rados) -> u64;
+    rados rados_getaddrs: fn(Rados, *mut *mut c_char) -> c_int;
+    rados rados_blocklist_add: fn(Rados, *mut c_char, u32) -> c_int;
+    rados rados_wait_for_latest_osdmap: fn(Rados) -> c_int;
+    rados rados_setxattr: fn(Ioctx, *const c_char, *const c_char, *const c_char, usize) -> c_int;
+    rados rados_getxattrs: fn(Ioctx, *const c_char, *mut XattrsIter) -> c_int;
+    rados rados_getxattrs_next: fn(XattrsIter, *mut *const c_char, *mut *const c_char, *mut usize) -> c_int;
+    rados rados_getxattrs_end: fn(XattrsIter) -> ();
+    rados rados_rmxattr: fn(Ioctx, *const c_char, *const c_char) -> c_int;
     rbd rbd_version: fn(*mut c_int, *mut c_int, *mut c_int) -> ();
     rbd rbd_open: fn(Ioctx, *const c_char, *mut Image, *const c_char) -> c_int;
     rbd rbd_open_read_only: fn(Ioctx, *const c_char, *mut Image, *const c_char) -> c_int;

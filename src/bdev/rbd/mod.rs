@@ -21,6 +21,7 @@ pub mod channel;
 pub mod cluster;
 pub mod error;
 pub mod ffi;
+pub mod lease;
 
 use std::ffi::CString;
 use std::io;
@@ -126,6 +127,8 @@ pub struct RbdDisk {
     in_flight: Arc<AtomicU64>,
     /// The channels' image handles (see [`RbdDisk::probe_sectors`]).
     handles: Arc<Mutex<Vec<SharedImage>>>,
+    /// The gateway lease gating writes (writable exports).
+    lease: Option<Arc<lease::Lease>>,
 }
 
 /// A channel's image handle as the export's size probe sees it.
@@ -226,6 +229,13 @@ impl RbdDisk {
         }
         let bytes = image_size(&handle)
             .map_err(|r| img_err(format!("cannot read its size: {}", ffi::strerror(r.into()))))?;
+        // Writable: hold the gateway lease (and refuse a key that cannot
+        // fence a stalled peer) before serving a single write.
+        let lease = if spec.read_only {
+            None
+        } else {
+            Some(cluster.lease(pool)?)
+        };
         let path = std::path::PathBuf::from(&shown);
         let sectors = export_sectors(
             &path,
@@ -245,6 +255,7 @@ impl RbdDisk {
             fixed_length: spec.length_sectors.is_some(),
             in_flight: Arc::new(AtomicU64::new(0)),
             handles: Arc::new(Mutex::new(Vec::new())),
+            lease,
         })
     }
 
@@ -354,6 +365,11 @@ impl Bdev for RbdDisk {
         Some(super::StoreStatus {
             cluster_fsid: self.fsid().to_string(),
             in_flight: self.in_flight(),
+            lease: self
+                .lease
+                .clone()
+                .or_else(|| self.pool.cluster.lease_if_any())
+                .map(|l| l.status()),
         })
     }
 }

@@ -131,6 +131,8 @@ pub enum BpfError {
 #[derive(Debug)]
 pub struct XdpProgram {
     _obj: Object,
+    /// Loaded multi-buffer aware (BPF_F_XDP_HAS_FRAGS).
+    frags: bool,
     prog: OwnedFd,
     xsks: MapHandle,
     counters: MapHandle,
@@ -165,10 +167,21 @@ impl XdpProgram {
         targets: &[(u16, u8)],
         drop_foreign: bool,
     ) -> Result<XdpProgram, BpfError> {
-        let open = ObjectBuilder::default()
-            .open_memory(&OBJECT.0)
-            .map_err(|e| BpfError::Load(e.to_string()))?;
-        let obj = open.load().map_err(|e| BpfError::Load(e.to_string()))?;
+        // Probe by trying: the program is built multi-buffer aware
+        // (`xdp.frags`, BPF_F_XDP_HAS_FRAGS, Linux 5.18); a kernel that
+        // refuses the flag gets the same program without it, which serves
+        // single-buffer frames.
+        let (obj, frags) = match load_object(true) {
+            Ok(o) => (o, true),
+            Err(e) => match load_object(false) {
+                Ok(o) => {
+                    tracing::info!(error = %e,
+                        "XDP multi-buffer programs (xdp.frags, Linux 5.18) refused: loaded the program without frags (one-buffer frames only)");
+                    (o, false)
+                }
+                Err(_) => return Err(e),
+            },
+        };
         let prog = obj
             .progs()
             .find(|p| p.name() == "xblade_xdp")
@@ -201,12 +214,19 @@ impl XdpProgram {
             })?;
         Ok(XdpProgram {
             _obj: obj,
+            frags,
             prog,
             xsks,
             counters,
             targets: tmap,
             macs,
         })
+    }
+
+    /// Loaded multi-buffer aware (`xdp.frags`); false on a kernel that
+    /// refused BPF_F_XDP_HAS_FRAGS.
+    pub fn frags(&self) -> bool {
+        self.frags
     }
 
     /// Treat AoE requests to `mac` (a per-queue target MAC of the
@@ -295,6 +315,22 @@ impl XdpProgram {
         }
         c
     }
+}
+
+/// Open and load the embedded object, its program flagged multi-buffer
+/// aware or not.
+fn load_object(frags: bool) -> Result<Object, BpfError> {
+    let mut open = ObjectBuilder::default()
+        .open_memory(&OBJECT.0)
+        .map_err(|e| BpfError::Load(e.to_string()))?;
+    if !frags {
+        // `xdp.frags` sets BPF_F_XDP_HAS_FRAGS and nothing else: a plain
+        // `xdp` program has no flags.
+        for mut p in open.progs_mut() {
+            p.set_flags(0);
+        }
+    }
+    open.load().map_err(|e| BpfError::Load(e.to_string()))
 }
 
 /// An attached program: dropping it (or the process dying) detaches it.

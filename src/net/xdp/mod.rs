@@ -178,6 +178,9 @@ pub struct XdpInterface {
     /// Per-queue MACs and rules (removed when dropped); its MAC list has
     /// one address per queue served.
     steering: Steering,
+    /// What was chosen and what the kernel lacked, set by queue 0's
+    /// worker once its socket is bound ([`XdpInterface::choice`]).
+    choice: std::sync::OnceLock<String>,
 }
 
 impl XdpInterface {
@@ -211,7 +214,15 @@ impl XdpInterface {
             link,
             prog: Arc::new(prog),
             steering,
+            choice: std::sync::OnceLock::new(),
         })
+    }
+
+    /// One line saying what the interface is served with and which kernel
+    /// features it goes without (each with the release that brought it),
+    /// for the log and `status`.
+    pub fn choice(&self) -> &str {
+        self.choice.get().map_or("", String::as_str)
     }
 
     /// Queues to serve.
@@ -254,6 +265,58 @@ impl XdpInterface {
     }
 }
 
+/// The running kernel's release (`uname -r`), for messages.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The per-interface line of [`XdpInterface::choice`]: the datapath and
+/// bind in use, then every kernel feature xblade would use here and did not
+/// get, with what it does instead.
+fn describe_choice(iface: &str, mtu: u32, ifc: &XdpInterface, xsk: &Xsk) -> String {
+    let mut missing = Vec::new();
+    if xsk.bind() == zerocopy::Bind::CopyOne {
+        missing.push(format!(
+            "{}: one {ROOM}-byte buffer per frame, enough up to MTU {}",
+            zerocopy::SG_FEATURE,
+            zerocopy::mtu_for(1, ROOM)
+        ));
+    }
+    if !ifc.prog.frags() {
+        missing.push(
+            "XDP multi-buffer programs (xdp.frags, Linux 5.18): program loaded without frags"
+                .to_owned(),
+        );
+    }
+    if crate::bdev::uring::kernel_has_vectored_fixed() == Some(false) {
+        missing.push(
+            "io_uring READV_FIXED/WRITEV_FIXED (Linux 6.15): multi-chunk file transfers use READV/WRITEV"
+                .to_owned(),
+        );
+    }
+    let head = format!(
+        "{iface}: AF_XDP {} ({} XDP) at MTU {mtu}, {} queue{}, Linux {}",
+        if xsk.zero_copy() {
+            xsk.bind().name()
+        } else if xsk.bind().sg() {
+            "copy multi-buffer"
+        } else {
+            "copy single-buffer"
+        },
+        ifc.mode().name(),
+        ifc.queues(),
+        if ifc.queues() == 1 { "" } else { "s" },
+        kernel_release()
+    );
+    if missing.is_empty() {
+        head
+    } else {
+        format!("{head}; missing: {}", missing.join("; "))
+    }
+}
+
 /// Lift RLIMIT_MEMLOCK: the UMEM is charged to it twice (AF_XDP and the
 /// io_uring registration) for processes without CAP_IPC_LOCK.
 fn raise_memlock() {
@@ -290,6 +353,11 @@ impl crate::worker::Worker<XdpIo> {
             native: ifc.mode() == Attached::Native,
         };
         let xsk = Xsk::open(&spec.iface.name, spec.iface.index, queue, &xopts).map_err(qerr)?;
+        if queue == 0 {
+            let _ = ifc
+                .choice
+                .set(describe_choice(&spec.iface.name, spec.iface.mtu, ifc, &xsk));
+        }
         let mac = ifc.queue_mac(queue);
         let mut port = Port::new(
             spec.iface.mac,
@@ -347,6 +415,8 @@ impl crate::worker::Worker<XdpIo> {
         let xstats = XdpStats {
             mode: ifc.mode().name(),
             zero_copy: xsk.zero_copy(),
+            bind: xsk.bind().name(),
+            multi_buffer: xsk.sg(),
             busy_poll: opts.busy_poll,
             huge_pages: xsk.huge_pages(),
             steer: ifc.steer_state().name(),

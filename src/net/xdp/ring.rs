@@ -289,15 +289,17 @@ impl Rings {
         )?;
         let (rb, rm) = map_ring(fd, &off.rx, size, desc, libc::XDP_PGOFF_RX_RING, "RX")?;
         let (tb, tm) = map_ring(fd, &off.tx, size, desc, libc::XDP_PGOFF_TX_RING, "TX")?;
-        // SAFETY: each base is a fresh mapping of that ring, laid out per
-        // the kernel's offsets, kept alive by the handle that holds it; the
-        // caller guarantees no other user of the rings in this process.
+        // SAFETY: each base is a fresh mapping of that ring, kept alive by
+        // the handle that holds it, or (older kernels) libxdp's mapping of
+        // it, kept alive by xsk-rs's handles, which the caller drops after
+        // these; laid out per the kernel's offsets. The caller guarantees
+        // no other user of the rings in this process.
         unsafe {
             Ok(Rings {
-                fill: Producer::over(Raw::new(fb, &off.fr, size), Some(fm)),
-                comp: Consumer::over(Raw::new(cb, &off.cr, size), Some(cm)),
-                rx: Consumer::over(Raw::new(rb, &off.rx, size), Some(rm)),
-                tx: Producer::over(Raw::new(tb, &off.tx, size), Some(tm)),
+                fill: Producer::over(Raw::new(fb, &off.fr, size), fm),
+                comp: Consumer::over(Raw::new(cb, &off.cr, size), cm),
+                rx: Consumer::over(Raw::new(rb, &off.rx, size), rm),
+                tx: Producer::over(Raw::new(tb, &off.tx, size), tm),
             })
         }
     }
@@ -311,7 +313,7 @@ fn map_ring(
     entry: usize,
     pgoff: i64,
     name: &str,
-) -> io::Result<(*mut u8, Mapping)> {
+) -> io::Result<(*mut u8, Option<Mapping>)> {
     let len = off.desc as usize + size as usize * entry;
     // SAFETY: a fresh shared mapping of the socket's ring; the kernel
     // checks the length against the ring it set up.
@@ -327,17 +329,71 @@ fn map_ring(
     };
     if p == libc::MAP_FAILED {
         let e = io::Error::last_os_error();
+        // Older kernels (6.1 here) map a socket's rings only until it is
+        // bound, EBUSY after: use the mapping libxdp made before binding.
+        if e.raw_os_error() == Some(libc::EBUSY) {
+            if let Some(p) = existing_mapping(fd, pgoff, len) {
+                return Ok((p, None));
+            }
+        }
         return Err(io::Error::new(
             e.kind(),
             format!("mapping the {name} ring: {e}"),
         ));
     }
-    Ok((p.cast(), Mapping { ptr: p, len }))
+    Ok((p.cast(), Some(Mapping { ptr: p, len })))
+}
+
+/// The start of this process's existing mapping of socket `fd` at page
+/// offset `pgoff` (bytes) covering at least `len` bytes, from
+/// /proc/self/maps. libxdp maps every ring of the socket before binding
+/// it and keeps the mappings until xsk-rs's handles drop, which
+/// [`super::socket::Xsk`] does after its [`Rings`].
+fn existing_mapping(fd: RawFd, pgoff: i64, len: usize) -> Option<*mut u8> {
+    // SAFETY: all-zero is a valid `stat`, written by fstat below.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is writable and outlives the call.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .find_map(|l| maps_line_match(l, st.st_ino, pgoff as u64, len))
+        .map(|a| a as *mut u8)
+}
+
+/// The start address of a /proc/self/maps line (`START-END PERMS OFFSET
+/// DEV INODE PATH`) for inode `ino` at `offset`, at least `len` long.
+fn maps_line_match(line: &str, ino: u64, offset: u64, len: usize) -> Option<usize> {
+    let mut f = line.split_whitespace();
+    let (range, _perms, off, _dev, inode) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+    if inode.parse::<u64>().ok()? != ino || u64::from_str_radix(off, 16).ok()? != offset {
+        return None;
+    }
+    let (a, b) = range.split_once('-')?;
+    let (a, b) = (
+        usize::from_str_radix(a, 16).ok()?,
+        usize::from_str_radix(b, 16).ok()?,
+    );
+    (b.checked_sub(a)? >= len).then_some(a)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_socket_ring_in_proc_maps() {
+        let l = "7f12a4000000-7f12a4011000 rw-s 100000000 00:08 123456                     socket:[123456]";
+        assert_eq!(
+            maps_line_match(l, 123456, 0x1_0000_0000, 0x10040),
+            Some(0x7f12_a400_0000)
+        );
+        assert_eq!(maps_line_match(l, 123457, 0x1_0000_0000, 0x10040), None);
+        assert_eq!(maps_line_match(l, 123456, 0x1_8000_0000, 0x10040), None);
+        assert_eq!(maps_line_match(l, 123456, 0x1_0000_0000, 0x12000), None);
+        assert_eq!(maps_line_match("garbage", 1, 0, 0), None);
+    }
 
     /// A ring in ordinary memory, laid out as the kernel does (indices on
     /// their own cache lines), with a test-side "kernel" poking at it.

@@ -21,8 +21,8 @@ use super::zerocopy::{self, Bind, Choice};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ZeroCopy {
-    /// Zero-copy where the driver and the MTU allow it (see
-    /// [`super::zerocopy`]), else copy mode; logs which and why.
+    /// Zero-copy where the driver and the MTU allow it, else copy mode;
+    /// logs which and why. (Shown by --help: plain text, no doc links.)
     #[default]
     Auto,
     /// Zero-copy or fail at start, naming the driver's limit and what
@@ -79,6 +79,8 @@ pub struct Xsk {
     /// Most chunks per frame the bind carries (None: no limit of the
     /// driver's; see [`zerocopy::Choice::max_buffers`]).
     max_buffers: Option<u32>,
+    /// How it is bound.
+    bind: Bind,
     /// Bound with XDP_USE_SG.
     sg: bool,
     /// The UMEM sits on 2 MiB pages.
@@ -174,19 +176,34 @@ impl Xsk {
             debug!(iface = ifname, queue, bind = choice.bind.name(), reason = %choice.reason,
                    "AF_XDP bind mode");
         }
-        match Xsk::open_with(ifname, queue, opts, &choice) {
-            Err(e) if choice.fallback && choice.bind.zero_copy() => {
-                warn!(iface = ifname, queue, reason = %e,
-                      "zero-copy bind refused; using copy mode");
-                let copy = Choice {
-                    bind: Bind::Copy,
-                    fallback: false,
-                    max_buffers: None,
-                    reason: format!("zero-copy bind refused: {e}"),
-                };
-                Xsk::open_with(ifname, queue, opts, &copy)
+        let mut choice = choice;
+        loop {
+            let e = match Xsk::open_with(ifname, queue, opts, &choice) {
+                Ok(x) => return Ok(x),
+                Err(e) => e,
+            };
+            let Some(next) = zerocopy::next_bind(&choice, &e) else {
+                return Err(e);
+            };
+            if next.bind != Bind::CopyOne {
+                warn!(iface = ifname, queue, refused = choice.bind.name(), reason = %e,
+                      "AF_XDP bind refused; trying {}", next.bind.name());
+                choice = next;
+                continue;
             }
-            r => r,
+            // Copy mode refused with EINVAL: probe whether XDP_USE_SG is
+            // what this kernel lacks (before 6.6) by binding without it.
+            // If that fails too, the first error was about something else
+            // and stands.
+            let Ok(x) = Xsk::open_with(ifname, queue, opts, &next) else {
+                return Err(e);
+            };
+            if offer.buffers_needed() > 1 {
+                return Err(zerocopy::sg_missing(&offer, &e));
+            }
+            warn!(iface = ifname, queue, reason = %e,
+                  "AF_XDP bind with XDP_USE_SG refused (multi-buffer sockets arrived in Linux 6.6): copy mode, one buffer per frame, enough at MTU {}", opts.mtu);
+            return Ok(x);
         }
     }
 
@@ -207,6 +224,7 @@ impl Xsk {
         let (umem, descs, huge_pages) = create_umem(ucfg, n, opts.chunks)?;
         let mut flags = match choice.bind {
             Bind::Copy => BindFlags::XDP_COPY | BindFlags::XDP_USE_SG,
+            Bind::CopyOne => BindFlags::XDP_COPY,
             Bind::ZeroCopy => BindFlags::XDP_ZEROCOPY,
             Bind::ZeroCopySg => BindFlags::XDP_ZEROCOPY | BindFlags::XDP_USE_SG,
         };
@@ -257,8 +275,8 @@ impl Xsk {
         let mut d0 = descs[0];
         debug_assert_eq!(d0.addr(), DATA_OFFSET);
         // xsk-rs exposes no base pointer: take the data pointer of chunk 0's
-        // fresh descriptor and step back by its UMEM offset (platform notes
-        // §1 (b)).
+        // fresh descriptor and step back by its UMEM offset
+        // (docs/platform.md §1.3).
         // SAFETY: `d0` describes chunk 0 of this UMEM, which no ring holds
         // yet; the slice is dropped at the end of the statement.
         let p = unsafe { umem.data_mut(&mut d0) }
@@ -280,6 +298,7 @@ impl Xsk {
             zero_copy: false,
             max_buffers: choice.max_buffers,
             sg: choice.bind.sg(),
+            bind: choice.bind,
             huge_pages,
             _umem: umem,
         };
@@ -352,6 +371,11 @@ impl Xsk {
     /// Bound in zero-copy mode.
     pub fn zero_copy(&self) -> bool {
         self.zero_copy
+    }
+
+    /// How it is bound.
+    pub fn bind(&self) -> Bind {
+        self.bind
     }
 
     /// Bound with XDP_USE_SG: frames may span several chunks. Without it

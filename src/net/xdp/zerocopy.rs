@@ -6,7 +6,7 @@
 //! refuses `XDP_ZEROCOPY | XDP_USE_SG` (EOPNOTSUPP, `xp_assign_dev`) when the
 //! driver takes one buffer per frame in zero-copy mode (`xdp_zc_max_segs ==
 //! 1`: virtio_net, igb and most others; only ice, i40e and idpf take more),
-//! while `XDP_ZEROCOPY` alone binds. So (platform notes §5):
+//! while `XDP_ZEROCOPY` alone binds. So (docs/platform.md §5.1):
 //!
 //! - the largest frame at the MTU fits one chunk: zero-copy without SG, and
 //!   the worker never produces or accepts a frame of more than one chunk
@@ -16,7 +16,7 @@
 //! - else copy mode (with SG) for that interface. A UMEM chunk above 4 KiB
 //!   would let a jumbo frame fit one buffer, but the kernel refuses it:
 //!   `XDP_UMEM_REG` with 8192- or 16384-byte chunks fails with EINVAL on
-//!   6.18, on a 2 MiB-page (MAP_HUGETLB) UMEM too (platform notes §1 on the
+//!   6.18, on a 2 MiB-page (MAP_HUGETLB) UMEM too (docs/platform.md §1.1 on the
 //!   dev VM; again 2026-12-03 in the 6.18.15 guest of
 //!   tests/scripts/75-xdp-zerocopy.sh with a raw probe, where the same UMEM
 //!   with 4096-byte chunks bound `XDP_ZEROCOPY` on virtio_net and
@@ -90,6 +90,10 @@ pub const FRAME_OVERHEAD: u32 = 14 + 4;
 pub enum Bind {
     /// `XDP_COPY | XDP_USE_SG`: the kernel copies every frame.
     Copy,
+    /// `XDP_COPY` alone: the kernel copies every frame, one chunk each.
+    /// For kernels before 6.6, which refuse `XDP_USE_SG` (EINVAL), at an
+    /// MTU whose frames fit one chunk.
+    CopyOne,
     /// `XDP_ZEROCOPY` without `XDP_USE_SG`: one chunk per frame.
     ZeroCopy,
     /// `XDP_ZEROCOPY | XDP_USE_SG`: frames over several chunks.
@@ -99,18 +103,19 @@ pub enum Bind {
 impl Bind {
     /// Bound in zero-copy mode.
     pub fn zero_copy(self) -> bool {
-        self != Bind::Copy
+        matches!(self, Bind::ZeroCopy | Bind::ZeroCopySg)
     }
 
     /// Bound with `XDP_USE_SG` (multi-buffer frames).
     pub fn sg(self) -> bool {
-        self != Bind::ZeroCopy
+        matches!(self, Bind::Copy | Bind::ZeroCopySg)
     }
 
     /// Name for logs.
     pub fn name(self) -> &'static str {
         match self {
             Bind::Copy => "copy",
+            Bind::CopyOne => "copy single-buffer",
             Bind::ZeroCopy => "zero-copy",
             Bind::ZeroCopySg => "zero-copy multi-buffer",
         }
@@ -339,6 +344,52 @@ pub fn decide(policy: ZeroCopy, o: &Offer) -> Result<Choice, ZeroCopyError> {
         o.mtu
     )))
 }
+
+/// The bind to try after `failed` was refused with `err`, if any: a
+/// zero-copy bind that may fall back goes to copy mode; a copy-mode bind
+/// refused with EINVAL (`kind` InvalidInput) may be a kernel without
+/// `XDP_USE_SG` (Linux 6.6): [`copy_one`] is then tried, which tells (see
+/// `Xsk::open`). Else the error stands.
+pub fn next_bind(failed: &Choice, err: &io::Error) -> Option<Choice> {
+    if failed.fallback && failed.bind.zero_copy() {
+        return Some(Choice {
+            bind: Bind::Copy,
+            fallback: false,
+            max_buffers: None,
+            reason: format!("zero-copy bind refused: {err}"),
+        });
+    }
+    (failed.bind == Bind::Copy && err.kind() == io::ErrorKind::InvalidInput).then(|| copy_one(err))
+}
+
+/// Copy mode without `XDP_USE_SG`, one chunk per frame: after `err`
+/// refused the copy bind with it.
+pub fn copy_one(err: &io::Error) -> Choice {
+    Choice {
+        bind: Bind::CopyOne,
+        fallback: false,
+        max_buffers: Some(1),
+        reason: format!("{SG_FEATURE} refused ({err}): copy mode, one buffer per frame"),
+    }
+}
+
+/// The kernel binds without `XDP_USE_SG` what it refused with it (`err`),
+/// and `o`'s MTU needs more than one chunk: the error naming the feature.
+pub fn sg_missing(o: &Offer, err: &io::Error) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "{SG_FEATURE}, needed above MTU {} ({} buffers per frame at MTU {}), refused by this kernel ({err})",
+            mtu_for(1, o.room),
+            o.buffers_needed(),
+            o.mtu
+        ),
+    )
+}
+
+/// The kernel feature a socket needs for frames over one chunk, and the
+/// release that brought it (for messages).
+pub const SG_FEATURE: &str = "AF_XDP multi-buffer (XDP_USE_SG, Linux 6.6)";
 
 /// Ask the kernel for everything [`decide`] needs about `iface` (index
 /// `ifindex`); `mtu` and `room` come from the caller.
@@ -601,8 +652,38 @@ mod tests {
                     Bind::ZeroCopy => assert!(mtu as usize + 18 <= ROOM, "mtu {mtu}"),
                     Bind::ZeroCopySg => assert!(buffers_for(mtu, ROOM) <= segs.max(1)),
                     Bind::Copy => assert!(buffers_for(mtu, ROOM) > segs.max(1)),
+                    Bind::CopyOne => panic!("decide never picks the pre-6.6 bind"),
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_kernel_without_use_sg() {
+        // Linux 6.1 on virtio_net: no feature report, the zero-copy bind is
+        // refused (EOPNOTSUPP), then the copy bind with XDP_USE_SG (EINVAL).
+        let o = offer("virtio_net", None, 0, 1500);
+        let zc = decide(ZeroCopy::Auto, &o).unwrap();
+        let eopnotsupp = io::Error::from_raw_os_error(libc::EOPNOTSUPP);
+        let copy = next_bind(&zc, &eopnotsupp).unwrap();
+        assert_eq!(copy.bind, Bind::Copy);
+        let einval = io::Error::from_raw_os_error(libc::EINVAL);
+        let one = next_bind(&copy, &einval).unwrap();
+        assert_eq!((one.bind, one.max_buffers), (Bind::CopyOne, Some(1)));
+        assert!(!one.bind.sg() && !one.bind.zero_copy());
+        // Nothing after it, nor after another error.
+        assert!(next_bind(&one, &einval).is_none());
+        let eperm = io::Error::from_raw_os_error(libc::EPERM);
+        assert!(next_bind(&copy, &eperm).is_none());
+        // Jumbo frames cannot be carried: the error names the feature.
+        let j = offer("virtio_net", None, 0, 9000);
+        let e = sg_missing(&j, &einval);
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert!(
+            e.to_string().starts_with(
+                "AF_XDP multi-buffer (XDP_USE_SG, Linux 6.6), needed above MTU 3602 (3 buffers per frame at MTU 9000), refused by this kernel"
+            ),
+            "{e}"
+        );
     }
 }
