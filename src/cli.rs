@@ -227,6 +227,12 @@ struct RunArgs {
     /// or `size_check_interval` in the configuration).
     #[arg(long, value_name = "SECS")]
     size_check: Option<u64>,
+    /// Refuse to start unless every export opens and serves on every
+    /// interface (`all_or_nothing = true` in the configuration). Without
+    /// it, an export or interface that cannot open is reported, retried
+    /// and shown by `status` while the others serve.
+    #[arg(long)]
+    all_or_nothing: bool,
     /// rbd: exports: Ceph client id (client.ID in the keyring; default
     /// admin, or `rbd_id` in the configuration).
     #[arg(long, value_name = "ID")]
@@ -422,6 +428,8 @@ impl VbladeArgs {
             datapath: DatapathKind::Auto,
             xdp: XdpOptions::default(),
             size_check_secs: DEFAULT_SIZE_CHECK_SECS,
+            // One export: serving it or nothing, as vblade does.
+            all_or_nothing: true,
         };
         config::validate(&cfg)?;
         Ok(cfg)
@@ -695,6 +703,7 @@ fn load_serve_config(
     if let Some(s) = run.size_check {
         cfg.size_check_secs = s;
     }
+    cfg.all_or_nothing |= run.all_or_nothing;
     config::validate(&cfg)?;
     Ok((cfg, svc))
 }

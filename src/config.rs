@@ -68,6 +68,11 @@ pub struct Config {
     /// store grew is resized and announced (0: only on `xblade resize` or
     /// SIGHUP).
     pub size_check_secs: u64,
+    /// Refuse to start (or reload) unless every export opens on every
+    /// interface, as before partial start: without it an export or
+    /// interface that cannot open is set aside, retried, and the others
+    /// serve (TOML `all_or_nothing`, `--all-or-nothing`).
+    pub all_or_nothing: bool,
 }
 
 /// A configuration error; the message names the bad value.
@@ -208,6 +213,10 @@ struct FileConfig {
     exports: Vec<FileExport>,
     #[serde(default)]
     xdp: FileXdp,
+    /// Refuse to start unless every export serves (default false).
+    #[serde(default)]
+    all_or_nothing: bool,
+
     #[serde(default)]
     service: ServiceSettings,
 }
@@ -400,6 +409,7 @@ pub fn from_toml_with_service(
             reflect: false,
         },
         size_check_secs: f.size_check_interval.unwrap_or(DEFAULT_SIZE_CHECK_SECS),
+        all_or_nothing: f.all_or_nothing,
     };
     validate_indexed(&cfg).map_err(|(i, m)| at(i, m))?;
     if f.service.cores.len() > 1024 {

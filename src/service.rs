@@ -14,6 +14,11 @@
 //!   WATCHDOG=1 every half `WatchdogSec` while every worker runs and still
 //!   publishes its counters, STOPPING=1 on the way out.
 //!
+//! - An rtnetlink link event (an interface created, deleted, up, down):
+//!   interfaces gone stop their workers ("waiting for IF" in `status`),
+//!   those back are served again, with no restart.
+//! - The next retry of an export or interface set aside (partial start).
+//!
 //! The loop sleeps until one of these is due or arrives (signals come
 //! through a channel from a thread of their own; a worker thread that ends
 //! says so on another, and one that ended unasked stops the daemon at
@@ -41,6 +46,10 @@ use crate::server::Server;
 /// it (a stuck worker is logged, and unhealthy ones stop the watchdog
 /// pings, within about this); a worker thread that ends wakes it at once.
 const STALL_CHECK: Duration = Duration::from_secs(5);
+
+/// After a link event, wait this long for the rest of its burst (a
+/// deletion and re-creation, then the link coming up) before looking.
+const LINK_SETTLE: Duration = Duration::from_millis(200);
 
 /// Deadlines this close are taken together, in one wake.
 const SLACK: Duration = Duration::from_millis(20);
@@ -74,12 +83,57 @@ impl std::fmt::Debug for Options {
 }
 
 fn status_line(server: &Server) -> String {
+    let aside = server.not_serving_count();
     format!(
-        "STATUS=serving {} export(s) on {} interface(s), datapath {}",
+        "STATUS=serving {} export(s) on {} interface(s), datapath {}{}",
         server.export_count(),
         server.iface_count(),
-        server.datapath()
+        server.datapath(),
+        if aside > 0 {
+            format!("; {aside} not serving (xblade status)")
+        } else {
+            String::new()
+        }
     )
+}
+
+/// Follow rtnetlink link events on a thread of its own: each burst is one
+/// message on the channel (bounded to one: bursts coalesce). Without the
+/// socket (it did not open), interfaces are still looked at on every
+/// retry and pulse.
+fn link_events() -> (
+    crossbeam_channel::Receiver<()>,
+    Option<std::thread::JoinHandle<()>>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let ev = match crate::net::netlink::LinkEvents::open() {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(error = %e, "cannot follow link events (rtnetlink): interfaces that go and come back are noticed on the next periodic look only");
+            return (crossbeam_channel::never(), None, stop);
+        }
+    };
+    let st = Arc::clone(&stop);
+    let t = std::thread::Builder::new()
+        .name("xb-links".into())
+        .spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match ev.wait(Duration::from_millis(250)) {
+                    Ok(true) => {
+                        let _ = tx.try_send(());
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        error!(error = %e, "link events: receive failed; no longer followed");
+                        return;
+                    }
+                }
+            }
+        })
+        .ok();
+    (rx, t, stop)
 }
 
 /// Reload from `loader` into `server`; the message for the operator. A
@@ -102,11 +156,23 @@ fn reload(
     if server.export_count() == 0 {
         m.push_str("; no export configured: serving nothing");
     }
+    let mut refused = false;
     if !r.needs_restart.is_empty() {
         m.push_str(&format!(
             "; NOT applied, needs a restart: {}",
             r.needs_restart.join("; ")
         ));
+        refused = true;
+    }
+    if !r.not_serving.is_empty() {
+        // Applied, but not all of it serves: not a success.
+        m.push_str(&format!(
+            "; not serving (set aside, retried): {}",
+            r.not_serving.join("; ")
+        ));
+        refused = true;
+    }
+    if refused {
         return Err(m);
     }
     Ok(m)
@@ -214,6 +280,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
         })
         .context("starting the signal thread")?;
     let exits = server.worker_exits();
+    let (links, links_thread, links_stop) = link_events();
     // A stuck worker stops the pings within a ping interval; one that
     // turns again resumes them as soon.
     let pulse_every = watchdog.map_or(STALL_CHECK, |w| (w / 2).min(STALL_CHECK));
@@ -231,6 +298,9 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
         }
         if let Some(w) = watchdog.filter(|_| !stalled) {
             wake = wake.min(last_ping.map_or_else(Instant::now, |t| t + w / 2));
+        }
+        if let Some(t) = server.next_retry() {
+            wake = wake.min(t);
         }
         crossbeam_channel::select! {
             recv(sig_rx) -> sig => match sig {
@@ -259,10 +329,25 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
                 Err(_) => req_rx = crossbeam_channel::never(),
             },
             recv(exits) -> id => {
-                if let Some(name) = id.ok().and_then(|id| server.ended_unasked(id)) {
-                    error!(worker = %name, "worker thread ended");
-                    failed = true;
+                if let Ok(id) = id {
+                    // A worker whose interface went away may end first:
+                    // that interface is then set aside, not a failure.
+                    if server.ended_unasked(id).is_some() {
+                        server.links_changed();
+                        notify(&status_line(&server));
+                    }
+                    if let Some(name) = server.ended_unasked(id) {
+                        error!(worker = %name, "worker thread ended");
+                        failed = true;
+                    }
                 }
+            },
+            recv(links) -> _ => {
+                // Let a burst (delete, create, rename, up) settle first.
+                std::thread::sleep(LINK_SETTLE);
+                while links.try_recv().is_ok() {}
+                server.links_changed();
+                notify(&status_line(&server));
             },
             default(wake.saturating_duration_since(Instant::now())) => {}
         }
@@ -270,6 +355,10 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
             break;
         }
         let now = Instant::now();
+        if server.next_retry().is_some_and(|t| now + SLACK >= t) {
+            server.retry_due();
+            notify(&status_line(&server));
+        }
         if !size_every.is_zero() && now + SLACK >= last_size_check + size_every {
             server.check_sizes();
             last_size_check = now;
@@ -299,6 +388,10 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
     }
     handle.close();
     let _ = sig_thread.join();
+    links_stop.store(true, Ordering::Relaxed);
+    if let Some(t) = links_thread {
+        let _ = t.join();
+    }
     notify("STOPPING=1");
     if failed {
         error!("a worker stopped: shutting down");

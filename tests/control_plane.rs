@@ -628,6 +628,21 @@ fn page_passes_the_prometheus_parser() {
     let synthetic = xblade::control::prometheus_text(&[w.clone(), w]);
     let n = python_parse(&synthetic);
     assert!(n > 20, "{n} families");
+    // What is not served, and duplicates seen (issue 23).
+    let st: xblade::control::Status = serde_json::from_value(serde_json::json!({
+        "pid": 1, "datapath": "afpacket", "exports": [], "workers": [],
+        "not_serving": [
+            {"kind": "export", "name": "e1.2", "reason": "cannot open \"/x\"",
+             "since_secs": 1, "retry_in_secs": 2, "attempts": 1},
+            {"kind": "interface", "name": "eth2", "reason": "waiting for eth2",
+             "since_secs": 1, "retry_in_secs": null, "attempts": 0}
+        ],
+        "duplicates": [{"iface": "eth1", "shelf": 1, "slot": 2, "mac": "02:00:00:00:00:01",
+                        "count": 3, "last_secs_ago": 0}]
+    }))
+    .unwrap();
+    let page = xblade::control::prometheus_availability(&st);
+    assert_eq!(python_parse(&page), 2, "{page}");
 
     // A live page.
     let pair = NetPair::new("xbct6", 1500);

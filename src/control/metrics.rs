@@ -35,7 +35,9 @@ impl Endpoint {
     /// The page: worker counters, then export gauges.
     fn page(&self) -> String {
         let mut body = prometheus_text(&self.src.workers());
-        body.push_str(&prometheus_exports(&self.src.status().exports));
+        let st = self.src.status();
+        body.push_str(&prometheus_exports(&st.exports));
+        body.push_str(&prometheus_availability(&st));
         body
     }
 }
@@ -230,6 +232,36 @@ pub fn prometheus_exports(exports: &[ExportStatus]) -> String {
                 get(l)
             ));
         }
+    }
+    o
+}
+
+/// Gauges of what is configured but not served, and counters of
+/// duplicates seen while serving (each family only when it has samples).
+pub fn prometheus_availability(st: &super::status::Status) -> String {
+    let mut o = String::new();
+    if !st.not_serving.is_empty() {
+        o.push_str("# HELP xblade_not_serving 1 for each export, interface or duplicate pair configured but not served (status says why).\n# TYPE xblade_not_serving gauge\n");
+    }
+    for n in &st.not_serving {
+        o.push_str(&format!(
+            "xblade_not_serving{{kind=\"{}\",name=\"{}\"}} 1\n",
+            label(&n.kind),
+            label(&n.name)
+        ));
+    }
+    if !st.duplicates.is_empty() {
+        o.push_str("# HELP xblade_duplicate_responses_total Query Config responses from another target for a shelf.slot served here.\n# TYPE xblade_duplicate_responses_total counter\n");
+    }
+    for d in &st.duplicates {
+        o.push_str(&format!(
+            "xblade_duplicate_responses_total{{iface=\"{}\",shelf=\"{}\",slot=\"{}\",mac=\"{}\"}} {}\n",
+            label(&d.iface),
+            d.shelf,
+            d.slot,
+            d.mac,
+            d.count
+        ));
     }
     o
 }

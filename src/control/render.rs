@@ -147,7 +147,11 @@ pub fn render_status(st: &Status) -> String {
             } else {
                 String::new()
             },
-            e.interfaces.join(","),
+            if e.interfaces.is_empty() {
+                "no interface yet (see not serving)".to_string()
+            } else {
+                e.interfaces.join(",")
+            },
         ));
         if let Some(fsid) = &e.cluster_fsid {
             o.push_str(&format!(
@@ -193,6 +197,25 @@ pub fn render_status(st: &Status) -> String {
         if !i.choice.is_empty() {
             o.push_str(&format!("               {}\n", i.choice));
         }
+    }
+    if !st.not_serving.is_empty() {
+        o.push_str(&format!("not serving: {}\n", st.not_serving.len()));
+        for n in &st.not_serving {
+            let when = match n.retry_in_secs {
+                Some(s) => format!("retry in {s}s"),
+                None => "retried on reload".into(),
+            };
+            o.push_str(&format!(
+                "  {:<8} {}: {} ({when})\n",
+                n.kind, n.name, n.reason
+            ));
+        }
+    }
+    for d in &st.duplicates {
+        o.push_str(&format!(
+            "  DUPLICATE e{}.{} on {}: {} response(s) from {} (last {}s ago)\n",
+            d.shelf, d.slot, d.iface, d.count, d.mac, d.last_secs_ago
+        ));
     }
     o.push_str(&format!("workers: {}\n", st.workers.len()));
     if !st.workers.is_empty() {

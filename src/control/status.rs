@@ -82,6 +82,43 @@ pub struct IfaceStatus {
     pub choice: String,
 }
 
+/// Something configured but not served (`status`): an export that
+/// cannot open, an interface missing ("waiting for IF"), a shelf.slot
+/// another target already answers for on an interface.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotServingStatus {
+    /// "export", "interface" or "duplicate".
+    pub kind: String,
+    /// `e1.2`, the interface, or `e1.2 on IF`.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+    /// Seconds since it was set aside.
+    pub since_secs: u64,
+    /// Seconds to the next try (null: on a reload only).
+    pub retry_in_secs: Option<u64>,
+    /// Tries that failed.
+    pub attempts: u32,
+}
+
+/// A duplicate seen while serving: another target answered for a
+/// shelf.slot served here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DuplicateStatus {
+    /// Interface.
+    pub iface: String,
+    /// Shelf.
+    pub shelf: u16,
+    /// Slot.
+    pub slot: u8,
+    /// The last MAC that answered.
+    pub mac: String,
+    /// Responses seen.
+    pub count: u64,
+    /// Seconds since the last one.
+    pub last_secs_ago: u64,
+}
+
 /// The answer to `status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
@@ -113,6 +150,12 @@ pub struct Status {
     /// Per-worker counters ([`WorkerStats`] as JSON) plus `name`,
     /// `datapath`, `core` (pinned core or null) and `exports`.
     pub workers: Vec<serde_json::Value>,
+    /// Configured but not served, with why (retried).
+    #[serde(default)]
+    pub not_serving: Vec<NotServingStatus>,
+    /// Duplicates seen while serving.
+    #[serde(default)]
+    pub duplicates: Vec<DuplicateStatus>,
 }
 
 /// What the control plane reads and where it sends commands.
@@ -196,6 +239,33 @@ impl Sources {
                         o.insert("exports".into(), w.exports.clone().into());
                     }
                     v
+                })
+                .collect(),
+            not_serving: inv
+                .not_serving
+                .iter()
+                .map(|n| NotServingStatus {
+                    kind: n.kind.into(),
+                    name: n.name.clone(),
+                    reason: n.reason.clone(),
+                    since_secs: n.since.elapsed().as_secs(),
+                    retry_in_secs: n
+                        .next_try
+                        .map(|t| t.saturating_duration_since(Instant::now()).as_secs()),
+                    attempts: n.attempts,
+                })
+                .collect(),
+            duplicates: inv
+                .duplicates
+                .snapshot()
+                .into_iter()
+                .map(|d| DuplicateStatus {
+                    iface: d.iface,
+                    shelf: d.shelf,
+                    slot: d.slot,
+                    mac: d.mac.to_string(),
+                    count: d.count,
+                    last_secs_ago: d.last_secs_ago,
                 })
                 .collect(),
         }

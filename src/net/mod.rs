@@ -97,3 +97,28 @@ pub(crate) fn follow_mtu(engine: &mut Target, iface: &IfaceInfo, room: usize, qu
               max_sectors = engine.ports()[0].max_sectors, "MTU now in effect");
     }
 }
+
+/// Wait until `fd` is readable or `timeout` passes; true when readable (an
+/// interrupted wait is "not yet").
+pub(crate) fn poll_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    timeout: std::time::Duration,
+) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd, on this frame for the call.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(r > 0)
+}

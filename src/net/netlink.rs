@@ -10,7 +10,7 @@
 //! message is three fixed headers, not worth a netlink crate.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use crate::wire::MacAddr;
 
@@ -19,6 +19,23 @@ const NDMSG_LEN: usize = 12;
 /// NDA_LLADDR attribute: 4-byte header, 6-byte address, padded to 4.
 const LLADDR_ATTR_LEN: usize = 4 + 6;
 const MSG_LEN: usize = NLMSG_HDRLEN + NDMSG_LEN + LLADDR_ATTR_LEN.div_ceil(4) * 4;
+
+/// A NETLINK_ROUTE socket.
+fn route_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the fd is checked and owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
 
 /// An rtnetlink socket.
 #[derive(Debug)]
@@ -30,20 +47,10 @@ pub struct Rtnl {
 impl Rtnl {
     /// Open a NETLINK_ROUTE socket.
     pub fn open() -> io::Result<Rtnl> {
-        // SAFETY: plain socket(2) call; the fd is checked and owned below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Rtnl { fd, seq: 1 })
+        Ok(Rtnl {
+            fd: route_socket()?,
+            seq: 1,
+        })
     }
 
     /// `bridge fdb add MAC dev IFINDEX self` (permanent). An address
@@ -138,6 +145,73 @@ impl Rtnl {
                     };
                 }
                 at += len.div_ceil(4) * 4;
+            }
+        }
+    }
+}
+
+/// Link events: a NETLINK_ROUTE socket in the RTMGRP_LINK group (every
+/// RTM_NEWLINK/RTM_DELLINK of this network namespace: an interface
+/// created, deleted, renamed, up or down). Only "something changed" is
+/// reported: the server then looks up every interface it names, which is
+/// never wrong where decoding each message would be after an overflow.
+#[derive(Debug)]
+pub struct LinkEvents {
+    fd: OwnedFd,
+}
+
+impl LinkEvents {
+    /// Join the link group.
+    pub fn open() -> io::Result<LinkEvents> {
+        let fd = route_socket()?;
+        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as u16;
+        sa.nl_groups = libc::RTMGRP_LINK as u32;
+        // SAFETY: `sa` is a valid sockaddr_nl and the length matches it.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(LinkEvents { fd })
+    }
+
+    /// Wait up to `timeout` for link events; true when some arrived (all
+    /// queued ones are read). A receive overflow (ENOBUFS: events were
+    /// lost) counts as an event.
+    pub fn wait(&self, timeout: std::time::Duration) -> io::Result<bool> {
+        if !super::poll_readable(self.fd.as_fd(), timeout)? {
+            return Ok(false);
+        }
+        let mut buf = [0u8; 8192];
+        let mut any = false;
+        loop {
+            // SAFETY: receives into `buf`, which lives on this frame and
+            // whose length is passed.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n >= 0 {
+                any = true;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENOBUFS) => any = true,
+                Some(libc::EINTR) => {}
+                Some(libc::EAGAIN) => return Ok(any),
+                _ => return Err(e),
             }
         }
     }

@@ -3,7 +3,7 @@
 //! whole batch of frames.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use crate::wire::ETHERTYPE_AOE;
@@ -138,22 +138,7 @@ impl PacketSocket {
 
     /// Wait until readable or `timeout`; true when readable.
     pub fn poll_readable(&self, timeout: Duration) -> io::Result<bool> {
-        let mut p = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut p, 1, ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(false);
-            }
-            return Err(e);
-        }
-        Ok(r > 0)
+        super::poll_readable(self.fd.as_fd(), timeout)
     }
 
     /// Send one frame.

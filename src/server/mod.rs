@@ -26,6 +26,15 @@
 //!
 //! `open.rs` holds what a start or a reload opens, and the records of
 //! what runs.
+//!
+//! What cannot serve is set aside rather than fatal (`converge.rs`): the
+//! configuration wanted ([`Server::wanted`]) and the one in force
+//! ([`Server::cfg`]) differ by the exports that cannot open, the
+//! interfaces that are missing (or came back under a new index), and the
+//! (interface, shelf.slot) pairs another target already answers for
+//! (`watch.rs`). Each is retried on a backoff, on a link event and on a
+//! reload, and `status` shows it with its reason. `all_or_nothing` keeps
+//! the strict start and reload.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -39,19 +48,23 @@ use tracing::{info, warn};
 use crate::bdev::{Bdev, DiskError, Source};
 use crate::config::Config;
 use crate::engine::Export;
-use crate::net::iface::{IfaceError, IfaceInfo};
+use crate::net::iface::IfaceError;
 use crate::net::xdp::XdpError;
 use crate::net::Control;
 use crate::stats::StatsCell;
 
+mod converge;
 mod open;
 mod plan;
 mod reload;
+mod watch;
 
-use open::{
-    by_iface, hostname, iface_info, open_export, open_iface, ExportRec, IfaceRec, ReadyWorker,
-    WorkerRec,
-};
+pub use converge::NotServingView;
+use converge::Pending;
+use watch::Watch;
+pub use watch::{DupBoard, DuplicateView};
+
+use open::{hostname, ExportRec, IfaceRec, ReadyWorker, WorkerRec};
 
 /// Why a target could not start (or a reload was refused).
 #[derive(Debug, Error)]
@@ -67,15 +80,33 @@ pub enum StartError {
         source: DiskError,
     },
     /// Interface.
-    #[error("export {shelf}.{slot}")]
+    #[error("export {shelf}.{slot}: interface {iface}")]
     Iface {
         /// Shelf.
         shelf: u16,
         /// Slot.
         slot: u8,
+        /// Interface.
+        iface: String,
         /// Cause.
         source: IfaceError,
     },
+    /// Another target already answers for this shelf.slot on this link.
+    #[error("export {shelf}.{slot}: another target already answers for e{shelf}.{slot} on {iface} (MAC {mac}): refused, so that initiators do not interleave writes over two different disks")]
+    Duplicate {
+        /// Shelf.
+        shelf: u16,
+        /// Slot.
+        slot: u8,
+        /// Interface.
+        iface: String,
+        /// The MAC that answered.
+        mac: crate::wire::MacAddr,
+    },
+    /// Putting the configuration in force failed half-way (a worker that
+    /// did not take its new set).
+    #[error("{0}")]
+    Partly(String),
     /// Socket.
     #[error("interface {iface}")]
     Socket {
@@ -120,6 +151,11 @@ pub struct Inventory {
     pub interfaces: Vec<IfaceView>,
     /// Worker threads.
     pub workers: Vec<WorkerView>,
+    /// What is configured but not served, with why (an export that cannot
+    /// open, an interface missing, a duplicate refused).
+    pub not_serving: Vec<NotServingView>,
+    /// Duplicates seen while serving (read at query time).
+    pub duplicates: DupBoard,
 }
 
 /// One export as the control plane shows it.
@@ -189,6 +225,9 @@ pub struct ReloadReport {
     pub applied: Vec<String>,
     /// One line per change that needs a restart (not applied).
     pub needs_restart: Vec<String>,
+    /// One line per export, interface or pair configured but not served
+    /// (set aside, retried).
+    pub not_serving: Vec<String>,
 }
 
 /// Worker health, for the service loop.
@@ -209,8 +248,22 @@ fn name_of((shelf, slot): Key) -> String {
 /// A running target.
 #[derive(Debug)]
 pub struct Server {
-    /// The configuration in force.
+    /// The configuration in force: what is open and served.
     cfg: Config,
+    /// The configuration wanted (restart-only fields as they run): `cfg`
+    /// plus what is set aside below.
+    wanted: Config,
+    /// Exports that could not open: retried.
+    held: BTreeMap<Key, Pending>,
+    /// Interfaces missing or that could not be served: retried.
+    waiting: BTreeMap<String, Pending>,
+    /// (interface, export) pairs another target answered for: retried on
+    /// a reload only (taking over when the other one goes silent would
+    /// switch initiators to a different disk).
+    refused: BTreeMap<(String, Key), crate::wire::MacAddr>,
+    /// Duplicate detection (None: its socket could not open).
+    watch: Option<Watch>,
+    board: DupBoard,
     cores: Vec<usize>,
     host: String,
     exports: BTreeMap<Key, ExportRec>,
@@ -255,27 +308,32 @@ fn source_name(s: &Source) -> String {
 
 impl Server {
     /// Open everything and start the workers. A configuration without
-    /// exports starts idle (no worker) and can be reloaded.
+    /// exports starts idle (no worker) and can be reloaded. With
+    /// `all_or_nothing`, the first export or interface that cannot serve
+    /// (a duplicate included) is the error; without, it is set aside and
+    /// retried, and the others serve.
     pub fn start(cfg: &Config, cores: &[usize]) -> Result<Server, StartError> {
         // Before any rbd: export connects: keep librados off these cores.
         crate::bdev::rbd::set_worker_cores(cores);
-        let host = hostname();
-        let mut known: BTreeMap<String, IfaceInfo> = BTreeMap::new();
-        for e in &cfg.exports {
-            for n in &e.interfaces {
-                let info = iface_info(n, (e.shelf, e.slot), &known)?;
-                known.insert(n.clone(), info);
-            }
-        }
-        let mut exports = BTreeMap::new();
-        for e in &cfg.exports {
-            exports.insert((e.shelf, e.slot), open_export(cfg, e, &host, &known)?);
-        }
+        let watch = Watch::open()
+            .map_err(|e| {
+                warn!(error = %e, "duplicate shelf.slot detection unavailable (its AF_PACKET socket did not open)");
+            })
+            .ok();
+        let board = watch.as_ref().map(Watch::board).unwrap_or_default();
+        let mut idle = cfg.clone();
+        idle.exports.clear();
         let mut srv = Server {
-            cfg: cfg.clone(),
+            cfg: idle,
+            wanted: cfg.clone(),
+            held: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            watch,
+            board,
             cores: cores.to_vec(),
-            host,
-            exports,
+            host: hostname(),
+            exports: BTreeMap::new(),
             ifaces: BTreeMap::new(),
             next_core: 0,
             inventory: Arc::new(ArcSwap::from_pointee(Inventory::default())),
@@ -283,40 +341,13 @@ impl Server {
             exits: crossbeam_channel::unbounded(),
             spawned: 0,
         };
-        let mut prepared = Vec::new();
-        for (name, served) in by_iface(&cfg.exports) {
-            let info = known[&name].clone();
-            let set = srv.set_of(&served);
-            let (xdp, ws, choice) = open_iface(cfg, &info, &set, cores, srv.next_core)?;
-            srv.next_core += ws.len();
-            prepared.push((name, info, xdp, served, ws, choice));
-        }
-        for (name, info, xdp, served, ws, choice) in prepared {
-            let workers = ws.into_iter().map(|w| srv.spawn(w)).collect();
-            srv.ifaces.insert(
-                name,
-                IfaceRec {
-                    info,
-                    xdp,
-                    served,
-                    workers,
-                    choice,
-                },
-            );
+        if cfg.all_or_nothing {
+            srv.apply_strict(cfg)?;
+        } else {
+            srv.converge_all();
         }
         srv.publish();
         Ok(srv)
-    }
-
-    /// The (export, disk) list of `served`.
-    fn set_of(&self, served: &[Key]) -> Vec<(Arc<Export>, Arc<dyn Bdev>)> {
-        served
-            .iter()
-            .map(|k| {
-                let r = &self.exports[k];
-                (Arc::clone(&r.export), Arc::clone(&r.disk))
-            })
-            .collect()
     }
 
     /// What the control plane shows; replaced after every change.
@@ -342,6 +373,11 @@ impl Server {
     /// Number of exports served.
     pub fn export_count(&self) -> usize {
         self.exports.len()
+    }
+
+    /// Exports, interfaces and duplicate pairs configured but not served.
+    pub fn not_serving_count(&self) -> usize {
+        self.held.len() + self.waiting.len() + self.refused.len()
     }
 
     /// Number of interfaces served.
@@ -389,11 +425,21 @@ impl Server {
                 });
             }
         }
+        if let Some(w) = &self.watch {
+            w.set_served(
+                self.ifaces
+                    .values()
+                    .map(|i| (&i.info, i.served.clone()))
+                    .collect(),
+            );
+        }
         self.inventory.store(Arc::new(Inventory {
             datapath: self.datapath(),
             exports,
             interfaces,
             workers,
+            not_serving: self.not_serving_views(),
+            duplicates: self.board.clone(),
         }));
     }
 

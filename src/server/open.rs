@@ -196,6 +196,7 @@ pub(super) fn iface_info(
     let info = IfaceInfo::lookup(name).map_err(|source| StartError::Iface {
         shelf: key.0,
         slot: key.1,
+        iface: name.into(),
         source,
     })?;
     if info.mtu < 548 {
@@ -233,7 +234,9 @@ pub(super) fn open_export(
             .filter_map(|n| ifaces.get(n))
             .map(|i| xdp::max_bufcnt(i.mtu))
             .min()
-            .unwrap_or(u16::MAX);
+            // No interface up yet (all set aside): the advertised count is
+            // fixed now, so take the cap of the largest MTU.
+            .unwrap_or_else(|| xdp::max_bufcnt(u32::from(u16::MAX)));
         if info.bufcnt > cap {
             warn!(
                 shelf,
@@ -338,6 +341,12 @@ pub(super) fn open_iface(
                     iface: name.clone(),
                     source,
                 })
+            }
+            Err(e) if e.to_string().contains("Device or resource busy") => {
+                // Another program holds the interface: maybe another xblade,
+                // which the duplicate probe cannot see from the same host.
+                warn!(iface = %name, reason = %e,
+                      "datapath auto: XDP unavailable, using AF_PACKET: another XDP program is attached to {name} (another xblade on this host?). Two targets on one host and interface do not see each other's probes: make sure this one is not a duplicate");
             }
             Err(e) => {
                 let reason = super::chain(&e);

@@ -62,6 +62,22 @@ pub(super) struct Retarget {
 /// Compare the configuration in force (`old`, whose exports with a store
 /// open for writing are `writable`) with `new`.
 pub(super) fn plan(old: &Config, writable: &BTreeSet<Key>, new: &Config) -> ReloadPlan {
+    plan_with(old, writable, new, false)
+}
+
+/// [`plan`] for the server's own changes (an interface gone or back, an
+/// export set aside or opened at last): an export's interface list
+/// changes live, as its interfaces' export sets do.
+pub(super) fn plan_live(old: &Config, writable: &BTreeSet<Key>, new: &Config) -> ReloadPlan {
+    plan_with(old, writable, new, true)
+}
+
+fn plan_with(
+    old: &Config,
+    writable: &BTreeSet<Key>,
+    new: &Config,
+    live_ifaces: bool,
+) -> ReloadPlan {
     let mut needs_restart = Vec::new();
     if new.datapath != old.datapath {
         let name = |d: DatapathKind| format!("{d:?}").to_lowercase();
@@ -87,7 +103,7 @@ pub(super) fn plan(old: &Config, writable: &BTreeSet<Key>, new: &Config) -> Relo
             run.exports.push(e.clone());
             continue;
         };
-        for c in restart_only_changes(r, e) {
+        for c in restart_only_changes(r, e, live_ifaces) {
             needs_restart.push(format!("{}: {c}", name_of(key)));
         }
         let change = LiveChange {
@@ -107,6 +123,9 @@ pub(super) fn plan(old: &Config, writable: &BTreeSet<Key>, new: &Config) -> Relo
         keep.disk.read_only = e.disk.read_only;
         keep.mac_mask = e.mac_mask.clone();
         keep.config_string = e.config_string.clone();
+        if live_ifaces {
+            keep.interfaces = e.interfaces.clone();
+        }
         run.exports.push(keep);
     }
     let removed = running
@@ -151,7 +170,7 @@ pub(super) fn plan(old: &Config, writable: &BTreeSet<Key>, new: &Config) -> Relo
 
 /// What differs between the running `old` and the configured `new` export
 /// that only a restart applies.
-fn restart_only_changes(old: &ExportSpec, new: &ExportSpec) -> Vec<String> {
+fn restart_only_changes(old: &ExportSpec, new: &ExportSpec, live_ifaces: bool) -> Vec<String> {
     let mut v = Vec::new();
     let (o, n) = (&old.disk, &new.disk);
     let mut note = |what: &str, from: String, to: String| {
@@ -190,7 +209,7 @@ fn restart_only_changes(old: &ExportSpec, new: &ExportSpec) -> Vec<String> {
         );
     }
     let set = |l: &[String]| l.iter().cloned().collect::<BTreeSet<_>>();
-    if set(&old.interfaces) != set(&new.interfaces) {
+    if !live_ifaces && set(&old.interfaces) != set(&new.interfaces) {
         note(
             "interfaces",
             old.interfaces.join(","),
@@ -236,6 +255,7 @@ mod tests {
             datapath: DatapathKind::Auto,
             xdp: XdpOptions::default(),
             size_check_secs: 5,
+            all_or_nothing: false,
         }
     }
 
@@ -414,5 +434,22 @@ mod tests {
         assert_eq!(p.run, want);
         assert!(p.attach.is_empty() && p.retarget.is_empty() && p.added.is_empty());
         assert_eq!(p.changed.len(), 1);
+    }
+
+    #[test]
+    fn live_plan_moves_an_export_between_interfaces() {
+        // The server's own change: b gone (e1.1 leaves it), c back.
+        let old = config(vec![export(1, 1, &["a", "b"]), export(1, 2, &["b"])]);
+        let new = config(vec![export(1, 1, &["a", "c"]), export(1, 2, &[])]);
+        let p = plan_live(&old, &writable(&old), &new);
+        assert!(p.needs_restart.is_empty(), "{:?}", p.needs_restart);
+        assert_eq!(p.run, new);
+        assert_eq!(p.detach, ["b"]);
+        assert_eq!(p.attach, [("c".to_string(), vec![(1, 1)])]);
+        assert!(p.added.is_empty() && p.removed.is_empty() && p.retarget.is_empty());
+        // The operator's reload still needs a restart for the same change.
+        let p = plan(&old, &writable(&old), &new);
+        assert_eq!(p.needs_restart.len(), 2, "{:?}", p.needs_restart);
+        assert!(p.attach.is_empty() && p.detach.is_empty());
     }
 }

@@ -22,10 +22,11 @@ use std::time::Instant;
 use crossbeam_channel::Receiver;
 use tracing::{error, info, warn};
 
+use super::converge::ApplyError;
 use super::open::{
     by_iface, iface_info, open_export, open_iface, ExportRec, IfaceRec, ReadyWorker,
 };
-use super::plan::{plan, LiveChange, ReloadPlan, Retarget};
+use super::plan::{plan, plan_live, LiveChange, ReloadPlan, Retarget};
 use super::{chain, name_of, Key, ReloadReport, Server, StartError, RECONFIGURE_TIMEOUT};
 use crate::bdev::{self, Bdev};
 use crate::config::Config;
@@ -60,11 +61,46 @@ pub(super) struct Staged {
 }
 
 impl Server {
-    /// Apply `new` live. Every store and interface it needs is opened
-    /// first: any failure rejects it whole (the error names the export or
-    /// interface) and nothing changes. What only a restart can change is
-    /// reported, not applied.
+    /// Apply `new` live. What only a restart can change is reported, not
+    /// applied. With `all_or_nothing`, every store and interface it needs
+    /// is opened first and any failure rejects it whole (the error names
+    /// the export or interface): nothing changes. Without, what cannot
+    /// open is set aside and retried (listed in the report), the rest is
+    /// applied, and what was set aside before is tried again (duplicates
+    /// included).
     pub fn reload(&mut self, new: &Config) -> Result<ReloadReport, String> {
+        // The operator's view: restart-only fields against what was
+        // wanted. Exports never opened take their new fields as written.
+        let mut old = self.wanted.clone();
+        old.exports
+            .retain(|e| !self.held.contains_key(&(e.shelf, e.slot)));
+        let all = old.exports.iter().map(|e| (e.shelf, e.slot)).collect();
+        let wanted = plan(&old, &all, new);
+        for what in &wanted.needs_restart {
+            warn!("{what}: needs a restart (the running value stays in force)");
+        }
+        let mut report = if self.cfg.all_or_nothing {
+            let before = std::mem::replace(&mut self.wanted, wanted.run);
+            match self.apply_strict(&self.wanted.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.wanted = before;
+                    return Err(chain(&e));
+                }
+            }
+        } else {
+            self.wanted = wanted.run;
+            self.refused.clear();
+            self.converge_all()
+        };
+        report.needs_restart.extend(wanted.needs_restart);
+        report.needs_restart.dedup();
+        Ok(report)
+    }
+
+    /// Put `eff` (a configuration with nothing set aside) in force as a
+    /// reload of the configuration in force; an error names what failed.
+    pub(super) fn apply(&mut self, eff: &Config) -> Result<ReloadReport, ApplyError> {
         debug_assert!(
             self.ifaces
                 .iter()
@@ -78,12 +114,9 @@ impl Server {
             .filter(|(_, r)| r.writable)
             .map(|(k, _)| *k)
             .collect();
-        let plan = plan(&self.cfg, &writable, new);
-        for what in &plan.needs_restart {
-            warn!("{what}: needs a restart (the running value stays in force)");
-        }
-        let staged = self.prepare(&plan)?;
-        self.commit(plan, staged)
+        let plan = plan_live(&self.cfg, &writable, eff);
+        let staged = self.prepare(&plan).map_err(ApplyError::Start)?;
+        self.commit(plan, staged).map_err(ApplyError::Commit)
     }
 
     /// The (export, store) an export has once `staged` is in force.
@@ -98,7 +131,7 @@ impl Server {
 
     /// Open everything `plan` needs; nothing changes here, and the first
     /// failure is returned (naming the export or interface).
-    pub(super) fn prepare(&self, plan: &ReloadPlan) -> Result<Staged, String> {
+    pub(super) fn prepare(&self, plan: &ReloadPlan) -> Result<Staged, StartError> {
         let mut known: BTreeMap<String, IfaceInfo> = self
             .ifaces
             .iter()
@@ -106,7 +139,7 @@ impl Server {
             .collect();
         for e in &plan.run.exports {
             for n in &e.interfaces {
-                let info = iface_info(n, (e.shelf, e.slot), &known).map_err(|e| chain(&e))?;
+                let info = iface_info(n, (e.shelf, e.slot), &known)?;
                 known.insert(n.clone(), info);
             }
         }
@@ -120,16 +153,13 @@ impl Server {
         for e in &plan.run.exports {
             let key = (e.shelf, e.slot);
             if plan.added.contains(&key) {
-                let rec =
-                    open_export(&plan.run, e, &self.host, &staged.known).map_err(|e| chain(&e))?;
+                let rec = open_export(&plan.run, e, &self.host, &staged.known)?;
                 staged.added.insert(key, rec);
             } else if plan.reopened.contains(&key) {
-                let d = bdev::open(&e.disk).map_err(|source| {
-                    chain(&StartError::Disk {
-                        shelf: key.0,
-                        slot: key.1,
-                        source,
-                    })
+                let d = bdev::open(&e.disk).map_err(|source| StartError::Disk {
+                    shelf: key.0,
+                    slot: key.1,
+                    source,
                 })?;
                 staged.reopened.insert(key, d);
             }
@@ -138,8 +168,7 @@ impl Server {
             let set: Vec<_> = served.iter().map(|k| self.pair_after(&staged, k)).collect();
             let info = &staged.known[name];
             let (xdp, workers, choice) =
-                open_iface(&plan.run, info, &set, &self.cores, staged.next_core)
-                    .map_err(|e| chain(&e))?;
+                open_iface(&plan.run, info, &set, &self.cores, staged.next_core)?;
             staged.next_core += workers.len();
             staged.attach.push(NewIface {
                 name: name.clone(),
@@ -190,6 +219,7 @@ impl Server {
             return Ok(ReloadReport {
                 applied,
                 needs_restart,
+                not_serving: Vec::new(),
             });
         }
         for f in &failures {
@@ -307,11 +337,11 @@ impl Server {
     ) {
         for name in detach {
             if let Some(rec) = self.ifaces.remove(name) {
-                info!(iface = %name, "no export left on the interface: stopping its workers");
+                info!(iface = %name, "interface no longer served: stopping its workers");
                 if let Err(e) = rec.stop() {
                     failures.push(format!("interface {name}: worker failed: {e}"));
                 }
-                applied.push(format!("interface {name}: no export left, stopped"));
+                applied.push(format!("interface {name}: stopped"));
             }
         }
     }
@@ -336,7 +366,11 @@ impl Server {
                 "{}: added ({} sectors on {})",
                 name_of(k),
                 rec.export.state().sectors,
-                rec.spec.interfaces.join(",")
+                if rec.spec.interfaces.is_empty() {
+                    "no interface yet".to_string()
+                } else {
+                    rec.spec.interfaces.join(",")
+                }
             ));
             self.exports.insert(k, rec);
         }
