@@ -318,8 +318,11 @@ pub struct StoreStatus {
 /// A store's result that asks for no reply at all: the request was dropped
 /// because this gateway may no longer write (its lease lapsed, or it was
 /// fenced), and the initiator must retry it elsewhere. An ATA error would
-/// fail the initiator's I/O instead. (ESHUTDOWN: Ceph's EBLOCKLISTED.)
-pub const DROPPED: i32 = libc::ESHUTDOWN;
+/// fail the initiator's I/O instead. Not an errno: a file store whose
+/// filesystem fails with some errno must still be answered with an ATA
+/// error, so a store maps its own fencing errors (Ceph's EBLOCKLISTED) to
+/// this value explicitly.
+pub const DROPPED: i32 = -1;
 
 /// What a channel counts about its own work (published with the worker's
 /// counters).

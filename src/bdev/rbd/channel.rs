@@ -128,8 +128,11 @@ impl RbdChannel {
     /// The result of a finished request from librbd's return value: bytes
     /// (reads must return all of them) or -errno.
     fn result(op: BlockOp, len: u32, r: isize) -> BlockResult {
-        // -EBLOCKLISTED is ESHUTDOWN, i.e. DROPPED: a fenced gateway
-        // answers nothing.
+        // A fenced gateway answers nothing: the initiator retries the
+        // request through another gateway.
+        if r == -(super::ffi::EBLOCKLISTED as isize) {
+            return Err(crate::bdev::DROPPED);
+        }
         if r < 0 {
             return Err(i32::try_from(-r).unwrap_or(libc::EIO));
         }
