@@ -146,7 +146,13 @@ impl Server {
         };
         let now = by_iface(&self.cfg.exports);
         let mut targets = Vec::new();
-        for (name, keys) in by_iface(&eff.exports) {
+        let probed: Vec<_> = eff
+            .exports
+            .iter()
+            .filter(|e| !super::open::shared_by_design(e))
+            .cloned()
+            .collect();
+        for (name, keys) in by_iface(&probed) {
             let new: Vec<Key> = keys
                 .into_iter()
                 .filter(|k| now.get(&name).is_none_or(|s| !s.contains(k)))

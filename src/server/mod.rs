@@ -426,10 +426,21 @@ impl Server {
             }
         }
         if let Some(w) = &self.watch {
+            // Gateways of one rbd: image answer for it together: not watched.
+            let peers: Vec<Key> = self
+                .cfg
+                .exports
+                .iter()
+                .filter(|e| open::shared_by_design(e))
+                .map(|e| (e.shelf, e.slot))
+                .collect();
             w.set_served(
                 self.ifaces
                     .values()
-                    .map(|i| (&i.info, i.served.clone()))
+                    .map(|i| {
+                        let keys = i.served.iter().filter(|k| !peers.contains(k));
+                        (&i.info, keys.copied().collect())
+                    })
                     .collect(),
             );
         }

@@ -381,6 +381,14 @@ pub(super) fn open_iface(
 }
 
 /// Exports per interface, in configuration order.
+/// Exports that several targets serve on purpose under one shelf.slot:
+/// an `rbd:` image is served by every gateway of it (active/active, fenced
+/// by their leases: docs/fencing.md), so another target answering for it
+/// is a peer, not a duplicate. Duplicate detection leaves them out.
+pub(super) fn shared_by_design(e: &ExportSpec) -> bool {
+    matches!(e.disk.source, crate::bdev::Source::Rbd { .. })
+}
+
 pub(super) fn by_iface(specs: &[ExportSpec]) -> BTreeMap<String, Vec<Key>> {
     let mut m: BTreeMap<String, Vec<Key>> = BTreeMap::new();
     for e in specs {
