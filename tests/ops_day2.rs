@@ -351,7 +351,7 @@ fn reload_scenario(prefix: &str, xdp_mode: Option<&str>) {
     let td = found[0].clone();
     c1.write(&td, 100, &rand_bytes(4, 8 * SECTOR_SIZE)).unwrap();
     assert_eq!(file_sectors(&d, 100, 8), rand_bytes(4, 8 * SECTOR_SIZE));
-    let found = discover(&mut c0, 5, 0xff);
+    let found = discover_at_least(&mut c0, 5, 0xff, 3);
     assert_eq!(
         found.iter().map(|t| t.minor).collect::<Vec<_>>(),
         vec![1, 3, 5],
@@ -823,7 +823,7 @@ fn import_vblade_then_serve() {
 
     let xb = Served::start(&pair, &cfg, &["--datapath", "afpacket"]);
     let mut c = client(&pair);
-    let found = discover(&mut c, 11, 0xff);
+    let found = discover_at_least(&mut c, 11, 0xff, 2);
     assert_eq!(
         found
             .iter()

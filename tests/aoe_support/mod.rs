@@ -177,6 +177,36 @@ pub fn discover(c: &mut Client, major: u16, minor: u8) -> Vec<xblade::initiator:
     found.unwrap_or_else(|e| panic!("discover {major:#x}.{minor:#x}: {e}"))
 }
 
+/// [`discover`] until at least `want` targets answered (at most 4
+/// broadcasts, answers merged, sorted by minor). AoE discovery is a
+/// broadcast with no retransmission of single replies: a reply lost on the
+/// way is only made up by asking again, as initiators do (the Linux aoe
+/// driver re-sends its Query Config periodically). A test that needs every
+/// target of a wildcard asks again instead of failing on one lost frame.
+pub fn discover_at_least(
+    c: &mut Client,
+    major: u16,
+    minor: u8,
+    want: usize,
+) -> Vec<xblade::initiator::client::Target> {
+    let mut all: Vec<xblade::initiator::client::Target> = Vec::new();
+    for _ in 0..4 {
+        for t in discover(c, major, minor) {
+            if !all
+                .iter()
+                .any(|x| (x.mac, x.major, x.minor) == (t.mac, t.major, t.minor))
+            {
+                all.push(t);
+            }
+        }
+        if all.len() >= want {
+            break;
+        }
+    }
+    all.sort_by_key(|t| (t.major, t.minor));
+    all
+}
+
 // ---- xblade bench --verify ---------------------------------------------
 
 /// Longest a 2-second bench run may take, verify passes included.
