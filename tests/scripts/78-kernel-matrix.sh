@@ -99,7 +99,9 @@ started() {
 cell() { # cell NAME SHELF MTU DATAPATH
   kill -0 "$HOST" 2>/dev/null || return 0 # the host's checks failed: nothing more to do
   ip link set eth0 mtu "$3"
-  printf '%s\n' "datapath = \"$4\"" \
+  # all_or_nothing: a forced datapath the kernel cannot carry must refuse
+  # to start (without it, serve sets the interface aside and retries it).
+  printf '%s\n' "datapath = \"$4\"" 'all_or_nothing = true' \
     '[[export]]' "shelf = $2" 'slot = 1' 'file = "/tmp/pc.img"' 'interfaces = ["eth0"]' \
     '[[export]]' "shelf = $2" 'slot = 2' 'file = "/dev/vda"' 'interfaces = ["eth0"]' 'direct = true' \
     '[[export]]' "shelf = $2" 'slot = 3' 'file = "/tmp/s.img"' 'interfaces = ["eth0"]' 'sync = true' \
