@@ -168,12 +168,18 @@ cell() { # cell NAME SHELF MTU DATAPATH
 EOF
     local c
     for c in "${CELLS[@]}"; do echo "cell $c"; done
+    # The guest prints the last cell's status and log once it sees "done", while the tool
+    # prints this script's output and its own XDP-GUEST-HOST-EXIT line on the same stdout:
+    # stay a few seconds so that those lines do not land inside the guest's sections.
+    echo 'sleep 4'
   } >"$1"
 }
 
 # section RUN MARK: the lines between XBKM-MARK-BEGIN and XBKM-MARK-END of run RUN.
+# The tool's own lines ("host: ...", XDP-GUEST-...) share that stdout with the guest's
+# console: they are not part of any section.
 section() {
-  sed -n "/^XBKM-$2-BEGIN/,/^XBKM-$2-END/{/^XBKM-/d;p}" "$W/$1.out" | tr -d '\r'
+  sed -n "/^XBKM-$2-BEGIN/,/^XBKM-$2-END/{/^XBKM-/d;/^host: /d;/^XDP-GUEST-/d;p}" "$W/$1.out" | tr -d '\r'
 }
 
 # check_cell KVER CELL: the cell's outcome against EXPECT and MISSING; prints a summary.
