@@ -35,7 +35,7 @@ if [[ ! -x /usr/sbin/vblade ]]; then
 fi
 
 echo "compare.sh: building xblade (release) and benches/loadgen" >&2
-cargo build --release --bin xblade
+cargo build --release --bin xblade --bin xblade-bench
 mkdir -p target/loadgen
 rustc -O --edition 2021 benches/loadgen/loadgen.rs -o target/loadgen/loadgen
 echo "compare.sh: built in $((SECONDS - START)) s" >&2

@@ -4,10 +4,10 @@
 //! a broadcast discovery). These are the user-space costs per request that
 //! decide how many requests one core can carry on a zero-copy NIC.
 
+use aoe_wire::request::{self, Addr};
+use aoe_wire::{ata::Opcode, qc::ConfigCmd, MacAddr};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use xblade::engine::Action;
-use xblade::initiator::request::{self, Addr};
-use xblade::wire::{ata::Opcode, qc::ConfigCmd, MacAddr};
 
 fn addr() -> Addr {
     Addr {

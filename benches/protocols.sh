@@ -63,7 +63,7 @@ fi
 
 if [[ -z ${XBLADE_BIN:-} ]]; then
   echo "protocols.sh: building xblade (release)" >&2
-  cargo build --release --bin xblade
+  cargo build --release --bin xblade --bin xblade-bench
   XBLADE_BIN=$PWD/target/release/xblade
 fi
 [[ -x $XBLADE_BIN ]] || {

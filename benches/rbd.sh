@@ -36,7 +36,7 @@ done
 if [[ -n ${XBLADE_BIN:-} ]]; then
   XB=$XBLADE_BIN
 else
-  cargo build --release --bin xblade >&2
+  cargo build --release --bin xblade --bin xblade-bench >&2
   XB=$PWD/target/release/xblade
 fi
 OUT=target/bench-rbd

@@ -5,9 +5,10 @@
 #
 #   bash scripts/build-deb.sh [--no-build] [--output DIR]
 #
-# Steps: the release binary built (unless --no-build: an existing
-# target/release/xblade is used) and stripped into the package, the man pages
-# generated from the clap definitions (`xblade man`, hidden) and gzipped, the
+# Steps: the release binaries built (unless --no-build: the existing
+# target/release/xblade, xblade-bench and xblade-man are used), xblade and
+# xblade-bench (what `xblade bench` runs) stripped into the package, the man
+# pages generated from the clap definitions (xblade-man) and gzipped, the
 # tree laid out (dist/xblade.service, dist/xblade.example.toml as the conffile
 # /etc/xblade/xblade.toml, dist/debian/* for control, copyright, changelog and
 # maintainer scripts), Depends from dpkg-shlibdeps, md5sums, then
@@ -30,8 +31,10 @@ for c in dpkg-deb dpkg-shlibdeps strip gzip; do
 done
 target=${CARGO_TARGET_DIR:-target}
 ((build == 0)) || cargo build --release
-bin=$target/release/xblade
-[[ -x $bin ]] || { echo "build-deb.sh: no $bin (build it, or drop --no-build)" >&2; exit 1; }
+bin=$target/release/xblade tools=$target/release/xblade-bench man=$target/release/xblade-man
+for b in "$bin" "$tools" "$man"; do
+  [[ -x $b ]] || { echo "build-deb.sh: no $b (cargo build --release builds it, or drop --no-build)" >&2; exit 1; }
+done
 
 upstream=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 version=$upstream-1
@@ -47,10 +50,11 @@ install -d -m 755 "$P/DEBIAN" "$P/usr/sbin" "$P/lib/systemd/system" "$P/etc/xbla
   "$P/usr/share/man/man8" "$P/usr/share/doc/xblade"
 install -d -m 755 "$P/var/lib/xblade"
 strip --strip-unneeded --remove-section=.comment -o "$P/usr/sbin/xblade" "$bin"
-chmod 755 "$P/usr/sbin/xblade"
+strip --strip-unneeded --remove-section=.comment -o "$P/usr/sbin/xblade-bench" "$tools"
+chmod 755 "$P/usr/sbin/xblade" "$P/usr/sbin/xblade-bench"
 install -m 644 dist/xblade.service "$P/lib/systemd/system/xblade.service"
 install -m 644 dist/xblade.example.toml "$P/etc/xblade/xblade.toml"
-"$bin" man --dir "$work/man" 2>/dev/null
+"$man" "$work/man" 2>/dev/null
 for m in "$work"/man/*.8; do
   gzip -9n <"$m" >"$P/usr/share/man/man8/$(basename "$m").gz"
 done
@@ -63,10 +67,10 @@ chmod 644 "$P"/usr/share/doc/xblade/*.gz "$P"/usr/share/man/man8/*.gz
 for s in postinst prerm postrm; do install -m 755 "dist/debian/$s" "$P/DEBIAN/$s"; done
 echo /etc/xblade/xblade.toml >"$P/DEBIAN/conffiles"
 
-# Depends: what the binary links (librbd is dlopen'd: Suggests).
+# Depends: what the binaries link (librbd is dlopen'd: Suggests).
 mkdir -p "$work/src/debian"
 printf 'Source: xblade\n\nPackage: xblade\nArchitecture: any\n' >"$work/src/debian/control"
-depends=$(cd "$work/src" && dpkg-shlibdeps -O "$P/usr/sbin/xblade" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+depends=$(cd "$work/src" && dpkg-shlibdeps -O "$P/usr/sbin/xblade" "$P/usr/sbin/xblade-bench" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
 [[ -n $depends ]] || { echo "build-deb.sh: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
 size=$(du -sk --exclude=DEBIAN "$P" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" \

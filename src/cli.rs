@@ -1,6 +1,7 @@
 //! The command line: vblade's positional form for drop-in use in scripts,
 //! plus subcommands. Errors here are `anyhow`, for the operator.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -142,31 +143,24 @@ enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
-    /// Write the manual pages (xblade.8 and one per subcommand) into DIR.
-    #[command(hide = true)]
-    Man {
-        /// Output directory.
-        #[arg(long, default_value = "target/man")]
-        dir: PathBuf,
-    },
     /// Run the AoE r11 conformance check list against SHELF.SLOT through
-    /// IFACE (a target this host cannot start itself: tests/scripts/75-xdp-zerocopy.sh).
-    /// Writes to the export's first 64 and last sectors.
-    #[command(hide = true)]
+    /// IFACE (`xblade conformance IFACE SHELF.SLOT [--expect-scnt N]`: a
+    /// target this host cannot start itself, tests/scripts/75-xdp-zerocopy.sh).
+    /// Served by xblade-bench.
+    #[command(hide = true, disable_help_flag = true)]
     Conformance {
-        /// Interface facing the target.
-        iface: String,
-        /// The export: SHELF.SLOT (or eSHELF.SLOT).
-        #[arg(value_name = "SHELF.SLOT", value_parser = parse_target)]
-        target: (u16, u8),
-        /// Sectors per request the target must advertise.
-        #[arg(long)]
-        expect_scnt: Option<u8>,
+        /// Arguments of `xblade-bench conformance`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
     },
-    // ---- xblade bench (src/bench/) ----
     /// Benchmark an AoE target from this host (`xblade bench compare`:
     /// side-by-side comparison with vblade).
-    Bench(Box<crate::bench::BenchCli>),
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Arguments of xblade-bench (`xblade bench --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 /// Options shared by both forms.
@@ -325,7 +319,7 @@ struct VbladeArgs {
 
 /// Parse a vblade-style argument vector (`xblade [options] SHELF SLOT NETIF
 /// FILE`) into an export, exactly as the command line would.
-pub fn parse_vblade_args(argv: &[String]) -> Result<ExportSpec> {
+pub(crate) fn parse_vblade_args(argv: &[String]) -> Result<ExportSpec> {
     #[derive(Debug, Parser)]
     #[command(name = "vblade")]
     struct Only {
@@ -588,24 +582,8 @@ pub fn main() -> Result<()> {
             send_command(socket, crate::control::Command::Resize(target.0, target.1))
         }
         Some(Command::Reload { socket }) => send_command(socket, crate::control::Command::Reload),
-        Some(Command::Man { dir }) => write_man(&dir),
-        Some(Command::Conformance {
-            iface,
-            target: (shelf, slot),
-            expect_scnt,
-        }) => {
-            let (report, failed) =
-                crate::initiator::conformance::run(&iface, shelf, slot, expect_scnt);
-            print!("{report}");
-            if failed > 0 {
-                anyhow::bail!(
-                    "{failed} conformance check(s) failed against {shelf}.{slot} on {iface}"
-                );
-            }
-            println!("conformance: all checks passed against {shelf}.{slot} on {iface}");
-            Ok(())
-        }
-        Some(Command::Bench(b)) => crate::bench::main(*b),
+        Some(Command::Conformance { args }) => run_tool(Some("conformance"), args),
+        Some(Command::Bench { args }) => run_tool(None, args),
         Some(Command::ImportVblade { dir, output, force }) => {
             import_vblade(&dir, output.as_deref(), force)
         }
@@ -708,91 +686,42 @@ fn load_serve_config(
     Ok((cfg, svc))
 }
 
-/// `cmd` and its visible subcommands, depth first, as (page name, command),
-/// without clap's `help` subcommand (no page would exist for the SEE ALSO
-/// reference it makes).
-fn man_pages(
-    cmd: clap::Command,
-    name: String,
-    bin: String,
-    out: &mut Vec<(String, clap::Command)>,
-) {
-    let cmd = cmd
-        .disable_help_subcommand(true)
-        .display_name(name.clone())
-        .bin_name(bin.clone());
-    let subs: Vec<clap::Command> = cmd
-        .get_subcommands()
-        .filter(|c| !c.is_hide_set())
-        .cloned()
-        .collect();
-    out.push((name.clone(), cmd));
-    for sub in subs {
-        let n = sub.get_name().to_string();
-        man_pages(sub, format!("{name}-{n}"), format!("{bin} {n}"), out);
-    }
-}
+/// The tools binary: `xblade bench` and `xblade conformance` run it.
+pub(crate) const TOOLS_BIN: &str = "xblade-bench";
 
-/// clap_mangen's SYNOPSIS leaves option values out (`[-b ]`, `[--datapath]`)
-/// though its OPTIONS list has them: put each value name in, and drop the
-/// stray space after a short flag.
-fn fix_synopsis(page: &str, cmd: &clap::Command) -> String {
-    let mut s = page.to_string();
-    for a in cmd.get_arguments().filter(|a| !a.is_positional()) {
-        let value = a
-            .get_action()
-            .takes_values()
-            .then(|| {
-                a.get_value_names()
-                    .and_then(|v| v.first())
-                    .map_or_else(|| a.get_id().as_str().to_uppercase(), |v| v.to_string())
-            })
-            .map_or(String::new(), |v| format!(" \\fI{v}\\fR"));
-        let mut names = Vec::new();
-        if let Some(c) = a.get_short() {
-            names.push((format!("\\fB\\-{c} \\fR"), format!("\\fB\\-{c}\\fR")));
-        }
-        if let Some(l) = a.get_long() {
-            let l = l.replace('-', "\\-");
-            let n = format!("\\fB\\-\\-{l}\\fR");
-            names.push((n.clone(), n));
-        }
-        for (from, to) in names {
-            for (open, close) in [("[", "]"), ("<", ">")] {
-                s = s.replace(
-                    &format!("{open}{from}{close}"),
-                    &format!("{open}{to}{value}{close}"),
-                );
-            }
-        }
+/// `xblade bench ARGS` and `xblade conformance ARGS`: exec xblade-bench
+/// (package xblade-tools) with them, found beside this binary first
+/// (`target/release/`, `/usr/sbin/`), then in PATH. The daemon links none
+/// of the benchmark's crates; the operator's command stays the same. Its
+/// argv[0] is what the operator typed, so that its usage lines say so.
+fn run_tool(subcommand: Option<&str>, args: Vec<OsString>) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe().ok();
+    let beside = me
+        .as_deref()
+        .map(|e| e.with_file_name(TOOLS_BIN))
+        .filter(|p| p.is_file());
+    let prog = beside.clone().unwrap_or_else(|| PathBuf::from(TOOLS_BIN));
+    let arg0 = match subcommand {
+        Some(_) => "xblade",
+        None => "xblade bench",
+    };
+    let err = std::process::Command::new(&prog)
+        .arg0(arg0)
+        .args(subcommand)
+        .args(&args)
+        .exec();
+    if err.kind() == std::io::ErrorKind::NotFound && beside.is_none() {
+        let dir = me.as_deref().and_then(Path::parent).map_or_else(
+            || "this binary's directory".into(),
+            |d| d.display().to_string(),
+        );
+        bail!(
+            "xblade {}: {TOOLS_BIN} not found (neither in {dir} nor in PATH): it is the binary of the xblade-tools package (the xblade .deb installs it beside xblade; from source: cargo build --release -p xblade-tools)",
+            subcommand.unwrap_or("bench")
+        );
     }
-    s
-}
-
-/// Write xblade.8 and xblade-SUBCOMMAND.8 (visible subcommands, nested
-/// ones too) into `dir`.
-fn write_man(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut pages = Vec::new();
-    man_pages(
-        Cli::command().name("xblade"),
-        "xblade".into(),
-        "xblade".into(),
-        &mut pages,
-    );
-    for (name, c) in pages {
-        let mut out = Vec::new();
-        clap_mangen::Man::new(c.clone())
-            .section("8")
-            .manual("System Administration")
-            .source(format!("xblade {}", env!("CARGO_PKG_VERSION")))
-            .render(&mut out)?;
-        let text = fix_synopsis(&String::from_utf8_lossy(&out), &c);
-        let path = dir.join(format!("{name}.8"));
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("xblade: wrote {}", path.display());
-    }
-    Ok(())
+    Err(err).with_context(|| format!("running {}", prog.display()))
 }
 
 /// The control sockets to talk to: the one given, or every one found.

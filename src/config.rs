@@ -296,11 +296,13 @@ fn export_line(text: &str, n: usize) -> Option<usize> {
 
 /// Parse a TOML configuration (see `xblade.example.toml`). Errors name the
 /// file and line: toml's own, or the `[[export]]` table at fault.
+#[cfg(test)]
 pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
     from_toml_with_service(path, text).map(|(c, _)| c)
 }
 
-/// [`from_toml`], with the `[service]` table.
+/// Parse a TOML configuration and its `[service]` table; errors name the
+/// file and line.
 pub fn from_toml_with_service(
     path: &Path,
     text: &str,
@@ -418,12 +420,7 @@ pub fn from_toml_with_service(
     Ok((cfg, f.service))
 }
 
-/// Read and parse a TOML file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    load_with_service(path).map(|(c, _)| c)
-}
-
-/// [`load`], with the `[service]` table.
+/// Read and parse a TOML file, with the `[service]` table.
 pub fn load_with_service(path: &Path) -> Result<(Config, ServiceSettings), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.into(),

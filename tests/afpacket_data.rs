@@ -12,9 +12,9 @@ mod common;
 use std::time::Duration;
 
 use aoe_support::*;
+use aoe_wire::SECTOR_SIZE;
 use common::{sparse_file, temp_file, NetPair};
-use xblade::initiator::client::{ClientError, IoRequest, QcReply, ReplyHeader};
-use xblade::wire::SECTOR_SIZE;
+use xblade_tools::initiator::client::{ClientError, IoRequest, QcReply, ReplyHeader};
 
 const READ_EXT: u8 = 0x24;
 const WRITE_EXT: u8 = 0x34;
@@ -465,7 +465,7 @@ fn multipath_one_export_on_two_links() {
             p0.mac,
             5,
             1,
-            xblade::wire::qc::ConfigCmd::SetIfEmpty,
+            aoe_wire::qc::ConfigCmd::SetIfEmpty,
             b"multipath",
         )
         .unwrap()
@@ -518,7 +518,7 @@ fn two_exports_on_one_interface() {
     assert_eq!(c.identify(&t2).unwrap().sectors, 4096);
 
     // A set addressed to both exports at once is dropped, not applied twice.
-    use xblade::wire::qc::ConfigCmd;
+    use aoe_wire::qc::ConfigCmd;
     let r = quietly(&mut c, |c| {
         c.query_config(tmac, 0xffff, 0xff, ConfigCmd::ForceSet, b"both")
     })
@@ -532,7 +532,7 @@ fn two_exports_on_one_interface() {
     assert!(c.find(5, 1).unwrap().config.is_empty());
 
     // ATA to a wildcard matching two exports: no reply, nothing written.
-    let wild = xblade::initiator::client::Target::new(tmac, 5, 0xff);
+    let wild = xblade_tools::initiator::client::Target::new(tmac, 5, 0xff);
     let r = quietly(&mut c, |c| c.ata(&wild, WRITE_EXT, 1, 0, &[0x5a; 512]));
     assert!(matches!(r, Err(ClientError::Timeout { .. })), "{r:?}");
     // Each export reaches its own file only.

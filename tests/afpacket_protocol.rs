@@ -12,15 +12,15 @@ mod aoe_support;
 mod common;
 
 use aoe_support::*;
+use aoe_wire::mask::{DirCmd, MaskCmd};
+use aoe_wire::qc::ConfigCmd;
+use aoe_wire::reserve::ReserveCmd;
+use aoe_wire::MacAddr;
 use common::{sparse_file, NetPair};
-use xblade::initiator::client::{
+use xblade_tools::initiator::client::{
     AtaCommand, AtaReply, Client, ClientError, MaskReply, QcReply, ReplyHeader, ReserveReply,
     Target,
 };
-use xblade::wire::mask::{DirCmd, MaskCmd};
-use xblade::wire::qc::ConfigCmd;
-use xblade::wire::reserve::ReserveCmd;
-use xblade::wire::MacAddr;
 
 const OTHER_X: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x99]);
 const OTHER_Y: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x9a]);

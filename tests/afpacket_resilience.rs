@@ -76,8 +76,8 @@ fn mtu_lowered_while_serving_is_followed() {
 /// account for what was sent.
 #[test]
 fn kernel_drops_are_counted() {
-    use xblade::initiator::request;
-    use xblade::wire::ata::Opcode;
+    use aoe_wire::ata::Opcode;
+    use aoe_wire::request;
 
     let pair = NetPair::new("xr03", 1500);
     let file = sparse_file(1 << 20);

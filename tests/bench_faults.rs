@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use aoe_wire::{MacAddr, ATA_DATA_OFFSET, SECTOR_SIZE};
 use common::{NetPair, PacketSocket, ETH_P_AOE};
 use xblade::engine::{Action, DiskOp, Export, ExportInfo, ExportState, Port, Target};
-use xblade::wire::{MacAddr, ATA_DATA_OFFSET, SECTOR_SIZE};
 
 /// What the responder does with READ/WRITE replies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,8 +38,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aoe_support::{client, fill_random, start_xblade};
+use aoe_wire::SECTOR_SIZE;
 use common::{in_ns, sparse_file, temp_file, xblade_bin, NetPair, Proc, TempPath};
-use xblade::wire::SECTOR_SIZE;
 
 /// Where `--metrics` listens, inside the target namespace.
 const METRICS: &str = "127.0.0.1:9750";

@@ -18,12 +18,12 @@ mod common;
 use std::time::Duration;
 
 use aoe_support::*;
+use aoe_wire::mask::{DirCmd, MaskCmd};
+use aoe_wire::qc::ConfigCmd;
+use aoe_wire::reserve::ReserveCmd;
+use aoe_wire::MacAddr;
 use common::{sparse_file, NetPair, Proc, TempPath};
-use xblade::initiator::client::{AtaReply, Client, QcReply, ReplyHeader, Target};
-use xblade::wire::mask::{DirCmd, MaskCmd};
-use xblade::wire::qc::ConfigCmd;
-use xblade::wire::reserve::ReserveCmd;
-use xblade::wire::MacAddr;
+use xblade_tools::initiator::client::{AtaReply, Client, QcReply, ReplyHeader, Target};
 
 const VBLADE: &str = "/usr/sbin/vblade";
 const SHELF: u16 = 3;

@@ -5,9 +5,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use aoe_wire::request::{self, Addr};
+use aoe_wire::{ata::Opcode, MacAddr};
 use xblade::engine::Action;
-use xblade::initiator::request::{self, Addr};
-use xblade::wire::{ata::Opcode, MacAddr};
 
 struct Counting;
 

@@ -28,10 +28,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aoe_support::*;
+use aoe_wire::{qc, MacAddr, SECTOR_SIZE};
 use common::{sparse_file, xblade_bin, NetPair, Proc, TempPath};
 use xblade::control::Status;
-use xblade::initiator::client::{IoRequest, QcReply};
-use xblade::wire::{qc, MacAddr, SECTOR_SIZE};
+use xblade_tools::initiator::client::{IoRequest, QcReply};
 use xdp_support::{wait_detached, xdp_attached};
 
 const SECTORS: u64 = 8192; // 4 MiB backing files
@@ -561,12 +561,12 @@ fn idle_start_then_reload() {
 // Online resize
 // ---------------------------------------------------------------------------
 
-fn identify_sectors(c: &mut xblade::initiator::client::Client, shelf: u16, slot: u8) -> u64 {
+fn identify_sectors(c: &mut xblade_tools::initiator::client::Client, shelf: u16, slot: u8) -> u64 {
     let t = c.find(shelf, slot).expect("find");
     c.identify(&t).expect("identify").sectors
 }
 
-fn wait_sectors(c: &mut xblade::initiator::client::Client, want: u64, what: &str) {
+fn wait_sectors(c: &mut xblade_tools::initiator::client::Client, want: u64, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let n = identify_sectors(c, 7, 1);

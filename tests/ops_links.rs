@@ -24,10 +24,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use aoe_support::*;
+use aoe_wire::{MacAddr, SECTOR_SIZE};
 use common::{sparse_file, xblade_bin, NetPair, PacketSocket, Proc};
 use xblade::control::Status;
-use xblade::initiator::client::Client;
-use xblade::wire::{MacAddr, SECTOR_SIZE};
+use xblade_tools::initiator::client::Client;
 use xdp_support::xdp_attached;
 
 const SECTORS: u64 = 2048; // 1 MiB backing files

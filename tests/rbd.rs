@@ -24,9 +24,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use aoe_support::*;
+use aoe_wire::SECTOR_SIZE;
 use common::{ns_command, require_root, xblade_bin, NetPair, Proc};
-use xblade::initiator::client::Client;
-use xblade::wire::SECTOR_SIZE;
+use xblade_tools::initiator::client::Client;
 
 const ONE_NODE: &str = "../shared/tools/ceph-one-node.sh";
 
@@ -198,7 +198,7 @@ fn refused(pair: &NetPair, cl: &Cluster, args: &[&str]) -> String {
     p.log()
 }
 
-fn bench_verify(pair: &NetPair, bytes: &str, pid: u32) -> xblade::bench::report::BenchReport {
+fn bench_verify(pair: &NetPair, bytes: &str, pid: u32) -> xblade_tools::bench::report::BenchReport {
     let pid = pid.to_string();
     #[rustfmt::skip]
     let (ok, log, r) = run_bench(pair, &[

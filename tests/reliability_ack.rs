@@ -45,12 +45,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use aoe_support::{fill_random, raw_frame};
+use aoe_wire::{MacAddr, SECTOR_SIZE};
 use common::{sparse_file, NetPair, Proc};
 use reliability_support::*;
 use xblade::engine::{Action, DiskOp};
 use xblade::fuzzing::{engine, TARGET_MAC};
-use xblade::initiator::client::Client;
-use xblade::wire::{MacAddr, SECTOR_SIZE};
+use xblade_tools::initiator::client::Client;
 
 const O_DSYNC: u32 = 0o10000;
 const O_SYNC_ONLY: u32 = 0o4000000; // __O_SYNC: O_SYNC = __O_SYNC | O_DSYNC

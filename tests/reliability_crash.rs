@@ -37,10 +37,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aoe_support::{assert_file_is, file_sectors, fill_random};
+use aoe_wire::SECTOR_SIZE;
 use common::sparse_file;
 use reliability_support::*;
-use xblade::initiator::client::IoRequest;
-use xblade::wire::SECTOR_SIZE;
+use xblade_tools::initiator::client::IoRequest;
 use xdp_support::{link_details, wait_detached, xdp_attached};
 
 const SECTORS: u64 = 8 << 11; // 8 MiB

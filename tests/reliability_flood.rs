@@ -39,9 +39,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aoe_support::{fill_random, raw_frame};
+use aoe_wire::{mask, MacAddr, SECTOR_SIZE};
 use common::{enter_ns, sparse_file, PacketSocket, ETH_P_AOE};
 use reliability_support::*;
-use xblade::wire::{mask, MacAddr, SECTOR_SIZE};
 
 /// Sectors of export 1.1 (the good initiator's) and 1.2.
 const SECTORS_1: u64 = 16 << 11; // 16 MiB

@@ -18,9 +18,9 @@
 
 use std::path::{Path, PathBuf};
 
+use aoe_wire::request::{self, Addr};
+use aoe_wire::{ata, mask, qc, reserve, MacAddr};
 use xblade::fuzzing::{engine, run_frames_with, RunCounts, TARGET_MAC};
-use xblade::initiator::request::{self, Addr};
-use xblade::wire::{ata, mask, qc, reserve, MacAddr};
 
 /// The initiator of the fixtures, and a second host.
 const HOST: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);

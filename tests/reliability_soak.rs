@@ -25,10 +25,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aoe_support::{assert_file_is, fill_random};
+use aoe_wire::SECTOR_SIZE;
 use common::sparse_file;
 use reliability_support::*;
-use xblade::initiator::client::Client;
-use xblade::wire::SECTOR_SIZE;
+use xblade_tools::initiator::client::Client;
 
 const EXPORTS: u8 = 8;
 const SECTORS: u64 = 8192; // 4 MiB each

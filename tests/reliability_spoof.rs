@@ -27,11 +27,11 @@ mod reliability_support;
 use std::time::{Duration, Instant};
 
 use aoe_support::{fill_random, rand_bytes};
+use aoe_wire::request::{self, Addr};
+use aoe_wire::{ata, mask, qc, reserve, MacAddr, SECTOR_SIZE};
 use common::{enter_ns, sparse_file, PacketSocket, ETH_P_AOE};
 use reliability_support::*;
-use xblade::initiator::client::ReplyHeader;
-use xblade::initiator::request::{self, Addr};
-use xblade::wire::{ata, mask, qc, reserve, MacAddr, SECTOR_SIZE};
+use xblade_tools::initiator::client::ReplyHeader;
 
 const SECTORS: u64 = 8192; // 4 MiB
 

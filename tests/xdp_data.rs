@@ -11,9 +11,9 @@ mod common;
 mod xdp_support;
 
 use aoe_support::*;
+use aoe_wire::SECTOR_SIZE;
 use common::{sparse_file, NetPair};
 use std::time::Duration;
-use xblade::wire::SECTOR_SIZE;
 use xdp_support::*;
 
 const SECTORS: u64 = 8192; // 4 MiB backing files
@@ -224,7 +224,7 @@ fn idle_polling_then_sleep() {
             assert!(spun >= 50_000, "{w}");
         }
         let cpu = || {
-            let t = xblade::bench::cpu::proc_cpu(xb.proc.pid()).expect("target's /proc stat");
+            let t = xblade_tools::bench::cpu::proc_cpu(xb.proc.pid()).expect("target's /proc stat");
             t.user + t.sys
         };
         let t0 = cpu();

@@ -179,8 +179,8 @@ fn requests(dst: [u8; 6], src: [u8; 6], sectors: u8, span: u64) -> Vec<Vec<u8>> 
         .map(|i| {
             let lba = (u64::from(i) * 97 * u64::from(sectors)) % (span - u64::from(sectors));
             let mut f = aoe_support::raw_frame(
-                xblade::wire::MacAddr(dst),
-                xblade::wire::MacAddr(src),
+                aoe_wire::MacAddr(dst),
+                aoe_wire::MacAddr(src),
                 0x10,
                 1,
                 1,

@@ -23,12 +23,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use aoe_support::*;
+use aoe_wire::mask::{DirCmd, MaskCmd};
+use aoe_wire::reserve::ReserveCmd;
+use aoe_wire::{qc, MacAddr, SECTOR_SIZE};
 use common::{sparse_file, NetPair};
-use xblade::initiator::client::{Client, ClientError, Target};
 use xblade::net::xdp::steer::queue_mac;
-use xblade::wire::mask::{DirCmd, MaskCmd};
-use xblade::wire::reserve::ReserveCmd;
-use xblade::wire::{qc, MacAddr, SECTOR_SIZE};
+use xblade_tools::initiator::client::{Client, ClientError, Target};
 use xdp_support::*;
 
 fn path_str(p: &Path) -> &str {

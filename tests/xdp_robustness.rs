@@ -14,8 +14,8 @@ mod xdp_support;
 use std::time::Duration;
 
 use aoe_support::*;
+use aoe_wire::SECTOR_SIZE;
 use common::{sparse_file, NetPair, PacketSocket, ETH_P_AOE};
-use xblade::wire::SECTOR_SIZE;
 use xdp_support::*;
 
 fn path_str(p: &std::path::Path) -> &str {
@@ -184,7 +184,7 @@ fn foreign_addresses_pass_or_drop() {
         let mut c = client(&pair);
         let tmac = mac(pair.target_mac());
         let none = quietly(&mut c, |c| {
-            c.query_config(tmac, 9, 9, xblade::wire::qc::ConfigCmd::Read, &[])
+            c.query_config(tmac, 9, 9, aoe_wire::qc::ConfigCmd::Read, &[])
         })
         .unwrap();
         assert!(none.is_none());
@@ -194,9 +194,9 @@ fn foreign_addresses_pass_or_drop() {
         assert_eq!(found.len(), 1);
         // To another host's MAC (a promiscuous interface would see it):
         // passed to the stack by the program, never reaching the worker.
-        let other = xblade::wire::MacAddr([0x02, 0, 0, 0, 0x12, 0x99]);
+        let other = aoe_wire::MacAddr([0x02, 0, 0, 0, 0x12, 0x99]);
         let none = quietly(&mut c, |c| {
-            c.query_config(other, 5, 5, xblade::wire::qc::ConfigCmd::Read, &[])
+            c.query_config(other, 5, 5, aoe_wire::qc::ConfigCmd::Read, &[])
         })
         .unwrap();
         assert!(none.is_none());

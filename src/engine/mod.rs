@@ -16,11 +16,11 @@
 //! and Reserve/Release are in [`control`].
 #![forbid(unsafe_code)]
 
-pub mod ata;
-pub mod control;
-pub mod export;
-pub mod reflect;
-pub mod stats;
+pub(crate) mod ata;
+pub(crate) mod control;
+pub(crate) mod export;
+pub(crate) mod reflect;
+pub(crate) mod stats;
 
 use std::sync::Arc;
 

@@ -66,7 +66,7 @@ pub fn reflect(frame: &mut [u8], len: usize, max_sectors: u8) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::initiator::request::{self, Addr};
+    use crate::wire::request::{self, Addr};
     use crate::wire::MacAddr;
 
     const US: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x10]);

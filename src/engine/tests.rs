@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::initiator::request::{self, Addr};
+use crate::wire::request::{self, Addr};
 use crate::wire::{ata, identify, mask, qc, reserve, MacAddr, ARG_OFFSET, ATA_DATA_OFFSET};
 
 const TARGET_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x10]);

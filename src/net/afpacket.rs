@@ -13,7 +13,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::socket::{is_transient, FramePool, PacketSocket, MAX_BATCH};
-pub use super::{Control, Reconfig, WorkerSpec};
+use super::WorkerSpec;
 use crate::bdev::{ChannelCx, IoEngine, Segs};
 use crate::engine::{Port, Target};
 use crate::stats::WorkerStats;

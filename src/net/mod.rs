@@ -13,11 +13,14 @@
 //! Both datapaths take the same [`WorkerSpec`] and obey the same
 //! [`Control`] messages.
 
-pub mod afpacket;
-pub mod ethtool;
+pub(crate) mod afpacket;
+pub(crate) mod ethtool;
+// pub: the tools' initiator looks up its interface here.
 pub mod iface;
-pub mod netlink;
+pub(crate) mod netlink;
+// pub: the tools' initiator and bench send through this socket.
 pub mod socket;
+// pub: `steer::queue_mac` (tests) and `DEFAULT_SPIN_US` (bench compare).
 pub mod xdp;
 
 use std::sync::Arc;

@@ -61,8 +61,8 @@ mod watch;
 
 pub use converge::NotServingView;
 use converge::Pending;
+pub use watch::DupBoard;
 use watch::Watch;
-pub use watch::{DupBoard, DuplicateView};
 
 use open::{hostname, ExportRec, IfaceRec, ReadyWorker, WorkerRec};
 
@@ -517,14 +517,6 @@ impl Server {
             }
         }
         h
-    }
-
-    /// True while every worker runs.
-    pub fn healthy(&self) -> bool {
-        self.ifaces
-            .values()
-            .flat_map(|i| i.workers.iter())
-            .all(|w| !w.thread.is_finished())
     }
 
     // ---- online resize ------------------------------------------------

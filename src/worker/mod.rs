@@ -17,6 +17,10 @@
 //! started; frames then wait in the socket, and beyond that the kernel
 //! drops them (counted). Nothing allocates per request.
 
+// owner: h-core (issue 25, one Slab<T>): `Req::store`, `Inflight::insert`
+// and `on_store` are used only by the module's tests since the daemon's
+// internals became crate-private.
+#[allow(dead_code)]
 pub mod inflight;
 pub mod stores;
 

@@ -1,6 +1,6 @@
 //! Helpers shared by the AoE integration tests, on top of `tests/common`:
 //! starting the real `xblade` binary in a target namespace, opening an
-//! [`xblade::initiator::client::Client`] in an initiator namespace, hand-made
+//! [`xblade_tools::initiator::client::Client`] in an initiator namespace, hand-made
 //! frames and deterministic test data.
 //!
 //! Use with `mod common; mod aoe_support;` in the test crate.
@@ -11,9 +11,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use xblade::initiator::client::{Client, ReplyHeader};
+use aoe_wire::{MacAddr, ETHERTYPE_AOE, SECTOR_SIZE};
 use xblade::net::iface::IfaceInfo;
-use xblade::wire::{MacAddr, ETHERTYPE_AOE, SECTOR_SIZE};
+use xblade_tools::initiator::client::{Client, ReplyHeader};
 
 use crate::common::{enter_ns, mtu_of, xblade_bin, NetPair, PacketSocket as HarnessSocket, Proc};
 
@@ -119,7 +119,7 @@ pub fn assert_file_is(path: &Path, model: &[u8]) {
 /// A hand-made AoE frame (the initiator's own builder).
 #[allow(unused_imports)]
 // not every test binary that includes this module builds frames by hand
-pub use xblade::initiator::request::raw_frame;
+pub use aoe_wire::request::raw_frame;
 
 /// The 12-byte argument of an IDENTIFY as Linux sends it.
 pub const IDENTIFY_ARG: [u8; 12] = [0, 0, 1, 0xec, 0, 0, 0, 0xa0, 0, 0, 0, 0];
@@ -169,7 +169,11 @@ pub fn assert_replies_padded(frames: &[Vec<u8>]) {
 
 /// `discover` waits its whole timeout for further replies: on a veth link
 /// every reply is in within microseconds, so a short window suffices.
-pub fn discover(c: &mut Client, major: u16, minor: u8) -> Vec<xblade::initiator::client::Target> {
+pub fn discover(
+    c: &mut Client,
+    major: u16,
+    minor: u8,
+) -> Vec<xblade_tools::initiator::client::Target> {
     let t = c.timeout();
     c.set_timeout(Duration::from_millis(250));
     let found = c.discover(major, minor);
@@ -188,8 +192,8 @@ pub fn discover_at_least(
     major: u16,
     minor: u8,
     want: usize,
-) -> Vec<xblade::initiator::client::Target> {
-    let mut all: Vec<xblade::initiator::client::Target> = Vec::new();
+) -> Vec<xblade_tools::initiator::client::Target> {
+    let mut all: Vec<xblade_tools::initiator::client::Target> = Vec::new();
     for _ in 0..4 {
         for t in discover(c, major, minor) {
             if !all
@@ -217,7 +221,11 @@ pub const BENCH_LIMIT: Duration = Duration::from_secs(90);
 pub fn run_bench(
     pair: &crate::common::NetPair,
     args: &[&str],
-) -> (bool, String, Option<xblade::bench::report::BenchReport>) {
+) -> (
+    bool,
+    String,
+    Option<xblade_tools::bench::report::BenchReport>,
+) {
     let (ok, log, report, _) = run_bench_within(pair, args, BENCH_LIMIT);
     (ok, log, report)
 }
@@ -230,9 +238,10 @@ pub fn run_bench_within(
 ) -> (
     bool,
     String,
-    Option<xblade::bench::report::BenchReport>,
+    Option<xblade_tools::bench::report::BenchReport>,
     Duration,
 ) {
+    crate::common::require_tools_bin();
     let json = crate::common::temp_file("xblade-bench-json");
     let mut all = vec![
         "bench",
@@ -252,7 +261,7 @@ pub fn run_bench_within(
         .ok()
         .filter(|b| !b.is_empty())
         .map(|b| {
-            serde_json::from_slice::<xblade::bench::report::BenchReport>(&b)
+            serde_json::from_slice::<xblade_tools::bench::report::BenchReport>(&b)
                 .expect("bench JSON parses")
         });
     (st.success(), p.log(), report, took)
@@ -261,8 +270,8 @@ pub fn run_bench_within(
 pub fn check_clean(
     ok: bool,
     log: &str,
-    r: Option<xblade::bench::report::BenchReport>,
-) -> xblade::bench::report::BenchReport {
+    r: Option<xblade_tools::bench::report::BenchReport>,
+) -> xblade_tools::bench::report::BenchReport {
     assert!(ok, "bench failed:\n{log}");
     let r = r.unwrap_or_else(|| panic!("no JSON report:\n{log}"));
     assert_eq!(r.errors, 0, "error replies:\n{log}");

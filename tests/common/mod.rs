@@ -67,6 +67,20 @@ pub fn xblade_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_xblade"))
 }
 
+/// `xblade-bench` beside it, which `xblade bench` and `xblade conformance`
+/// run. Cargo builds it with the workspace (`cargo build --release`, as
+/// scripts/test.sh does), not for one test target alone: a missing one
+/// fails here, by name, rather than in the bench's log.
+pub fn require_tools_bin() -> PathBuf {
+    let p = xblade_bin().with_file_name("xblade-bench");
+    assert!(
+        p.is_file(),
+        "{} is missing: `xblade bench` runs it. Build the workspace first: cargo build --release",
+        p.display()
+    );
+    p
+}
+
 fn describe<S: AsRef<OsStr>>(program: &str, args: &[S]) -> String {
     let mut s = program.to_owned();
     for a in args {

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use aoe_wire::{MacAddr, SECTOR_SIZE};
 use xblade::control::Status;
-use xblade::initiator::client::{Client, ClientError, IoRequest, Target};
-use xblade::wire::{MacAddr, SECTOR_SIZE};
+use xblade_tools::initiator::client::{Client, ClientError, IoRequest, Target};
 
 use crate::aoe_support::{client_in, START_TIMEOUT};
 use crate::common::{require_root, xblade_bin, Proc};

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # 01-doc-refs.sh: every path and document section named in a comment (src/,
-# tests/, benches/, bpf/, scripts/), in README.md or in docs/*.md exists.
+# tests/, benches/, bpf/, scripts/, crates/, tools/), in README.md or in
+# docs/*.md exists.
 #
 # Checked, each failure reported as FILE:LINE and the dangling reference:
 #   - `docs/NAME.md §N` (or §N.M): the document exists and has a heading
 #     numbered N (`## N. Title`, `### N.M Title`); a bare `§N` inside
 #     docs/NAME.md means a section of that same document; a bare `§N`
 #     anywhere else names no document and fails;
-#   - a path beginning with src/, tests/, docs/, benches/, bpf/ or scripts/:
+#   - a path beginning with src/, tests/, docs/, benches/, bpf/, scripts/,
+#     crates/ or tools/:
 #     the file or directory exists (globs such as tests/scripts/*.sh, and
 #     paths under another directory such as ../shared/docs/x.md, are not
 #     paths of this repository and are skipped).
@@ -37,7 +39,7 @@ check_tree() (
   fi
   local files=()
   local d
-  for d in src tests benches bpf scripts; do
+  for d in src tests benches bpf scripts crates tools; do
     [[ -d $d ]] || continue
     while IFS= read -r f; do files+=("$f"); done < <(
       find "$d" -type f \( -name '*.rs' -o -name '*.sh' -o -name '*.bash' -o -name '*.c' \
@@ -87,7 +89,7 @@ check_tree() (
       }
       # Paths of this repository.
       rest = line
-      while (match(rest, /(src|tests|docs|benches|bpf|scripts)\/[A-Za-z0-9_.\/-]*/)) {
+      while (match(rest, /(src|tests|docs|benches|bpf|scripts|crates|tools)\/[A-Za-z0-9_.\/-]*/)) {
         before = RSTART > 1 ? substr(rest, RSTART - 1, 1) : ""
         p = substr(rest, RSTART, RLENGTH)
         after = substr(rest, RSTART + RLENGTH, 1)

@@ -4,7 +4,7 @@
 #
 #  1. package: fields (synopsis of at most 80 characters, Suggests: librbd1),
 #     dependencies from dpkg-shlibdeps, md5sums, /etc/xblade/xblade.toml a conffile,
-#     the files in place (binary in /usr/sbin, unit, man pages whose synopses show
+#     the files in place (xblade and xblade-bench in /usr/sbin, unit, man pages whose synopses show
 #     option values and whose references all exist, README and changelog.Debian
 #     compressed), maintainer scripts that enable and start the unit
 #     (deb-systemd-helper) and do not restart it on upgrade; lintian clean but for
@@ -82,7 +82,8 @@ conffiles=$(dpkg-deb -I "$DEB" conffiles)
 [[ $conffiles == /etc/xblade/xblade.toml ]] || die "conffiles: '$conffiles'"
 log "ok: conffiles: $conffiles"
 dpkg-deb -c "$DEB" | awk '{ print $6 }' | sed 's|^\./|/|' >"$W/files"
-for f in /usr/sbin/xblade /etc/xblade/xblade.toml /usr/share/man/man8/xblade.8.gz \
+for f in /usr/sbin/xblade /usr/sbin/xblade-bench /etc/xblade/xblade.toml /usr/share/man/man8/xblade.8.gz \
+  /usr/share/man/man8/xblade-bench.8.gz /usr/share/man/man8/xblade-bench-compare.8.gz \
   /usr/share/man/man8/xblade-serve.8.gz /usr/share/man/man8/xblade-reload.8.gz \
   /usr/share/man/man8/xblade-check-config.8.gz /usr/share/doc/xblade/copyright \
   /usr/share/doc/xblade/README.md.gz /usr/share/doc/xblade/changelog.Debian.gz; do
@@ -91,7 +92,9 @@ done
 ! grep -q 'README.md$' "$W/files" || die "README shipped uncompressed"
 # md5sums: every file but the conffile, and they match.
 dpkg-deb -I "$DEB" md5sums >"$W/md5sums" || die "no md5sums in the package"
-grep -q ' usr/sbin/xblade$' "$W/md5sums" || die "md5sums lacks usr/sbin/xblade: $(cat "$W/md5sums")"
+for b in xblade xblade-bench; do
+  grep -q " usr/sbin/$b\$" "$W/md5sums" || die "md5sums lacks usr/sbin/$b: $(cat "$W/md5sums")"
+done
 mkdir -p "$W/x"
 dpkg-deb -x "$DEB" "$W/x"
 (cd "$W/x" && md5sum --quiet -c "$W/md5sums") || die "md5sums do not match the files"
@@ -107,6 +110,9 @@ for m in "$W"/x/usr/share/man/man8/*.8.gz; do
 done
 zcat "$W/x/usr/share/man/man8/xblade.8.gz" | sed 's/\\-/-/g; s/\\f[BIRP]//g' >"$W/page"
 grep -qF '[-b BUFCNT] [-o OFFSET]' "$W/page" || die "xblade.8: the synopsis lacks option values"
+# xblade-bench.8 documents the options xblade-bench takes (the daemon only passes them on).
+zcat "$W/x/usr/share/man/man8/xblade-bench.8.gz" | sed 's/\\-/-/g; s/\\f[BIRP]//g' >"$W/page"
+grep -qF -- '--iface IF' "$W/page" || die "xblade-bench.8 lacks the bench options (--iface)"
 # Upgrades: the postinst says it does not restart a running xblade.
 dpkg-deb -I "$DEB" postinst | grep -q 'systemctl restart xblade' || die "postinst does not say how to restart after an upgrade"
 # lintian: clean but for these tags, each explained.

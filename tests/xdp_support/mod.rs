@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use aoe_wire::SECTOR_SIZE;
 use xblade::control::Status;
-use xblade::initiator::client::{Client, Target};
-use xblade::wire::SECTOR_SIZE;
+use xblade_tools::initiator::client::{Client, Target};
 
 use crate::aoe_support::{file_sectors, rand_bytes, START_TIMEOUT};
 use crate::common::{xblade_bin, NetPair, Proc};

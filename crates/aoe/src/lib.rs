@@ -1,4 +1,24 @@
-//! Zero-copy typed views over AoE frames, in the spirit of smoltcp's `wire`.
+//! The ATA-over-Ethernet (AoE r11) protocol, sans I/O: zero-copy typed views
+//! over frames, in the spirit of smoltcp's `wire`, their owned `Repr`s, and
+//! request builders. No sockets, no files: the xblade target, its initiator
+//! tools and its tests all build and parse frames through this crate.
+//!
+//! ```
+//! use aoe_wire::{aoe, qc, request, MacAddr};
+//!
+//! // An initiator's Query Config (read) for shelf 1, slot 2 ...
+//! let mut frame = [0u8; 60];
+//! let addr = request::Addr {
+//!     dst: MacAddr::BROADCAST,
+//!     src: MacAddr([0x02, 0, 0, 0, 0, 1]),
+//!     major: 1,
+//!     minor: 2,
+//! };
+//! let len = request::query_config(&mut frame, &addr, 7, qc::ConfigCmd::Read, b"");
+//! // ... and how a target reads it back.
+//! let hdr = aoe::Packet::new_checked(&frame[aoe_wire::AOE_OFFSET..len]).unwrap();
+//! assert_eq!((hdr.major(), hdr.minor()), (1, 2));
+//! ```
 //!
 //! Each header has a `Packet<T: AsRef<[u8]>>` view whose getters slice one field
 //! and decode it, setters in a separate `AsMut` impl, and a `check_len` after
@@ -9,6 +29,7 @@
 //! Byte order: every multi-byte field is big-endian except the six ATA LBA
 //! bytes and the IDENTIFY page, which are little-endian (docs/aoe-protocol.md §1.1).
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod aoe;
 pub mod ata;
@@ -16,6 +37,7 @@ pub mod ethernet;
 pub mod identify;
 pub mod mask;
 pub mod qc;
+pub mod request;
 pub mod reserve;
 
 use core::fmt;

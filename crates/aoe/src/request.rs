@@ -2,7 +2,7 @@
 //! returns its length (unpadded, as the Linux initiator sends them).
 #![forbid(unsafe_code)]
 
-use crate::wire::{
+use crate::{
     aoe, ata, ethernet, mask, qc, reserve, MacAddr, ARG_OFFSET, ATA_DATA_OFFSET, ETHERTYPE_AOE,
 };
 

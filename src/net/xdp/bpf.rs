@@ -279,13 +279,7 @@ impl XdpProgram {
         let mut detail = String::new();
         for &m in tries {
             match link_create(self.prog.as_raw_fd(), ifindex, m) {
-                Ok(fd) => {
-                    return Ok(XdpLink {
-                        _fd: fd,
-                        mode: m,
-                        ifindex,
-                    })
-                }
+                Ok(fd) => return Ok(XdpLink { _fd: fd, mode: m }),
                 Err(e) => {
                     if !detail.is_empty() {
                         detail.push_str("; ");
@@ -338,18 +332,12 @@ fn load_object(frags: bool) -> Result<Object, BpfError> {
 pub struct XdpLink {
     _fd: OwnedFd,
     mode: Attached,
-    ifindex: u32,
 }
 
 impl XdpLink {
     /// Mode it runs in.
     pub fn mode(&self) -> Attached {
         self.mode
-    }
-
-    /// Interface index.
-    pub fn ifindex(&self) -> u32 {
-        self.ifindex
     }
 }
 

@@ -19,13 +19,14 @@
 //! No allocation happens per request: every table, queue and staging array
 //! is sized when the worker opens.
 
-pub mod bpf;
-pub mod frames;
-pub mod ring;
-pub mod socket;
+pub(crate) mod bpf;
+pub(crate) mod frames;
+pub(crate) mod ring;
+pub(crate) mod socket;
+// pub: `queue_mac`, for the tests that send to one queue's MAC.
 pub mod steer;
-pub mod umem;
-pub mod zerocopy;
+pub(crate) mod umem;
+pub(crate) mod zerocopy;
 
 use std::io;
 use std::sync::Arc;

@@ -68,6 +68,7 @@ pub enum ChunkState {
 
 impl ChunkState {
     /// Every state, in table order.
+    #[cfg(test)]
     pub const ALL: [ChunkState; 6] = [
         ChunkState::Free,
         ChunkState::InFill,
@@ -98,7 +99,7 @@ impl ChunkState {
 }
 
 /// One state per chunk plus the free list and the zero pool. Sized once;
-/// never allocates after [`ChunkTable::new`].
+/// never allocates after [`ChunkTable::with_zero_pool`].
 pub struct ChunkTable {
     state: Box<[ChunkState]>,
     free: Vec<u32>,
@@ -119,11 +120,6 @@ impl fmt::Debug for ChunkTable {
 }
 
 impl ChunkTable {
-    /// `n` chunks, all free.
-    pub fn new(n: u32) -> ChunkTable {
-        ChunkTable::with_zero_pool(n, 0)
-    }
-
     /// `n` chunks: the last `pool` (at most `n`) in the zero pool, the
     /// others free. The caller zeroes the pool's frame areas.
     pub fn with_zero_pool(n: u32, pool: u32) -> ChunkTable {
@@ -165,17 +161,6 @@ impl ChunkTable {
     /// Number of chunks.
     pub fn len(&self) -> u32 {
         self.state.len() as u32
-    }
-
-    /// Always false (a table has chunks); for clippy.
-    pub fn is_empty(&self) -> bool {
-        self.state.is_empty()
-    }
-
-    /// State of chunk `c`.
-    #[inline]
-    pub fn state(&self, c: u32) -> ChunkState {
-        self.state[c as usize]
     }
 
     /// Chunks in `s`.
@@ -474,7 +459,7 @@ mod tests {
     #[cfg(debug_assertions)]
     #[should_panic(expected = "expected Rx")]
     fn wrong_state_is_caught() {
-        let mut t = ChunkTable::new(4);
+        let mut t = ChunkTable::with_zero_pool(4, 0);
         let c = t.alloc(ChunkState::InFill).unwrap();
         t.transition(c, ChunkState::Rx, ChunkState::Disk);
     }
@@ -483,7 +468,7 @@ mod tests {
     #[cfg(debug_assertions)]
     #[should_panic(expected = "illegal transition")]
     fn illegal_transition_is_caught() {
-        let mut t = ChunkTable::new(4);
+        let mut t = ChunkTable::with_zero_pool(4, 0);
         let c = t.alloc(ChunkState::InTx).unwrap();
         t.transition(c, ChunkState::InTx, ChunkState::Rx);
     }

@@ -687,7 +687,7 @@ pub fn run(a: &CompareArgs) -> Result<()> {
     if a.cores.len() != 2 {
         bail!("--cores TARGET,BENCH: two core numbers");
     }
-    let exe = std::env::current_exe().context("locating the xblade binary")?;
+    let exe = crate::daemon_beside()?;
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone());

@@ -51,6 +51,12 @@ enum BenchCommand {
     /// veth pair it builds itself, and print one table with ratios to
     /// vblade (plus JSON and an SVG chart).
     Compare(compare::CompareArgs),
+    /// Run the AoE r11 conformance check list against SHELF.SLOT through
+    /// IFACE (a target this host cannot start itself:
+    /// tests/scripts/75-xdp-zerocopy.sh). Writes to the export's first 64
+    /// and last sectors. Run as `xblade conformance`.
+    #[command(hide = true)]
+    Conformance(crate::initiator::conformance::ConformanceArgs),
 }
 
 /// Options of a bench run.
@@ -189,7 +195,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `1k`, `8k`, `4096`, `1KiB`: a whole number of sectors, at least one.
 pub fn parse_bytes(s: &str) -> Result<usize, String> {
     let t = s.trim().trim_end_matches("iB").trim_end_matches(['B', 'b']);
-    let n = crate::bdev::parse_size(t).ok_or_else(|| format!("{s:?}: expected a size like 1k"))?;
+    let n = xblade::bdev::parse_size(t).ok_or_else(|| format!("{s:?}: expected a size like 1k"))?;
     if n == 0 || n % SECTOR_SIZE as u64 != 0 {
         return Err(format!("{s:?}: not a positive multiple of 512 bytes"));
     }
@@ -234,6 +240,7 @@ pub const VERIFY_DEFAULT_RANGE: u64 = (8 << 20) / SECTOR_SIZE as u64;
 pub fn main(cli: BenchCli) -> Result<()> {
     match cli.command {
         Some(BenchCommand::Compare(c)) => compare::run(&c),
+        Some(BenchCommand::Conformance(c)) => crate::initiator::conformance::main(&c),
         None => {
             let report = run(&cli.args)?;
             finish(&report)

@@ -446,6 +446,31 @@ fn sep(detail: &str) -> String {
     }
 }
 
+/// `xblade conformance IFACE SHELF.SLOT` (hidden).
+#[derive(Debug, clap::Args)]
+pub struct ConformanceArgs {
+    /// Interface facing the target.
+    iface: String,
+    /// The export: SHELF.SLOT (or eSHELF.SLOT).
+    #[arg(value_name = "SHELF.SLOT", value_parser = |s: &str| crate::bench::parse_target(s).map_err(|e| e.to_string()))]
+    target: (u16, u8),
+    /// Sectors per request the target must advertise.
+    #[arg(long)]
+    expect_scnt: Option<u8>,
+}
+
+/// Run the check list, print the report; an error when a check failed.
+pub fn main(a: &ConformanceArgs) -> anyhow::Result<()> {
+    let (iface, (shelf, slot)) = (&a.iface, a.target);
+    let (report, failed) = run(iface, shelf, slot, a.expect_scnt);
+    print!("{report}");
+    if failed > 0 {
+        anyhow::bail!("{failed} conformance check(s) failed against {shelf}.{slot} on {iface}");
+    }
+    println!("conformance: all checks passed against {shelf}.{slot} on {iface}");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,4 +4,6 @@
 
 pub mod client;
 pub mod conformance;
-pub mod request;
+// The request builders moved to the protocol crate; the name these
+// modules use for them.
+pub(crate) use aoe_wire::request;
