@@ -16,11 +16,13 @@
 //! or `{"error": MESSAGE}`.
 //!
 //! Layout: `status` (what is reported), `server` (the socket's
-//! protocol), `metrics` and `http` (the Prometheus endpoint), `reactor`
+//! protocol), `metrics` and `http` (the Prometheus endpoint), `exposition`
+//! (its text format, written only through declared families), `reactor`
 //! (the poll loop serving both listeners, one thread each: `xb-control`,
 //! `xb-metrics`), `client`, `render` (text for people).
 
 mod client;
+mod exposition;
 mod http;
 mod metrics;
 mod reactor;
