@@ -73,6 +73,13 @@ fn page_text(workers: &[WorkerStats], st: &super::status::Status) -> String {
     page.into_string()
 }
 
+/// One part of the page on its own (for tests and tools).
+fn one_part(write: impl FnOnce(&mut Page)) -> String {
+    let mut page = Page::new();
+    write(&mut page);
+    page.into_string()
+}
+
 /// Labels of a worker's series.
 const WORKER: [&str; 2] = ["iface", "queue"];
 /// Labels of an export's series.
@@ -238,9 +245,7 @@ const XDP_SERIES: [XdpSeries; 28] = xdp_series![
 /// queue; on the XDP datapath also every AF_XDP and XDP-program counter
 /// (`xblade_xdp_*`) and an `xblade_xdp_info` gauge with the mode.
 pub fn prometheus_text(workers: &[WorkerStats]) -> String {
-    let mut page = Page::new();
-    worker_series(&mut page, workers);
-    page.into_string()
+    one_part(|p| worker_series(p, workers))
 }
 
 /// The workers' families, on `page`.
@@ -307,9 +312,7 @@ const STORE_IN_FLIGHT: Family<4> = Family::gauge(
 
 /// Prometheus gauges of the exports: capacity and read-only flag.
 pub fn prometheus_exports(exports: &[ExportStatus]) -> String {
-    let mut page = Page::new();
-    export_series(&mut page, exports);
-    page.into_string()
+    one_part(|p| export_series(p, exports))
 }
 
 /// The exports' families, on `page`.
@@ -353,9 +356,7 @@ const DUPLICATE_RESPONSES: Family<4> = Family::counter(
 /// Gauges of what is configured but not served, and counters of
 /// duplicates seen while serving (each family only when it has samples).
 pub fn prometheus_availability(st: &super::status::Status) -> String {
-    let mut page = Page::new();
-    availability_series(&mut page, st);
-    page.into_string()
+    one_part(|p| availability_series(p, st))
 }
 
 /// The availability families, on `page`.
