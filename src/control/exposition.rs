@@ -1,11 +1,13 @@
 //! The Prometheus text exposition format 0.0.4, written only through
 //! declared families.
 //!
-//! Why a registry of our own rather than `prometheus-client`: that crate
-//! writes OpenMetrics (`# EOF`, counter families named without `_total`,
-//! another content type), which would change the page scrapers already
-//! read, and its metrics own their values while ours are snapshots the
-//! workers publish (read once per scrape, no lock on the request path). What
+//! Why a registry of our own rather than `prometheus-client` (0.26, which
+//! has a 0.0.4 text encoder): its registry holds metrics that own their
+//! values, while ours are the snapshots workers publish, read once per
+//! scrape, with label sets that change on reload. Each family would be a
+//! hand-written `Collector` emitting const metrics per sample, the same
+//! tables as here, plus its dependencies (dtoa, itoa, parking_lot, a derive
+//! crate), with names and label sets unchecked until a scrape. What
 //! we wanted from a registry is kept here: a family's name, type, help and
 //! label names are declared once, in a constant [`Family`]; a sample can
 //! only be written through one ([`Page::family`]), so no series reaches the
