@@ -3,35 +3,14 @@
 //! fake asynchronous store over many READ, WRITE and FLUSH requests, their
 //! batches and their completions.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod alloc_support;
+
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use xblade::bdev::{
     self, fake::FakeAsync, Bdev, BlockOp, BlockReq, Channel, ChannelCx, DiskSpec, IoEngine,
     MemRegion, Segs, Source, Submit,
 };
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// A file removed when dropped, also on a panic.
 struct TempPath(PathBuf);
@@ -126,9 +105,10 @@ fn run(chan: &mut dyn Channel, frames: &mut Frames, rounds: usize) -> usize {
 /// Allocations during `rounds` batches after a warm-up.
 fn steady_allocs(chan: &mut dyn Channel, frames: &mut Frames) -> u64 {
     run(chan, frames, 2);
-    let before = ALLOCS.load(Ordering::Relaxed);
+    alloc_support::assert_counting();
+    let before = alloc_support::allocations();
     let done = run(chan, frames, 100);
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = alloc_support::allocations();
     assert_eq!(done, 800);
     after - before
 }
