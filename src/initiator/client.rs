@@ -152,9 +152,9 @@ fn is_reply_to(f: &[u8], me: MacAddr, from: MacAddr, tags: &[u32]) -> bool {
         return false;
     };
     h.is_response()
-        && h.dst == me
-        && (from.is_broadcast() || h.src == from)
-        && tags.contains(&h.tag)
+        && h.eth.dst == me
+        && (from.is_broadcast() || h.eth.src == from)
+        && tags.contains(&h.tag())
 }
 
 /// A synchronous AoE initiator bound to one interface.
@@ -605,7 +605,7 @@ impl Client {
     pub fn check_power(&mut self, t: &Target) -> Result<u8, ClientError> {
         let r = self.ata(t, ata::Opcode::CheckPower.into(), 0xff, 0, &[])?;
         r.check()?;
-        Ok(r.sector_count)
+        Ok(r.arg.sector_count)
     }
 
     // ----------------------------------------------------------------

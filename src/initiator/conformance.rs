@@ -30,12 +30,12 @@ type Check = Result<String, String>;
 use super::request::raw_frame as frame;
 
 fn tagged(tag: u32) -> impl Fn(&[u8]) -> bool {
-    move |f| ReplyHeader::parse(f).is_some_and(|h| h.tag == tag && h.is_response())
+    move |f| ReplyHeader::parse(f).is_some_and(|h| h.tag() == tag && h.is_response())
 }
 
 /// Send a raw frame, return the reply header (or None on silence).
 fn raw(c: &mut Client, f: &[u8]) -> Result<Option<ReplyHeader>, String> {
-    let tag = ReplyHeader::parse(f).map(|h| h.tag).unwrap_or(0);
+    let tag = ReplyHeader::parse(f).map(|h| h.tag()).unwrap_or(0);
     let r = c.request_raw(f, tagged(tag)).map_err(|e| e.to_string())?;
     Ok(r.and_then(|r| ReplyHeader::parse(&r)))
 }
@@ -266,10 +266,10 @@ fn qc_read(x: &mut Bed) -> Check {
     let r = x.qc(ConfigCmd::Read, b"")?.ok_or("no reply")?;
     expect(
         "error, ccmd, version",
-        (r.aoe_error, r.ccmd, r.aoe_version),
+        (r.aoe_error, u8::from(r.arg().ccmd), r.arg().aoe_version),
         (None, 0, 1),
     )?;
-    expect("config string", r.config.as_slice(), b"".as_slice())?;
+    expect("config string", r.config(), b"".as_slice())?;
     if r.len < 60 {
         return Err(format!("{}-byte reply (unpadded)", r.len));
     }
@@ -282,7 +282,7 @@ fn qc_set(x: &mut Bed) -> Check {
         .ok_or("no reply to set")?;
     expect(
         "set",
-        (r.aoe_error, r.config.as_slice()),
+        (r.aoe_error, r.config()),
         (None, &b"xblade-conf"[..]),
     )?;
     let r = x
@@ -298,7 +298,7 @@ fn qc_set(x: &mut Bed) -> Check {
         .ok_or("no reply to force set")?;
     expect(
         "force set to empty",
-        (r.aoe_error, r.config.len()),
+        (r.aoe_error, r.config().len()),
         (None, 0),
     )?;
     Ok(String::new())
@@ -349,7 +349,7 @@ fn client_io(x: &mut Bed) -> Check {
 
 /// Status, error and AoE error of an ATA reply.
 fn ata_status(r: Result<AtaReply, ClientError>) -> Result<(u8, u8, Option<u8>), String> {
-    r.map(|r| (r.status, r.error, r.aoe_error)).map_err(err)
+    r.map(|r| (r.status(), r.error(), r.aoe_error)).map_err(err)
 }
 
 fn read_past_end(x: &mut Bed) -> Check {
@@ -372,11 +372,11 @@ fn other_ata(x: &mut Bed) -> Check {
     expect("power", c.check_power(t).map_err(err)?, 0xff)?;
     c.flush(t).map_err(err)?;
     let r = c.ata(t, 0xea, 0, 0, &[]).map_err(err)?;
-    expect("flush ext", (r.status, r.error), (0x40, 0))?;
+    expect("flush ext", (r.status(), r.error()), (0x40, 0))?;
     let r = c.ata(t, 0xef, 1, 0, &[]).map_err(err)?;
     expect(
         "SET FEATURES",
-        (r.status, r.error, r.aoe_error),
+        (r.status(), r.error(), r.aoe_error),
         (0x41, 0x04, None),
     )?;
     Ok(String::new())
@@ -386,7 +386,7 @@ fn unknown_commands(x: &mut Bed) -> Check {
     for cmd in [4u8, 7, 0xf0] {
         let f = x.frame(0x10, x.shelf, cmd, x.c.next_tag(), &[0; 8]);
         let h = raw(&mut x.c, &f)?.ok_or(format!("no reply to command {cmd:#x}"))?;
-        expect("flags, error", (h.flags, h.error), (0x0c, 1))?;
+        expect("flags, error", (h.aoe.flags, h.aoe.error), (0x0c, 1))?;
     }
     Ok(String::new())
 }
@@ -396,7 +396,7 @@ fn version_2(x: &mut Bed) -> Check {
     let h = raw(&mut x.c, &f)?.ok_or("no reply")?;
     expect(
         "version, flags, error",
-        (h.version, h.flags, h.error),
+        (h.aoe.version, h.aoe.flags, h.aoe.error),
         (1, 0x0c, 5),
     )?;
     Ok(String::new())
@@ -407,7 +407,7 @@ fn tag_and_flags(x: &mut Bed) -> Check {
     let h = raw(&mut x.c, &f)?.ok_or("no reply")?;
     expect(
         "flags, error, tag",
-        (h.flags, h.error, h.tag),
+        (h.aoe.flags, h.aoe.error, h.tag()),
         (0x08, 0, 0xdead_beef),
     )?;
     Ok(String::new())
@@ -416,7 +416,7 @@ fn tag_and_flags(x: &mut Bed) -> Check {
 fn short_argument(x: &mut Bed) -> Check {
     let f = x.frame(0x10, x.shelf, 0, x.c.next_tag(), &IDENTIFY_ARG[..6]);
     let h = raw(&mut x.c, &f)?.ok_or("no reply")?;
-    expect("error", (h.flags, h.error), (0x0c, 2))?;
+    expect("error", (h.aoe.flags, h.aoe.error), (0x0c, 2))?;
     Ok(String::new())
 }
 

@@ -24,69 +24,51 @@ pub fn aoe_error_name(code: u8) -> &'static str {
     }
 }
 
-/// The common header of a received reply, plus its addressing and length.
+/// The Ethernet and AoE headers of a received reply, as [`crate::wire`]
+/// parses them, and the frame's length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplyHeader {
-    /// Ethernet source: the target interface that answered.
-    pub src: MacAddr,
-    /// Ethernet destination.
-    pub dst: MacAddr,
-    /// Version nibble.
-    pub version: u8,
-    /// Flag nibble (R 0x8, E 0x4, two reserved bits).
-    pub flags: u8,
-    /// Error byte (meaningful when E is set).
-    pub error: u8,
-    /// Shelf.
-    pub major: u16,
-    /// Slot.
-    pub minor: u8,
-    /// Command code.
-    pub command: u8,
-    /// Tag (big-endian as sent).
-    pub tag: u32,
+    /// Ethernet header (`src`: the target interface that answered).
+    pub eth: ethernet::Repr,
+    /// AoE common header.
+    pub aoe: aoe::Repr,
     /// Frame length as received (the padding rule is about this).
     pub len: usize,
 }
 
 impl ReplyHeader {
-    /// Parse the Ethernet and AoE headers of any frame of at least 24 bytes.
+    /// Parse the Ethernet and AoE headers of any AoE frame of at least 24 bytes.
     pub fn parse(frame: &[u8]) -> Option<ReplyHeader> {
-        if frame.len() < ARG_OFFSET {
+        let eth = ethernet::Repr::parse(&ethernet::Frame::new_unchecked(frame)).ok()?;
+        if eth.ethertype != ETHERTYPE_AOE {
             return None;
         }
-        let eth = ethernet::Frame::new_unchecked(frame);
-        if eth.ethertype() != ETHERTYPE_AOE {
-            return None;
-        }
-        let h = aoe::Packet::new_unchecked(&frame[AOE_OFFSET..]);
+        let aoe = aoe::Repr::parse(&aoe::Packet::new_unchecked(frame.get(AOE_OFFSET..)?)).ok()?;
         Some(ReplyHeader {
-            src: eth.src(),
-            dst: eth.dst(),
-            version: h.version(),
-            flags: h.flags(),
-            error: h.error(),
-            major: h.major(),
-            minor: h.minor(),
-            command: h.command().into(),
-            tag: u32::from_be_bytes(h.tag()),
+            eth,
+            aoe,
             len: frame.len(),
         })
     }
 
+    /// The tag as a number (big-endian on the wire).
+    pub fn tag(&self) -> u32 {
+        u32::from_be_bytes(self.aoe.tag)
+    }
+
     /// R flag.
     pub fn is_response(&self) -> bool {
-        self.flags & aoe::FLAG_RESPONSE != 0
+        self.aoe.flags & aoe::FLAG_RESPONSE != 0
     }
 
     /// E flag.
     pub fn is_error(&self) -> bool {
-        self.flags & aoe::FLAG_ERROR != 0
+        self.aoe.flags & aoe::FLAG_ERROR != 0
     }
 
     /// The AoE error code when E is set.
     pub fn aoe_error(&self) -> Option<u8> {
-        self.is_error().then_some(self.error)
+        self.is_error().then_some(self.aoe.error)
     }
 }
 
@@ -135,35 +117,26 @@ impl Target {
     }
 
     pub(super) fn from_qc(r: &QcReply) -> Target {
+        let arg = r.arg();
         Target {
-            mac: r.header.src,
-            major: r.header.major,
-            minor: r.header.minor,
-            bufcnt: r.bufcnt,
-            fwver: r.fwver,
-            max_sectors: r.max_sectors,
-            config: r.config.clone(),
+            mac: r.header.eth.src,
+            major: r.header.aoe.major,
+            minor: r.header.aoe.minor,
+            bufcnt: arg.bufcnt,
+            fwver: arg.fwver,
+            max_sectors: arg.sector_count,
+            config: arg.string.to_vec(),
         }
     }
 }
 
-/// A parsed Query Config reply.
+/// A Query Config reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QcReply {
     /// Common header.
     pub header: ReplyHeader,
-    /// Buffer count.
-    pub bufcnt: u16,
-    /// Firmware version.
-    pub fwver: u16,
-    /// Max sectors per ATA request.
-    pub max_sectors: u8,
-    /// AoE version nibble of the argument.
-    pub aoe_version: u8,
-    /// Subcommand echoed.
-    pub ccmd: u8,
-    /// The target's config string (cut to what the frame holds).
-    pub config: Vec<u8>,
+    /// The frame (the argument is read from it by [`QcReply::arg`]).
+    frame: Vec<u8>,
     /// AoE error code when E is set.
     pub aoe_error: Option<u8>,
     /// Frame length.
@@ -174,38 +147,36 @@ impl QcReply {
     /// Parse a QC reply frame (at least 32 bytes).
     pub fn parse(frame: &[u8]) -> Option<QcReply> {
         let header = ReplyHeader::parse(frame)?;
-        let arg = &frame[ARG_OFFSET..];
-        let p = qc::Packet::new_checked(arg).ok()?;
-        let n = (p.cslen() as usize).min(arg.len() - qc::HEADER_LEN);
+        qc::Packet::new_checked(frame.get(ARG_OFFSET..)?).ok()?;
         Some(QcReply {
             header,
-            bufcnt: p.bufcnt(),
-            fwver: p.fwver(),
-            max_sectors: p.sector_count(),
-            aoe_version: p.aoe_version(),
-            ccmd: u8::from(p.ccmd()),
-            config: arg[qc::HEADER_LEN..qc::HEADER_LEN + n].to_vec(),
+            frame: frame.to_vec(),
             aoe_error: header.aoe_error(),
             len: frame.len(),
         })
     }
+
+    /// The argument: buffer count, firmware version, sectors, version,
+    /// subcommand and config string (cut to what the frame holds).
+    pub fn arg(&self) -> qc::Repr<'_> {
+        qc::Repr::parse_cut(&qc::Packet::new_unchecked(&self.frame[ARG_OFFSET..]))
+    }
+
+    /// The target's config string (cut to what the frame holds).
+    pub fn config(&self) -> &[u8] {
+        self.arg().string
+    }
 }
 
-/// A parsed ATA reply.
+/// An ATA reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AtaReply {
     /// Common header.
     pub header: ReplyHeader,
-    /// AFlags echoed.
-    pub aflags: u8,
-    /// Status register.
-    pub status: u8,
-    /// Error register.
-    pub error: u8,
-    /// Sector count register after the command.
-    pub sector_count: u8,
-    /// LBA bytes echoed (raw 48 bits).
-    pub lba: u64,
+    /// The registers: `cmd_status` is the status, `err_feature` the error
+    /// register. Zero where the frame stops before them (an AoE error reply
+    /// may be header-only).
+    pub arg: ata::Repr,
     /// Data after the 12-byte argument, only when the frame is longer than
     /// the 60-byte minimum (a data reply is at least 36 + 512 bytes; the
     /// bytes of a shorter frame are padding, not data).
@@ -217,16 +188,14 @@ pub struct AtaReply {
 }
 
 impl AtaReply {
-    /// Parse an ATA reply frame. Registers read as zero when the frame
-    /// stops before them (an AoE error reply may be header-only).
+    /// Parse an ATA reply frame.
     pub fn parse(frame: &[u8]) -> Option<AtaReply> {
         let header = ReplyHeader::parse(frame)?;
-        let reg = |i: usize| frame.get(ARG_OFFSET + i).copied().unwrap_or(0);
-        let lba = if frame.len() >= ATA_DATA_OFFSET {
-            ata::Packet::new_unchecked(&frame[ARG_OFFSET..]).lba_raw()
-        } else {
-            0
-        };
+        let mut regs = [0u8; ata::HEADER_LEN];
+        let have = frame.get(ARG_OFFSET..).unwrap_or_default();
+        let n = have.len().min(regs.len());
+        regs[..n].copy_from_slice(&have[..n]);
+        let arg = ata::Repr::parse(&ata::Packet::new_unchecked(&regs[..])).ok()?;
         let data = if frame.len() > MIN_FRAME_LEN {
             frame[ATA_DATA_OFFSET..].to_vec()
         } else {
@@ -234,21 +203,27 @@ impl AtaReply {
         };
         Some(AtaReply {
             header,
-            aflags: reg(0),
-            error: reg(1),
-            sector_count: reg(2),
-            status: reg(3),
-            lba,
+            arg,
             data,
             aoe_error: header.aoe_error(),
             len: frame.len(),
         })
     }
 
+    /// Status register.
+    pub fn status(&self) -> u8 {
+        self.arg.cmd_status
+    }
+
+    /// Error register.
+    pub fn error(&self) -> u8 {
+        self.arg.err_feature
+    }
+
     /// True when neither the AoE error flag nor a failing ATA status bit
     /// (BSY, DF, DRQ, ERR: the Linux initiator's 0xA9 test) is set.
     pub fn is_ok(&self) -> bool {
-        self.aoe_error.is_none() && self.status & ata::STATUS_FAIL_MASK == 0
+        self.aoe_error.is_none() && self.status() & ata::STATUS_FAIL_MASK == 0
     }
 
     /// `Ok` when [`AtaReply::is_ok`], else the matching [`ClientError`].
@@ -256,10 +231,10 @@ impl AtaReply {
         if let Some(code) = self.aoe_error {
             return Err(ClientError::AoeError { code });
         }
-        if self.status & ata::STATUS_FAIL_MASK != 0 {
+        if self.status() & ata::STATUS_FAIL_MASK != 0 {
             return Err(ClientError::AtaError {
-                status: self.status,
-                error: self.error,
+                status: self.status(),
+                error: self.error(),
             });
         }
         Ok(())
@@ -424,15 +399,16 @@ mod tests {
             0x18, 0, 0, 3, 4, 1, 0, 0, 0, 9, 0, 16, 0x40, 0x19, 2, 0x10, 0, 0,
         ]);
         let r = QcReply::parse(&f).unwrap();
-        assert_eq!((r.header.major, r.header.minor), (3, 4));
-        assert_eq!(r.header.tag, 9);
-        assert_eq!((r.bufcnt, r.fwver, r.max_sectors), (16, 0x4019, 2));
-        assert!(r.config.is_empty() && r.aoe_error.is_none() && r.len == 32);
+        assert_eq!((r.header.aoe.major, r.header.aoe.minor), (3, 4));
+        assert_eq!(r.header.tag(), 9);
+        let a = r.arg();
+        assert_eq!((a.bufcnt, a.fwver, a.sector_count), (16, 0x4019, 2));
+        assert!(r.config().is_empty() && r.aoe_error.is_none() && r.len == 32);
         // A cslen longer than the frame is cut, not trusted.
         let f = frame(&[
             0x18, 0, 0, 3, 4, 1, 0, 0, 0, 9, 0, 16, 0x40, 0x19, 2, 0x10, 0, 9, b'a',
         ]);
-        assert_eq!(QcReply::parse(&f).unwrap().config, b"a");
+        assert_eq!(QcReply::parse(&f).unwrap().config(), b"a");
     }
 
     #[test]
@@ -442,7 +418,7 @@ mod tests {
             0x18, 0, 0, 1, 1, 0, 0, 0, 0, 1, 0x40, 0x10, 2, 0x41, 5, 0, 0, 0, 0, 0, 0, 0,
         ]);
         let r = AtaReply::parse(&f).unwrap();
-        assert_eq!((r.status, r.error, r.sector_count), (0x41, 0x10, 2));
+        assert_eq!((r.status(), r.error(), r.arg.sector_count), (0x41, 0x10, 2));
         assert!(r.data.is_empty() && !r.is_ok());
         assert!(matches!(
             r.check(),
