@@ -45,7 +45,7 @@ use tracing::info;
 pub use client::{command, discover_sockets, query, STATUS_TIMEOUT};
 pub use metrics::{prometheus_availability, prometheus_exports, prometheus_text};
 pub use render::{render, render_counters, render_status};
-pub use server::{parse_target, Command, Request, MAX_COMMANDS};
+pub use server::{Command, Request, MAX_COMMANDS};
 pub use status::{DuplicateStatus, ExportStatus, IfaceStatus, NotServingStatus, Sources, Status};
 
 /// Directory holding one control socket per running xblade.

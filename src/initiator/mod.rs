@@ -4,4 +4,7 @@
 
 pub mod client;
 pub mod conformance;
+mod pipelined;
+pub mod reply;
 pub mod request;
+pub mod window;

@@ -17,6 +17,7 @@ pub mod identify;
 pub mod mask;
 pub mod qc;
 pub mod reserve;
+pub mod target;
 
 use core::fmt;
 use core::str::FromStr;
