@@ -565,14 +565,14 @@ impl<F: FrameIo> Worker<F> {
         let submitted = unsafe { st.chan.submit(req, &segs, tag) };
         match submitted {
             Submit::Queued => {
-                self.inflight.fill(
-                    tag,
-                    Req {
-                        frame: f,
-                        io,
-                        store,
-                    },
-                );
+                let req = Req {
+                    frame: f,
+                    io,
+                    store,
+                };
+                if self.inflight.fill(tag, req).is_err() {
+                    unreachable!("tag {tag} was reserved just above");
+                }
                 Ok(())
             }
             Submit::Done(res) => {
@@ -627,7 +627,7 @@ impl<F: FrameIo> Worker<F> {
     }
 
     fn complete(&mut self, tag: u32, res: BlockResult) {
-        match self.inflight.take(tag) {
+        match self.inflight.remove(tag) {
             Some(r) => self.finish(r.frame, r.io, res),
             None => warn!(tag, "a store completed a tag not in flight: ignored"),
         }
