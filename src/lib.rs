@@ -29,6 +29,7 @@ pub mod net;
 pub mod sdnotify;
 pub mod server;
 pub mod service;
+pub mod slab;
 pub mod stats;
 pub mod wire;
 pub mod worker;

@@ -8,8 +8,8 @@ mod alloc_support;
 use std::path::PathBuf;
 
 use xblade::bdev::{
-    self, fake::FakeAsync, Bdev, BlockOp, BlockReq, Channel, ChannelCx, DiskSpec, IoEngine,
-    MemRegion, Segs, Source, Submit,
+    self, fake::FakeAsync, Bdev, BlockOp, BlockReq, ChannelCx, DiskSpec, IoEngine, MemRegion,
+    Queue, Segs, Source, Submit,
 };
 
 /// A file removed when dropped, also on a panic.
@@ -43,7 +43,7 @@ impl Frames {
 
 /// `rounds` batches of 8 requests (aligned reads, multi-buffer reads and
 /// writes shaped as the XDP datapath lays them out, a flush), each drained.
-fn run(chan: &mut dyn Channel, frames: &mut Frames, rounds: usize) -> usize {
+fn run(chan: &mut Queue, frames: &mut Frames, rounds: usize) -> usize {
     let mut completed = 0;
     for r in 0..rounds {
         let mut queued = 0;
@@ -103,7 +103,7 @@ fn run(chan: &mut dyn Channel, frames: &mut Frames, rounds: usize) -> usize {
 }
 
 /// Allocations during `rounds` batches after a warm-up.
-fn steady_allocs(chan: &mut dyn Channel, frames: &mut Frames) -> u64 {
+fn steady_allocs(chan: &mut Queue, frames: &mut Frames) -> u64 {
     run(chan, frames, 2);
     alloc_support::assert_counting();
     let before = alloc_support::allocations();
@@ -142,9 +142,9 @@ fn channels_allocate_nothing_per_request() {
         let mut frames = Frames::new();
         // SAFETY: `frames` outlives the channel (dropped explicitly first).
         let cx = unsafe { ChannelCx::new(vec![frames.region()], 35 * 512, 16, IoEngine::Uring) };
-        let mut chan = disk.open_channel(&cx).unwrap();
+        let mut chan = disk.open_queue(&cx).unwrap();
         assert!(chan.poll_fd().is_some(), "the io_uring channel");
-        let n = steady_allocs(chan.as_mut(), &mut frames);
+        let n = steady_allocs(&mut chan, &mut frames);
         assert_eq!(
             n, 0,
             "io_uring channel (direct {direct}, sync {sync}, writeback {writeback})"
@@ -155,7 +155,7 @@ fn channels_allocate_nothing_per_request() {
     let fake = FakeAsync::new(2048);
     let mut frames = Frames::new();
     let mut chan = fake
-        .open_channel(&ChannelCx::without_memory(35 * 512, 16))
+        .open_queue(&ChannelCx::without_memory(35 * 512, 16))
         .unwrap();
-    assert_eq!(steady_allocs(chan.as_mut(), &mut frames), 0, "fake-async");
+    assert_eq!(steady_allocs(&mut chan, &mut frames), 0, "fake-async");
 }
