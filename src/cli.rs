@@ -660,9 +660,9 @@ fn check_config(path: &Path, opts: crate::check_config::CheckOptions, quiet: boo
     .into())
 }
 
-fn parse_target(s: &str) -> Result<(u16, u8), String> {
-    crate::control::parse_target(s)
-        .ok_or_else(|| format!("{s:?}: expected SHELF.SLOT, e.g. 1.2 (shelf 0-65534, slot 0-254)"))
+/// One export's address (never the broadcast shelf or slot).
+fn parse_target(s: &str) -> Result<(u16, u8), crate::wire::target::TargetError> {
+    crate::wire::target::parse_target(s, crate::wire::target::Broadcast::Refuse)
 }
 
 /// The configuration of `xblade serve`: the file, then the command line's

@@ -46,6 +46,7 @@ pub mod net;
 pub(crate) mod sdnotify;
 pub(crate) mod server;
 pub(crate) mod service;
+pub(crate) mod slab;
 // pub: tests/control_plane.rs builds synthetic counters.
 pub mod stats;
 pub(crate) mod worker;

@@ -39,12 +39,12 @@ fn discovery_identify_and_padding() {
 
     // The start-up announcement: an unsolicited QC reply to broadcast, tag 0.
     let ann = c
-        .wait_frame(|f| QcReply::parse(f).is_some_and(|r| r.header.tag == 0))
+        .wait_frame(|f| QcReply::parse(f).is_some_and(|r| r.header.tag() == 0))
         .unwrap()
         .expect("no start-up announcement");
     let ann = QcReply::parse(&ann).unwrap();
-    assert!(ann.header.dst.is_broadcast());
-    assert_eq!((ann.header.major, ann.header.minor), (7, 3));
+    assert!(ann.header.eth.dst.is_broadcast());
+    assert_eq!((ann.header.aoe.major, ann.header.aoe.minor), (7, 3));
 
     for (major, minor) in [(0xffff, 0xff), (7, 0xff), (0xffff, 3), (7, 3)] {
         let found = discover(&mut c, major, minor);
@@ -81,10 +81,15 @@ fn discovery_identify_and_padding() {
         .expect("run kill");
     assert!(st.success());
     let again = c
-        .wait_frame(|f| QcReply::parse(f).is_some_and(|r| r.header.tag == 0))
+        .wait_frame(|f| QcReply::parse(f).is_some_and(|r| r.header.tag() == 0))
         .unwrap()
         .expect("no announcement after SIGHUP");
-    assert!(QcReply::parse(&again).unwrap().header.dst.is_broadcast());
+    assert!(QcReply::parse(&again)
+        .unwrap()
+        .header
+        .eth
+        .dst
+        .is_broadcast());
 
     let frames = c.take_captured();
     assert_replies_padded(&frames);
@@ -138,15 +143,15 @@ fn read_write_round_trips_lba28_and_lba48() {
 
     // The raw opcodes, one of each, with the registers checked.
     let r = c.ata(&t, WRITE28, 1, 77, &rand_bytes(7, 512)).unwrap();
-    assert_eq!((r.status, r.error, r.aoe_error), (0x40, 0, None));
+    assert_eq!((r.status(), r.error(), r.aoe_error), (0x40, 0, None));
     assert_eq!(r.len, 60, "write replies carry no data");
     model[77 * 512..78 * 512].copy_from_slice(&rand_bytes(7, 512));
     let r = c.ata(&t, READ28, 1, 77, &[]).unwrap();
-    assert_eq!((r.status, r.error), (0x40, 0));
+    assert_eq!((r.status(), r.error()), (0x40, 0));
     assert_eq!(r.len, 36 + 512, "read reply is exactly 36 + data");
     assert_eq!(r.data, rand_bytes(7, 512));
     let r = c.ata(&t, WRITE_EXT, 2, 78, &rand_bytes(8, 1024)).unwrap();
-    assert_eq!(r.status, 0x40);
+    assert_eq!(r.status(), 0x40);
     model[78 * 512..80 * 512].copy_from_slice(&rand_bytes(8, 1024));
     let r = c.ata(&t, READ_EXT, 2, 78, &[]).unwrap();
     assert_eq!(r.len, 36 + 1024);
@@ -211,7 +216,7 @@ fn lba48_beyond_128_gib() {
     }
     // Past the end by one.
     let r = c.ata(&t, READ_EXT, 1, sectors, &[]).unwrap();
-    assert_eq!((r.status, r.error), (0x41, 0x10));
+    assert_eq!((r.status(), r.error()), (0x41, 0x10));
 }
 
 #[test]
@@ -229,17 +234,17 @@ fn jumbo_mtu_9000_moves_17_sectors() {
 
     let data = rand_bytes(17, 17 * 512);
     let r = c.ata(&t, WRITE_EXT, 17, 100, &data).unwrap();
-    assert_eq!((r.status, r.error), (0x40, 0));
+    assert_eq!((r.status(), r.error()), (0x40, 0));
     model[100 * 512..117 * 512].copy_from_slice(&data);
     let r = c.ata(&t, READ_EXT, 17, 100, &[]).unwrap();
-    assert_eq!((r.status, r.error), (0x40, 0));
+    assert_eq!((r.status(), r.error()), (0x40, 0));
     assert_eq!(r.len, 36 + 17 * 512, "8740-byte reply");
     assert_eq!(r.data, data);
     assert_eq!(file_sectors(&file, 100, 17), data);
 
     // More than advertised: refused with ABRT, disk untouched.
     let r = c.ata(&t, READ_EXT, 18, 0, &[]).unwrap();
-    assert_eq!((r.status, r.error, r.aoe_error), (0x41, 0x04, None));
+    assert_eq!((r.status(), r.error(), r.aoe_error), (0x41, 0x04, None));
 
     // Pipelined jumbo I/O, split into 17-sector requests by the client.
     let big = rand_bytes(18, 17 * 512 * 40);
@@ -262,7 +267,7 @@ fn out_of_range_is_idnf_and_changes_nothing() {
 
     // The last sector is readable; one further is not.
     let r = c.ata(&t, READ_EXT, 1, 2047, &[]).unwrap();
-    assert_eq!((r.status, r.error), (0x40, 0));
+    assert_eq!((r.status(), r.error()), (0x40, 0));
     for (op, n, lba) in [
         (READ_EXT, 2u8, 2047u64),
         (READ_EXT, 1, 2048),
@@ -273,7 +278,7 @@ fn out_of_range_is_idnf_and_changes_nothing() {
     ] {
         let r = c.ata(&t, op, n, lba, &[]).unwrap();
         assert_eq!(
-            (r.status, r.error, r.aoe_error),
+            (r.status(), r.error(), r.aoe_error),
             (0x41, 0x10, None),
             "op {op:#x} {n} at {lba}"
         );
@@ -288,7 +293,7 @@ fn out_of_range_is_idnf_and_changes_nothing() {
         let data = rand_bytes(lba, n as usize * 512);
         let r = c.ata(&t, op, n, lba, &data).unwrap();
         assert_eq!(
-            (r.status, r.error, r.aoe_error),
+            (r.status(), r.error(), r.aoe_error),
             (0x41, 0x10, None),
             "op {op:#x} {n} at {lba}"
         );
@@ -316,7 +321,7 @@ fn read_only_export_refuses_writes() {
         for lba in [0u64, 100, 2046] {
             let r = c.ata(&t, op, 2, lba, &rand_bytes(lba, 1024)).unwrap();
             assert_eq!(
-                (r.status, r.error, r.aoe_error),
+                (r.status(), r.error(), r.aoe_error),
                 (0x41, 0x04, None),
                 "write {op:#x} at {lba}"
             );
@@ -381,13 +386,13 @@ fn offset_and_length_sub_exports() {
     for (t, lba) in [(&a, 49u64), (&a, 50), (&b, 47), (&b, 48)] {
         let r = c.ata(t, WRITE_EXT, 2, lba, &[9u8; 1024]).unwrap();
         assert_eq!(
-            (r.status, r.error),
+            (r.status(), r.error()),
             (0x41, 0x10),
             "write past the export at {lba}"
         );
         let r = c.ata(t, READ_EXT, 2, lba, &[]).unwrap();
         assert_eq!(
-            (r.status, r.error),
+            (r.status(), r.error()),
             (0x41, 0x10),
             "read past the export at {lba}"
         );
@@ -528,7 +533,7 @@ fn two_exports_on_one_interface() {
         .query_config(tmac, 5, 2, ConfigCmd::ForceSet, b"only2")
         .unwrap()
         .unwrap();
-    assert_eq!((r.header.minor, r.config.as_slice()), (2, &b"only2"[..]));
+    assert_eq!((r.header.aoe.minor, r.config()), (2, &b"only2"[..]));
     assert!(c.find(5, 1).unwrap().config.is_empty());
 
     // ATA to a wildcard matching two exports: no reply, nothing written.
@@ -604,8 +609,8 @@ fn retransmits_after_a_stalled_target() {
     let tags: Vec<u32> = frames
         .iter()
         .filter_map(|f| ReplyHeader::parse(f))
-        .filter(|h| h.command == 0)
-        .map(|h| h.tag)
+        .filter(|h| u8::from(h.aoe.command) == 0)
+        .map(|h| h.tag())
         .collect();
     assert!(tags.len() > 1 + 64 + 64, "only {} ATA replies", tags.len());
     let mut uniq = tags.clone();

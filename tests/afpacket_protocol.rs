@@ -46,13 +46,13 @@ fn other_host(pair: &NetPair, m: MacAddr) -> Client {
 }
 
 fn assert_silent(c: &mut Client, frame: &[u8], why: &str) {
-    let tag = ReplyHeader::parse(frame).expect("hand-made frame").tag;
+    let tag = ReplyHeader::parse(frame).expect("hand-made frame").tag();
     let got = quietly(c, |c| c.request_raw(frame, with_tag(tag))).unwrap();
     assert!(got.is_none(), "{why}: expected no reply, got {got:02x?}");
 }
 
 fn raw_reply(c: &mut Client, frame: &[u8]) -> ReplyHeader {
-    let tag = ReplyHeader::parse(frame).expect("hand-made frame").tag;
+    let tag = ReplyHeader::parse(frame).expect("hand-made frame").tag();
     let f = c
         .request_raw(frame, with_tag(tag))
         .unwrap()
@@ -74,9 +74,12 @@ fn query_config_strings() {
     };
 
     let r = qc(&mut c, ConfigCmd::Read, b"ignored").expect("read reply");
-    assert_eq!((r.aoe_error, r.ccmd, r.aoe_version), (None, 0, 1));
-    assert_eq!((r.header.major, r.header.minor), (4, 1));
-    assert!(r.config.is_empty());
+    assert_eq!(
+        (r.aoe_error, u8::from(r.arg().ccmd), r.arg().aoe_version),
+        (None, 0, 1)
+    );
+    assert_eq!((r.header.aoe.major, r.header.aoe.minor), (4, 1));
+    assert!(r.config().is_empty());
     assert!(r.len >= 60, "{}-byte QC reply", r.len);
     assert!(
         qc(&mut c, ConfigCmd::TestExact, b"").is_some(),
@@ -84,17 +87,17 @@ fn query_config_strings() {
     );
 
     let r = qc(&mut c, ConfigCmd::SetIfEmpty, b"alpha").expect("set reply");
-    assert_eq!((r.aoe_error, r.ccmd), (None, 3));
-    assert_eq!(r.config, b"alpha");
+    assert_eq!((r.aoe_error, u8::from(r.arg().ccmd)), (None, 3));
+    assert_eq!(r.config(), b"alpha");
     // A different string while one is set: error 4 and the current string.
     let r = qc(&mut c, ConfigCmd::SetIfEmpty, b"beta").expect("set reply");
     assert_eq!(r.aoe_error, Some(4));
     assert!(r.header.is_error() && r.header.is_response());
-    assert_eq!(r.config, b"alpha");
+    assert_eq!(r.config(), b"alpha");
     // The same string again is accepted (vblade, ggaoed, kvblade agree).
     let r = qc(&mut c, ConfigCmd::SetIfEmpty, b"alpha").expect("set reply");
     assert_eq!(r.aoe_error, None);
-    assert_eq!(qc(&mut c, ConfigCmd::Read, b"").unwrap().config, b"alpha");
+    assert_eq!(qc(&mut c, ConfigCmd::Read, b"").unwrap().config(), b"alpha");
 
     // Tests: a reply on a match, silence otherwise.
     for (ccmd, s, hit) in [
@@ -116,8 +119,8 @@ fn query_config_strings() {
         match (hit, r) {
             (true, Some(r)) => {
                 assert_eq!(r.aoe_error, None);
-                assert_eq!(r.config, b"alpha");
-                assert_eq!(r.ccmd, u8::from(ccmd));
+                assert_eq!(r.config(), b"alpha");
+                assert_eq!(u8::from(r.arg().ccmd), u8::from(ccmd));
             }
             (false, None) => {}
             (h, r) => panic!(
@@ -138,27 +141,30 @@ fn query_config_strings() {
         )
         .unwrap()
         .expect("broadcast exact test");
-    assert_eq!((r.header.src, r.header.major, r.header.minor), (tm, 4, 1));
+    assert_eq!(
+        (r.header.eth.src, r.header.aoe.major, r.header.aoe.minor),
+        (tm, 4, 1)
+    );
 
     // Force set replaces; the new string shows in discovery.
     let r = qc(&mut c, ConfigCmd::ForceSet, b"beta").expect("force reply");
-    assert_eq!((r.aoe_error, r.ccmd), (None, 4));
-    assert_eq!(r.config, b"beta");
+    assert_eq!((r.aoe_error, u8::from(r.arg().ccmd)), (None, 4));
+    assert_eq!(r.config(), b"beta");
     assert_eq!(c.find(4, 1).unwrap().config, b"beta");
     // The largest string fits a 1500-byte frame.
     let long = rand_bytes(1, 1024);
     let r = qc(&mut c, ConfigCmd::ForceSet, &long).unwrap();
     assert_eq!(
-        (r.aoe_error, r.config.len(), r.len),
+        (r.aoe_error, r.config().len(), r.len),
         (None, 1024, 14 + 10 + 8 + 1024)
     );
     let r = qc(&mut c, ConfigCmd::ForceSet, b"gamma").unwrap();
-    assert_eq!(r.config, b"gamma");
+    assert_eq!(r.config(), b"gamma");
 
     // Unknown subcommand: error 2, string unchanged.
     let r = qc(&mut c, ConfigCmd::Unknown(7), b"x").unwrap();
     assert_eq!(r.aoe_error, Some(2));
-    assert_eq!(r.config, b"gamma");
+    assert_eq!(r.config(), b"gamma");
     // cslen beyond the frame, or above 1024: error 2, string unchanged.
     let me = c.mac();
     for (cslen, body) in [(10u16, &b"abc"[..]), (1025, &[b'z'; 1025][..])] {
@@ -175,7 +181,7 @@ fn query_config_strings() {
         let h = raw_reply(&mut c, &f);
         assert_eq!(h.aoe_error(), Some(2), "cslen {cslen}");
     }
-    assert_eq!(qc(&mut c, ConfigCmd::Read, b"").unwrap().config, b"gamma");
+    assert_eq!(qc(&mut c, ConfigCmd::Read, b"").unwrap().config(), b"gamma");
     assert_replies_padded(&c.take_captured());
 }
 
@@ -338,13 +344,15 @@ fn mac_mask_seeded_from_command_line() {
     );
     // With a mask, the start-up announcement goes to each listed MAC.
     let ann = a
-        .wait_frame(|f| QcReply::parse(f).is_some_and(|r| r.header.tag == 0 && r.header.dst == me))
+        .wait_frame(|f| {
+            QcReply::parse(f).is_some_and(|r| r.header.tag() == 0 && r.header.eth.dst == me)
+        })
         .unwrap()
         .expect("no announcement to a listed MAC");
     assert_eq!(
         (
-            QcReply::parse(&ann).unwrap().header.major,
-            QcReply::parse(&ann).unwrap().header.minor
+            QcReply::parse(&ann).unwrap().header.aoe.major,
+            QcReply::parse(&ann).unwrap().header.aoe.minor
         ),
         (4, 3)
     );
@@ -461,8 +469,15 @@ fn header_acceptance_rules() {
     for (cmd, arg) in [(1u8, &read_qc[..]), (0, &IDENTIFY_ARG[..])] {
         let f = raw_frame(tm, me, 0x20, 5, 5, cmd, c.next_tag(), arg);
         let h = raw_reply(&mut c, &f);
-        assert_eq!((h.version, h.flags, h.error), (1, 0x0c, 5), "command {cmd}");
-        assert_eq!((h.major, h.minor, h.command), (5, 5, cmd));
+        assert_eq!(
+            (h.aoe.version, h.aoe.flags, h.aoe.error),
+            (1, 0x0c, 5),
+            "command {cmd}"
+        );
+        assert_eq!(
+            (h.aoe.major, h.aoe.minor, u8::from(h.aoe.command)),
+            (5, 5, cmd)
+        );
     }
     let f = raw_frame(
         MacAddr::BROADCAST,
@@ -481,7 +496,7 @@ fn header_acceptance_rules() {
         let f = raw_frame(tm, me, 0x10, 5, 5, cmd, c.next_tag(), &[0; 8]);
         let h = raw_reply(&mut c, &f);
         assert_eq!(
-            (h.flags, h.error, h.command),
+            (h.aoe.flags, h.aoe.error, u8::from(h.aoe.command)),
             (0x0c, 1, cmd),
             "command {cmd:#x}"
         );
@@ -530,17 +545,20 @@ fn header_acceptance_rules() {
     );
     assert_eq!(f.len(), 32);
     let h = raw_reply(&mut c, &f);
-    assert_eq!((h.flags, h.major, h.minor, h.src), (0x08, 5, 5, tm));
+    assert_eq!(
+        (h.aoe.flags, h.aoe.major, h.aoe.minor, h.eth.src),
+        (0x08, 5, 5, tm)
+    );
     assert!(h.len >= 60, "{}-byte reply", h.len);
     let f = raw_frame(tm, me, 0x10, 5, 5, 0, c.next_tag(), &IDENTIFY_ARG);
     assert_eq!(f.len(), 36);
-    let tag = ReplyHeader::parse(&f).unwrap().tag;
+    let tag = ReplyHeader::parse(&f).unwrap().tag();
     let r = c
         .request_raw(&f, with_tag(tag))
         .unwrap()
         .expect("IDENTIFY reply");
     let r = AtaReply::parse(&r).unwrap();
-    assert_eq!((r.status, r.len, r.data.len()), (0x40, 36 + 512, 512));
+    assert_eq!((r.status(), r.len, r.data.len()), (0x40, 36 + 512, 512));
 
     // Reserved flag bits and a stale error byte are ignored on input and
     // zero on output; the tag comes back verbatim, bit 31 included.
@@ -548,7 +566,7 @@ fn header_acceptance_rules() {
     f[15] = 0x55;
     let h = raw_reply(&mut c, &f);
     assert_eq!(
-        (h.version, h.flags, h.error, h.tag),
+        (h.aoe.version, h.aoe.flags, h.aoe.error, h.tag()),
         (1, 0x08, 0, 0xdead_beef)
     );
 
@@ -574,29 +592,36 @@ fn ata_commands_without_data() {
     assert_eq!(c.check_power(&t).unwrap(), 0xff);
     for scnt in [0u8, 1, 0x80] {
         let r = c.ata(&t, 0xe5, scnt, 0, &[]).unwrap();
-        assert_eq!((r.status, r.sector_count, r.aoe_error), (0x40, 0xff, None));
+        assert_eq!(
+            (r.status(), r.arg.sector_count, r.aoe_error),
+            (0x40, 0xff, None)
+        );
     }
     // Both FLUSH commands really flush and succeed.
     for op in [0xe7u8, 0xea] {
         let r = c.ata(&t, op, 0, 0, &[]).unwrap();
-        assert_eq!((r.status, r.error, r.len), (0x40, 0, 60), "flush {op:#x}");
+        assert_eq!(
+            (r.status(), r.error(), r.len),
+            (0x40, 0, 60),
+            "flush {op:#x}"
+        );
     }
     c.flush(&t).unwrap();
     // Unsupported opcodes abort (ATA status, not an AoE error).
     for op in [0x00u8, 0xef, 0xb0, 0xc8, 0x25] {
         let r = c.ata(&t, op, 1, 0, &[]).unwrap();
         assert_eq!(
-            (r.status, r.error, r.aoe_error, r.len),
+            (r.status(), r.error(), r.aoe_error, r.len),
             (0x41, 0x04, None, 60),
             "opcode {op:#x}"
         );
     }
     // A zero-sector read succeeds with no data.
     let r = c.ata(&t, 0x24, 0, 10, &[]).unwrap();
-    assert_eq!((r.status, r.len), (0x40, 60));
+    assert_eq!((r.status(), r.len), (0x40, 60));
     // A write payload shorter than its count is refused, disk untouched.
     let r = c.ata(&t, 0x34, 2, 10, &[1u8; 512]).unwrap();
-    assert_eq!((r.status, r.error), (0x41, 0x04));
+    assert_eq!((r.status(), r.error()), (0x41, 0x04));
     // A READ carrying zero padding (Linux's probe of a tainted target) gets
     // exactly its data back.
     let cmd = AtaCommand {
@@ -607,7 +632,7 @@ fn ata_commands_without_data() {
         lba: 4,
     };
     let r = c.ata_raw(&t, &cmd, &[0u8; 1024]).unwrap();
-    assert_eq!((r.status, r.len), (0x40, 36 + 1024));
+    assert_eq!((r.status(), r.len), (0x40, 36 + 1024));
     assert_eq!(r.data, file_sectors(&file, 4, 2));
     // The async-write bit is a normal, acknowledged write.
     let cmd = AtaCommand {
@@ -619,7 +644,7 @@ fn ata_commands_without_data() {
     };
     let data = rand_bytes(20, 512);
     let r = c.ata_raw(&t, &cmd, &data).unwrap();
-    assert_eq!((r.status, r.error), (0x40, 0));
+    assert_eq!((r.status(), r.error()), (0x40, 0));
     assert_eq!(file_sectors(&file, 20, 1), data);
     let mut model = model;
     model[20 * 512..21 * 512].copy_from_slice(&data);

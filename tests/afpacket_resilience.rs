@@ -62,7 +62,7 @@ fn mtu_lowered_while_serving_is_followed() {
     std::thread::sleep(Duration::from_millis(600));
     // A 17-sector read no longer fits the link: refused (ABRT), not fatal.
     let r = c.ata(&t, 0x24, 17, 0, &[]).unwrap();
-    assert_eq!((r.status, r.error), (0x41, 0x04), "{r:?}");
+    assert_eq!((r.status(), r.error()), (0x41, 0x04), "{r:?}");
     assert!(xb.is_running(), "xblade exited after the MTU went down");
     let mut c = client(&pair);
     let t = discover(&mut c, 1, 1).remove(0);

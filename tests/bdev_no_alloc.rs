@@ -3,35 +3,14 @@
 //! fake asynchronous store over many READ, WRITE and FLUSH requests, their
 //! batches and their completions.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod alloc_support;
+
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use xblade::bdev::{
-    self, fake::FakeAsync, Bdev, BlockOp, BlockReq, Channel, ChannelCx, DiskSpec, IoEngine,
-    MemRegion, Segs, Source, Submit,
+    self, fake::FakeAsync, Bdev, BlockOp, BlockReq, ChannelCx, DiskSpec, IoEngine, MemRegion,
+    Queue, Segs, Source, Submit,
 };
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// A file removed when dropped, also on a panic.
 struct TempPath(PathBuf);
@@ -64,7 +43,7 @@ impl Frames {
 
 /// `rounds` batches of 8 requests (aligned reads, multi-buffer reads and
 /// writes shaped as the XDP datapath lays them out, a flush), each drained.
-fn run(chan: &mut dyn Channel, frames: &mut Frames, rounds: usize) -> usize {
+fn run(chan: &mut Queue, frames: &mut Frames, rounds: usize) -> usize {
     let mut completed = 0;
     for r in 0..rounds {
         let mut queued = 0;
@@ -124,11 +103,12 @@ fn run(chan: &mut dyn Channel, frames: &mut Frames, rounds: usize) -> usize {
 }
 
 /// Allocations during `rounds` batches after a warm-up.
-fn steady_allocs(chan: &mut dyn Channel, frames: &mut Frames) -> u64 {
+fn steady_allocs(chan: &mut Queue, frames: &mut Frames) -> u64 {
     run(chan, frames, 2);
-    let before = ALLOCS.load(Ordering::Relaxed);
+    alloc_support::assert_counting();
+    let before = alloc_support::allocations();
     let done = run(chan, frames, 100);
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = alloc_support::allocations();
     assert_eq!(done, 800);
     after - before
 }
@@ -162,9 +142,9 @@ fn channels_allocate_nothing_per_request() {
         let mut frames = Frames::new();
         // SAFETY: `frames` outlives the channel (dropped explicitly first).
         let cx = unsafe { ChannelCx::new(vec![frames.region()], 35 * 512, 16, IoEngine::Uring) };
-        let mut chan = disk.open_channel(&cx).unwrap();
+        let mut chan = disk.open_queue(&cx).unwrap();
         assert!(chan.poll_fd().is_some(), "the io_uring channel");
-        let n = steady_allocs(chan.as_mut(), &mut frames);
+        let n = steady_allocs(&mut chan, &mut frames);
         assert_eq!(
             n, 0,
             "io_uring channel (direct {direct}, sync {sync}, writeback {writeback})"
@@ -175,7 +155,7 @@ fn channels_allocate_nothing_per_request() {
     let fake = FakeAsync::new(2048);
     let mut frames = Frames::new();
     let mut chan = fake
-        .open_channel(&ChannelCx::without_memory(35 * 512, 16))
+        .open_queue(&ChannelCx::without_memory(35 * 512, 16))
         .unwrap();
-    assert_eq!(steady_allocs(chan.as_mut(), &mut frames), 0, "fake-async");
+    assert_eq!(steady_allocs(&mut chan, &mut frames), 0, "fake-async");
 }

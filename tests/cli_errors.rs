@@ -169,7 +169,11 @@ fn check_config_refuses_what_serve_refuses() {
 
     // Refused whole: exit 1, naming the value.
     for (text, needle) in [
-        (one_export(p, "length = 0"), "length = 0"),
+        // The value's line and column (toml's spans).
+        (
+            one_export(p, "length = 0"),
+            "line 7, column 10: export 1 (4.2): length = 0",
+        ),
         (one_export("", ""), "file = \"\""),
         (
             one_export("disk.img", ""),

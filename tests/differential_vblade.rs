@@ -85,12 +85,12 @@ fn start(prefix: &str, name: &'static str, seed: u64) -> Side {
 /// Header fields a reply must agree on.
 fn hdr_fields(h: &ReplyHeader) -> (u8, u8, u8, u16, u8, u8) {
     (
-        h.version,
-        h.flags,
+        h.aoe.version,
+        h.aoe.flags,
         h.aoe_error().unwrap_or(0),
-        h.major,
-        h.minor,
-        h.command,
+        h.aoe.major,
+        h.aoe.minor,
+        u8::from(h.aoe.command),
     )
 }
 
@@ -108,8 +108,8 @@ fn same_ata(what: &str, v: &AtaReply, x: &AtaReply) {
         "{what}: header (vblade vs xblade)"
     );
     assert_eq!(
-        (v.status, v.error),
-        (x.status, x.error),
+        (v.status(), v.error()),
+        (x.status(), x.error()),
         "{what}: ATA status/error (vblade vs xblade)"
     );
 }
@@ -136,16 +136,28 @@ fn same_requests_same_answers() {
     assert_eq!(hdr_fields(&v.header), hdr_fields(&x.header), "QC header");
     assert_eq!(hdr_fields(&x.header), (1, 0x08, 0, SHELF, SLOT, 1));
     assert_eq!(
-        (v.bufcnt, v.max_sectors, v.aoe_version, v.ccmd, &v.config),
-        (x.bufcnt, x.max_sectors, x.aoe_version, x.ccmd, &x.config),
+        (
+            v.arg().bufcnt,
+            v.arg().sector_count,
+            v.arg().aoe_version,
+            u8::from(v.arg().ccmd),
+            &v.config()
+        ),
+        (
+            x.arg().bufcnt,
+            x.arg().sector_count,
+            x.arg().aoe_version,
+            u8::from(x.arg().ccmd),
+            &x.config()
+        ),
         "QC argument"
     );
-    assert_eq!((x.bufcnt, x.max_sectors), (16, 2));
+    assert_eq!((x.arg().bufcnt, x.arg().sector_count), (16, 2));
     // Padding: vblade sends the natural 32 bytes, we pad to 60 (aoetools
     // ignore shorter frames). Firmware versions are each program's own.
     assert!(x.len >= 60);
     note("QC reply length", v.len, x.len);
-    note("QC firmware version", v.fwver, x.fwver);
+    note("QC firmware version", v.arg().fwver, x.arg().fwver);
 
     // --- IDENTIFY ---------------------------------------------------------
     let (vt, xt) = (vb.t.clone(), xb.t.clone());
@@ -153,7 +165,7 @@ fn same_requests_same_answers() {
     let x = xb.a.identify(&xt).unwrap();
     let (vr, xr) = (ata(&mut vb, 0xec, 1, 0, &[]), ata(&mut xb, 0xec, 1, 0, &[]));
     same_ata("IDENTIFY", &vr, &xr);
-    assert_eq!((xr.status, xr.len), (0x40, 36 + 512));
+    assert_eq!((xr.status(), xr.len), (0x40, 36 + 512));
     assert_eq!(vr.len, xr.len, "IDENTIFY reply length");
     for w in [60, 61, 100, 101, 102, 103] {
         assert_eq!(v.word(w), x.word(w), "IDENTIFY word {w}");
@@ -181,7 +193,7 @@ fn same_requests_same_answers() {
     ] {
         let (v, x) = (ata(&mut vb, op, n, lba, &[]), ata(&mut xb, op, n, lba, &[]));
         same_ata(&format!("READ {op:#x} {n}@{lba}"), &v, &x);
-        assert_eq!(x.status, 0x40);
+        assert_eq!(x.status(), 0x40);
         assert_eq!(v.data, x.data, "read data {n}@{lba}");
         assert_eq!(x.data, file_sectors(&xb.file, lba, u64::from(n)));
         assert_eq!(
@@ -200,7 +212,7 @@ fn same_requests_same_answers() {
             ata(&mut xb, wop, n, lba, &data),
         );
         same_ata(&format!("WRITE {wop:#x} {n}@{lba}"), &v, &x);
-        assert_eq!((x.status, x.error), (0x40, 0));
+        assert_eq!((x.status(), x.error()), (0x40, 0));
         let (v, x) = (
             ata(&mut vb, rop, n, lba, &[]),
             ata(&mut xb, rop, n, lba, &[]),
@@ -220,7 +232,7 @@ fn same_requests_same_answers() {
     ] {
         let (v, x) = (ata(&mut vb, op, n, lba, &[]), ata(&mut xb, op, n, lba, &[]));
         same_ata(&format!("out-of-range READ {op:#x} {n}@{lba}"), &v, &x);
-        assert_eq!((x.status, x.error, x.aoe_error), (0x41, 0x10, None));
+        assert_eq!((x.status(), x.error(), x.aoe_error), (0x41, 0x10, None));
         assert!(x.data.is_empty() && v.data.is_empty());
         // vblade's failed read reply is 36 bytes; ours is padded to 60.
         assert_eq!(x.len, 60);
@@ -232,37 +244,37 @@ fn same_requests_same_answers() {
         ata(&mut xb, 0x34, 2, SECTORS - 1, &junk),
     );
     same_ata("out-of-range WRITE", &v, &x);
-    assert_eq!((x.status, x.error), (0x41, 0x10));
+    assert_eq!((x.status(), x.error()), (0x41, 0x10));
     assert_ne!(file_sectors(&xb.file, SECTORS - 1, 1), junk[..512].to_vec());
 
     // --- Unknown ATA opcode, CHECK POWER ------------------------------------
     for op in [0x00u8, 0xc8] {
         let (v, x) = (ata(&mut vb, op, 1, 0, &[]), ata(&mut xb, op, 1, 0, &[]));
         same_ata(&format!("opcode {op:#x}"), &v, &x);
-        assert_eq!((x.status, x.error), (0x41, 0x04));
+        assert_eq!((x.status(), x.error()), (0x41, 0x04));
     }
     let (v, x) = (
         ata(&mut vb, 0xe5, 0xff, 0, &[]),
         ata(&mut xb, 0xe5, 0xff, 0, &[]),
     );
     same_ata("CHECK POWER", &v, &x);
-    assert_eq!((v.sector_count, x.sector_count), (0xff, 0xff));
-    assert_eq!(x.status, 0x40);
+    assert_eq!((v.arg.sector_count, x.arg.sector_count), (0xff, 0xff));
+    assert_eq!(x.status(), 0x40);
 
     // --- FLUSH: on purpose different ------------------------------------------
     // FLUSH CACHE: vblade answers 0x00 without flushing; we fdatasync and
     // answer DRDY (0x40).
     let (v, x) = (ata(&mut vb, 0xe7, 0, 0, &[]), ata(&mut xb, 0xe7, 0, 0, &[]));
-    assert_eq!((x.status, x.error, x.aoe_error), (0x40, 0, None));
-    note("FLUSH CACHE status", v.status, x.status);
+    assert_eq!((x.status(), x.error(), x.aoe_error), (0x40, 0, None));
+    note("FLUSH CACHE status", v.status(), x.status());
     // FLUSH CACHE EXT: vblade aborts it; we flush and succeed (and say so in
     // IDENTIFY word 83 bit 13).
     let (v, x) = (ata(&mut vb, 0xea, 0, 0, &[]), ata(&mut xb, 0xea, 0, 0, &[]));
-    assert_eq!((x.status, x.error, x.aoe_error), (0x40, 0, None));
+    assert_eq!((x.status(), x.error(), x.aoe_error), (0x40, 0, None));
     note(
         "FLUSH CACHE EXT status/error",
-        (v.status, v.error),
-        (x.status, x.error),
+        (v.status(), v.error()),
+        (x.status(), x.error()),
     );
 
     // --- Mac Mask and Reserve reads --------------------------------------------
@@ -282,7 +294,7 @@ fn same_requests_same_answers() {
         (v.mcmd, v.merror, v.dir_count, &v.list),
         (x.mcmd, x.merror, x.dir_count, &x.list)
     );
-    assert_eq!((x.header.flags, x.dir_count), (0x08, 0));
+    assert_eq!((x.header.aoe.flags, x.dir_count), (0x08, 0));
     note("Mac Mask reply length", v.len, x.len);
     let rr = |s: &mut Side, c: ReserveCmd, macs: &[MacAddr], as_b: bool| {
         let t = s.t.clone();
@@ -301,7 +313,7 @@ fn same_requests_same_answers() {
         "Reserve header"
     );
     assert_eq!((v.rcmd, v.nmacs, &v.list), (x.rcmd, x.nmacs, &x.list));
-    assert_eq!((x.header.flags, x.nmacs), (0x08, 0));
+    assert_eq!((x.header.aoe.flags, x.nmacs), (0x08, 0));
     note("Reserve reply length", v.len, x.len);
 
     // --- Reservations ---------------------------------------------------------------
@@ -325,7 +337,7 @@ fn same_requests_same_answers() {
     assert_eq!(x.aoe_error, Some(6));
     let (v, x) = (b_ata(&mut vb, 0xec), b_ata(&mut xb, 0xec));
     same_ata("IDENTIFY by non-holder", &v, &x);
-    assert_eq!((x.status, x.data.len()), (0x40, 512));
+    assert_eq!((x.status(), x.data.len()), (0x40, 512));
     let (v, x) = (
         rr(&mut vb, ReserveCmd::Set, &[HOST_B], true),
         rr(&mut xb, ReserveCmd::Set, &[HOST_B], true),
@@ -363,7 +375,11 @@ fn same_requests_same_answers() {
         let v = qc(&mut vb, c, s_).unwrap_or_else(|| panic!("vblade: no reply to {label}"));
         let x = qc(&mut xb, c, s_).unwrap_or_else(|| panic!("xblade: no reply to {label}"));
         assert_eq!(hdr_fields(&v.header), hdr_fields(&x.header), "QC {label}");
-        assert_eq!((v.ccmd, &v.config), (x.ccmd, &x.config), "QC {label}");
+        assert_eq!(
+            (u8::from(v.arg().ccmd), &v.config()),
+            (u8::from(x.arg().ccmd), &x.config()),
+            "QC {label}"
+        );
     }
     assert_eq!(xb.t.config, b"");
     for (c, s_) in [
@@ -406,11 +422,11 @@ fn same_requests_same_answers() {
     let qc_arg = [0u8, 0, 0, 0, 0, 0x10, 0, 0];
     let v = raw(&mut vb, 0x20, SHELF, SLOT, 1, &qc_arg);
     let x = raw(&mut xb, 0x20, SHELF, SLOT, 1, &qc_arg).expect("xblade: version 2");
-    assert_eq!((x.version, x.flags, x.error), (1, 0x0c, 5));
+    assert_eq!((x.aoe.version, x.aoe.flags, x.aoe.error), (1, 0x0c, 5));
     note(
         "version-2 QC reply (version, flags, error)",
-        v.map(|h| (h.version, h.flags, h.error)),
-        Some((x.version, x.flags, x.error)),
+        v.map(|h| (h.aoe.version, h.aoe.flags, h.aoe.error)),
+        Some((x.aoe.version, x.aoe.flags, x.aoe.error)),
     );
 
     // --- Mac Mask edit: ours only -------------------------------------------------------

@@ -2,33 +2,11 @@
 //! watches the engine over many READ, WRITE and IDENTIFY requests and their
 //! completions.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+mod alloc_support;
 
 use aoe_wire::request::{self, Addr};
 use aoe_wire::{ata::Opcode, MacAddr};
 use xblade::engine::Action;
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 #[test]
 fn ata_path_allocates_nothing() {
@@ -74,9 +52,10 @@ fn ata_path_allocates_nothing() {
     };
     // Warm-up: arc-swap registers this thread once, on its first load.
     run(reqs.len());
-    let before = ALLOCS.load(Ordering::Relaxed);
+    alloc_support::assert_counting();
+    let before = alloc_support::allocations();
     let replies = run(10_000);
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = alloc_support::allocations();
     assert_eq!(replies, 10_000);
     assert_eq!(after - before, 0, "allocations on the ATA path");
 }

@@ -377,7 +377,7 @@ fn reload_scenario(prefix: &str, xdp_mode: Option<&str>) {
         .ata(&tc, 0x34, 1, 0, &[0xaa; SECTOR_SIZE])
         .expect("write to read-only C");
     assert_eq!(
-        r.status & 0x01,
+        r.status() & 0x01,
         0x01,
         "write to a read-only export must fail"
     );
@@ -606,7 +606,7 @@ fn resize_scenario(prefix: &str, xdp_mode: Option<&str>) {
         .set_len(grown * SECTOR_SIZE as u64)
         .unwrap();
     let r = c.ata(&t, 0x34, 2, SECTORS + 10, &[1u8; 1024]).unwrap();
-    assert_eq!((r.status, r.error), (0x41, 0x10), "beyond the old end");
+    assert_eq!((r.status(), r.error()), (0x41, 0x10), "beyond the old end");
 
     // xblade resize: grown and announced (an unsolicited QC reply, tag 0).
     c.set_capture(true);
@@ -618,10 +618,10 @@ fn resize_scenario(prefix: &str, xdp_mode: Option<&str>) {
         text(&out)
     );
     let ann = c
-        .wait_frame(|fr| QcReply::parse(fr).is_some_and(|q| q.header.tag == 0))
+        .wait_frame(|fr| QcReply::parse(fr).is_some_and(|q| q.header.tag() == 0))
         .unwrap()
         .expect("no announcement after the resize");
-    assert!(QcReply::parse(&ann).unwrap().header.dst.is_broadcast());
+    assert!(QcReply::parse(&ann).unwrap().header.eth.dst.is_broadcast());
     c.set_capture(false);
     assert_eq!(c.identify(&t).unwrap().sectors, grown);
     let data = rand_bytes(11, 2 * SECTOR_SIZE);
@@ -647,9 +647,9 @@ fn resize_scenario(prefix: &str, xdp_mode: Option<&str>) {
     // Past the store's new end a WRITE fails, as a READ does, and the file
     // does not grow back.
     let r = c.ata(&t, 0x34, 2, grown - 10, &[1u8; 1024]).unwrap();
-    assert_eq!(r.status & 0x01, 0x01, "write past the shrunk end: {r:?}");
+    assert_eq!(r.status() & 0x01, 0x01, "write past the shrunk end: {r:?}");
     let r = c.ata(&t, 0x24, 2, grown - 10, &[]).unwrap();
-    assert_eq!(r.status & 0x01, 0x01, "read past the shrunk end: {r:?}");
+    assert_eq!(r.status() & 0x01, 0x01, "read past the shrunk end: {r:?}");
     assert_eq!(
         std::fs::metadata(&f).unwrap().len(),
         (grown - 1000) * SECTOR_SIZE as u64,
@@ -840,7 +840,7 @@ fn import_vblade_then_serve() {
         model[5 * SECTOR_SIZE..9 * SECTOR_SIZE]
     );
     let r = c.ata(t1, 0x34, 1, 0, &[0u8; SECTOR_SIZE]).unwrap();
-    assert_eq!(r.status & 1, 1, "read-only (-r) imported");
+    assert_eq!(r.status() & 1, 1, "read-only (-r) imported");
     // 11.2: offset 1024 sectors, Mac Mask of another MAC: discovery works,
     // ATA from us is dropped (the mask was imported).
     let t2 = &found[1];

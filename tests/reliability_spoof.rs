@@ -158,8 +158,8 @@ fn spoof_test(prefix: &str, dp: &str) {
         .expect("recv")
     {
         if let Some(h) = ReplyHeader::parse(&buf[..n]) {
-            if h.is_response() && h.dst == intruder {
-                answered.push((h.tag, h));
+            if h.is_response() && h.eth.dst == intruder {
+                answered.push((h.tag(), h));
             }
         }
         if Instant::now() >= deadline {
@@ -186,7 +186,7 @@ fn spoof_test(prefix: &str, dp: &str) {
         assert!(
             answered
                 .iter()
-                .any(|(tg, h)| tg == d && h.major == 1 && h.minor == 1),
+                .any(|(tg, h)| tg == d && h.aoe.major == 1 && h.aoe.minor == 1),
             "{dp}: discovery (QC read, tag {d:#x}) went unanswered"
         );
     }
@@ -239,7 +239,7 @@ fn spoof_test(prefix: &str, dp: &str) {
         c.query_config(t.mac, 1, 1, qc::ConfigCmd::Read, &[])
             .expect("qc")
             .expect("answered")
-            .config,
+            .config(),
         b""
     );
     aoe_support::assert_file_is(&file, &model);

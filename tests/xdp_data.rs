@@ -80,10 +80,10 @@ fn data_paths(prefix: &str, mtu: u32, mode: &str) {
         // Out of range: ATA status 0x41 with IDNF, nothing touched.
         let before = file_sectors(&file, SECTORS - 1, 1);
         let r = c.ata(&t, READ_EXT, max, SECTORS - 1, &[]).unwrap();
-        assert_eq!((r.status, r.error), (0x41, 0x10), "read past the end");
+        assert_eq!((r.status(), r.error()), (0x41, 0x10), "read past the end");
         let junk = vec![0xa5u8; max as usize * SECTOR_SIZE];
         let r = c.ata(&t, WRITE_EXT, max, SECTORS - 1, &junk).unwrap();
-        assert_eq!((r.status, r.error), (0x41, 0x10), "write past the end");
+        assert_eq!((r.status(), r.error()), (0x41, 0x10), "write past the end");
         assert_eq!(file_sectors(&file, SECTORS - 1, 1), before);
         assert!(r.len >= 60);
 

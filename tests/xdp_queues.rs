@@ -194,7 +194,7 @@ fn external_steering_serves_every_queue_mac() {
             .query_config(m, 1, 1, qc::ConfigCmd::Read, &[])
             .unwrap()
             .expect("Query Config reply");
-        assert_eq!(r.header.src, m);
+        assert_eq!(r.header.eth.src, m);
     }
 
     // Data through each MAC, checked on the file; each worker serves its own.

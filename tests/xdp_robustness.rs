@@ -405,7 +405,7 @@ fn mtu_changes_while_serving_are_followed() {
         std::thread::sleep(Duration::from_millis(600));
         // A 17-sector read no longer fits the link: refused (ABRT).
         let r = c.ata(&t, 0x24, 17, 0, &[]).unwrap();
-        assert_eq!((r.status, r.error), (0x41, 0x04), "{mode}: {r:?}");
+        assert_eq!((r.status(), r.error()), (0x41, 0x04), "{mode}: {r:?}");
         let mut c = client(&pair);
         let t = discover(&mut c, 1, 1).remove(0);
         assert_eq!(t.max_sectors, 2, "{mode}: what MTU 1500 carries");

@@ -2,19 +2,24 @@
 //! 512-aligned: a jumbo READ's tail fragments (at chunk + 476) and the
 //! fragments of a multi-buffer WRITE (docs/platform.md §3.3). One slot per disk
 //! operation at most, page-aligned, registered with io_uring next to the
-//! UMEM.
+//! UMEM. The copies in and out of a slot ([`Bounce::gather`],
+//! [`Bounce::scatter`]) are the only bounce code of the stores.
 
 #![allow(unsafe_code)]
 
 use std::io;
 use std::ptr::NonNull;
 
+use super::Seg;
+use crate::slab::Slab;
+
 /// A private anonymous mapping cut into equal slots.
 pub struct Bounce {
     ptr: NonNull<u8>,
     len: usize,
     slot_len: usize,
-    free: Vec<u16>,
+    /// Slots in use.
+    used: Slab<()>,
 }
 
 impl std::fmt::Debug for Bounce {
@@ -22,7 +27,7 @@ impl std::fmt::Debug for Bounce {
         f.debug_struct("Bounce")
             .field("slots", &(self.len / self.slot_len))
             .field("slot_len", &self.slot_len)
-            .field("free", &self.free.len())
+            .field("used", &self.used.len())
             .finish()
     }
 }
@@ -56,7 +61,7 @@ impl Bounce {
             ptr,
             len,
             slot_len,
-            free: (0..slots.max(1)).rev().collect(),
+            used: Slab::new(usize::from(slots.max(1))),
         })
     }
 
@@ -75,18 +80,54 @@ impl Bounce {
 
     /// Take a slot.
     pub fn alloc(&mut self) -> Option<u16> {
-        self.free.pop()
+        // Keys stay below `slots`, a u16.
+        self.used.insert(()).ok().map(|k| k as u16)
     }
 
-    /// Whether a slot is available.
-    pub fn has_free(&self) -> bool {
-        !self.free.is_empty()
-    }
-
-    /// Give slot `s` back.
+    /// Give slot `s` back (a slot not taken is left alone).
     pub fn release(&mut self, s: u16) {
-        debug_assert!(!self.free.contains(&s), "bounce slot {s} freed twice");
-        self.free.push(s);
+        let taken = self.used.remove(u32::from(s)).is_some();
+        debug_assert!(taken, "bounce slot {s} freed twice");
+    }
+
+    /// Copy `segs`, in order, into slot `s`; the bytes copied.
+    ///
+    /// # Safety
+    ///
+    /// Every segment must be readable for its length, and slot `s` must be
+    /// the caller's (taken, and not in a transfer) and hold them all.
+    pub unsafe fn gather(&mut self, s: u16, segs: &[Seg]) -> usize {
+        let mut p = self.ptr(s);
+        let mut o = 0;
+        for g in segs {
+            debug_assert!(o + g.len as usize <= self.slot_len);
+            // SAFETY: the caller lends the segment for reading; the slot is
+            // the caller's and large enough; a mapping of ours does not
+            // overlap the segment.
+            unsafe {
+                std::ptr::copy_nonoverlapping(g.ptr, p, g.len as usize);
+                p = p.add(g.len as usize);
+            }
+            o += g.len as usize;
+        }
+        o
+    }
+
+    /// Copy slot `s`'s bytes, in order, into `segs`.
+    ///
+    /// # Safety
+    ///
+    /// Every segment must be writable for its length, and slot `s` must be
+    /// the caller's (taken, its transfer done) and hold them all.
+    pub unsafe fn scatter(&self, s: u16, segs: &[Seg]) {
+        let mut p = self.ptr(s);
+        for g in segs {
+            // SAFETY: as in `gather`, the other way.
+            unsafe {
+                std::ptr::copy_nonoverlapping(p, g.ptr, g.len as usize);
+                p = p.add(g.len as usize);
+            }
+        }
     }
 
     /// First byte of slot `s` (page-aligned).

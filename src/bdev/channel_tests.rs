@@ -209,7 +209,7 @@ fn segs_for(layout: Layout, len: usize, slot: usize, region: &Aligned, outside: 
 /// One channel with the memory it was lent. Field order is drop order: the
 /// channel before the memory it may have registered.
 struct Side {
-    chan: Box<dyn Channel>,
+    chan: Queue,
     region: Aligned,
     outside: Aligned,
     _disk: Arc<dyn Bdev>,
@@ -230,7 +230,7 @@ impl Side {
                 engine,
             )
         };
-        let chan = disk.open_channel(&cx).unwrap();
+        let chan = disk.open_queue(&cx).unwrap();
         Side {
             chan,
             region,
@@ -544,7 +544,7 @@ fn uring_group_commit_holds_and_counts() {
     // SAFETY: `region` is dropped after `chan` (declared later, dropped
     // explicitly below).
     let cx = unsafe { ChannelCx::new(vec![region.region()], 512 * 35, 4, IoEngine::Uring) };
-    let mut chan = disk.open_channel(&cx).unwrap();
+    let mut chan = disk.open_queue(&cx).unwrap();
     let seg = Segs::one(region.at(512), 512);
     scatter(&seg, |i| i as u8);
     let w = |sector: u64| BlockReq {
@@ -590,7 +590,7 @@ fn uring_busy_without_ring_or_bounce_slot() {
         let outside = Aligned::new(BATCH * CHUNKS_PER_REQ * CHUNK);
         // SAFETY: `region` is dropped after `chan` (explicitly, below).
         let cx = unsafe { ChannelCx::new(vec![region.region()], 512 * 35, 2, IoEngine::Uring) };
-        let mut chan = disk.open_channel(&cx).unwrap();
+        let mut chan = disk.open_queue(&cx).unwrap();
         // Unaligned: bounces under O_DIRECT (2 slots), not under -s.
         let seg = |slot| {
             segs_for(
@@ -646,7 +646,7 @@ fn uring_range_follows_growth() {
     let region = Aligned::new(CHUNKS_PER_REQ * CHUNK);
     // SAFETY: `region` is dropped after `chan` (explicitly, below).
     let cx = unsafe { ChannelCx::new(vec![region.region()], 512 * 35, 4, IoEngine::Uring) };
-    let mut chan = disk.open_channel(&cx).unwrap();
+    let mut chan = disk.open_queue(&cx).unwrap();
     let seg = Segs::one(region.at(512), 512);
     let w = BlockReq {
         op: BlockOp::Write,
@@ -673,10 +673,10 @@ fn uring_range_follows_growth() {
 
 // ---- the fake asynchronous store -----------------------------------------
 
-fn fake_channel(sectors: u64, depth: u32) -> (FakeAsync, Box<dyn Channel>) {
+fn fake_channel(sectors: u64, depth: u32) -> (FakeAsync, Queue) {
     let f = FakeAsync::new(sectors);
     let c = f
-        .open_channel(&ChannelCx::without_memory(512 * 35, depth))
+        .open_queue(&ChannelCx::without_memory(512 * 35, depth))
         .unwrap();
     (f, c)
 }
@@ -684,7 +684,6 @@ fn fake_channel(sectors: u64, depth: u32) -> (FakeAsync, Box<dyn Channel>) {
 #[test]
 fn fake_completes_later_out_of_order_each_tag_once() {
     let (store, mut c) = fake_channel(64, 32);
-    assert!(store.geometry().asynchronous);
     assert!(store.probe_sectors().is_none());
     let fd = c.poll_fd().expect("an eventfd");
     let mut bufs = vec![[0u8; 512]; 20];

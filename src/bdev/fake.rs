@@ -25,14 +25,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    Bdev, BlockOp, BlockReq, BlockResult, Channel, ChannelCx, Geometry, Segs, Submit, Tag,
+    Bdev, BlockOp, BlockReq, BlockResult, Channel, ChannelCx, Extent, Geometry, Segs, Submit, Tag,
 };
 use crate::wire::SECTOR_SIZE;
 
 /// A memory store completing asynchronously.
 #[derive(Debug)]
 pub struct FakeAsync {
-    sectors: u64,
+    extent: Arc<Extent>,
     /// The data, shared by every channel (tests only: a lock is fine).
     mem: Arc<Mutex<Vec<u8>>>,
     /// Seeds the channels' orders (each channel its own).
@@ -53,19 +53,25 @@ fn parse_fail(s: &str) -> Option<(u64, u64)> {
 }
 
 impl FakeAsync {
-    /// A store of `sectors`, zero-filled.
+    /// A store of `sectors`, zero-filled, exported whole.
     pub fn new(sectors: u64) -> FakeAsync {
+        FakeAsync::with_extent(sectors, Extent::fixed(sectors))
+    }
+
+    /// A store of `sectors`, zero-filled, exporting `extent` of it.
+    fn with_extent(sectors: u64, extent: Extent) -> FakeAsync {
         FakeAsync {
-            sectors,
+            extent: Arc::new(extent),
             mem: Arc::new(Mutex::new(vec![0u8; sectors as usize * SECTOR_SIZE])),
             channels: AtomicU64::new(0),
             fail: None,
         }
     }
 
-    /// [`new`](Self::new), failing the sectors [`FAIL_ENV`] names, if set.
-    pub fn from_env(sectors: u64) -> io::Result<FakeAsync> {
-        let mut f = FakeAsync::new(sectors);
+    /// A store of `sectors` exporting `extent`, failing the sectors
+    /// [`FAIL_ENV`] names (in the store), if set.
+    pub fn from_env(sectors: u64, extent: Extent) -> io::Result<FakeAsync> {
+        let mut f = FakeAsync::with_extent(sectors, extent);
         if let Ok(v) = std::env::var(FAIL_ENV) {
             f.fail = Some(parse_fail(&v).ok_or_else(|| {
                 io::Error::new(
@@ -84,20 +90,16 @@ impl FakeAsync {
 }
 
 impl Bdev for FakeAsync {
-    fn sectors(&self) -> u64 {
-        self.sectors
+    fn extent(&self) -> &Arc<Extent> {
+        &self.extent
     }
-    fn probe_sectors(&self) -> Option<io::Result<u64>> {
+    fn store_sectors(&self) -> Option<io::Result<u64>> {
         None
-    }
-    fn grow(&self, _sectors: u64) -> u64 {
-        self.sectors
     }
     fn geometry(&self) -> Geometry {
         Geometry {
             mem_align: 1,
             reads_zero: false,
-            asynchronous: true,
         }
     }
     fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>> {
@@ -247,11 +249,6 @@ impl FakeChannel {
 
 impl Channel for FakeChannel {
     unsafe fn submit(&mut self, req: BlockReq, segs: &Segs, tag: Tag) -> Submit {
-        let cap = self.mem.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
-        let end = req.offset.checked_add(u64::from(req.len));
-        if end.is_none_or(|e| e > cap) || segs.total() != req.len as usize {
-            return Submit::Done(Err(libc::EINVAL));
-        }
         if self.pending.len() == self.pending.capacity() {
             return Submit::Busy;
         }

@@ -12,13 +12,12 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::fd::RawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::bounce::Bounce;
 use super::{
-    export_sectors, Bdev, BlockOp, BlockReq, BlockResult, Channel, ChannelCounters, ChannelCx,
-    DiskError, DiskSpec, Geometry, IoEngine, Segs, Source, Submit, Tag,
+    Bdev, BlockOp, BlockReq, BlockResult, Channel, ChannelCounters, ChannelCx, DiskError, DiskSpec,
+    Extent, Geometry, IoEngine, Segs, Source, Submit, Tag,
 };
 use crate::wire::SECTOR_SIZE;
 
@@ -28,19 +27,10 @@ pub struct FileDisk {
     /// Shared with the channels (no descriptor per worker).
     file: Arc<File>,
     path: PathBuf,
-    /// Byte offset of the export in the store.
-    base: u64,
-    /// Exported capacity; grows online ([`FileDisk::grow`]), never shrinks.
-    /// Shared with the channels, which check every range against it.
-    sectors: Arc<AtomicU64>,
-    /// Bytes past `base` a write may reach: the store's end when it was
-    /// opened or last probed. Why: a store that shrank under a live export
-    /// keeps its exported size (shrinking is refused), and a pwrite past a
-    /// regular file's end would silently grow the file back; such writes
-    /// fail instead, as reads there do. Shared with the channels.
-    store_end: Arc<AtomicU64>,
-    /// The operator fixed the length (`-l`, `length =`): no online growth.
-    fixed_length: bool,
+    /// The export's window, size and write fence (the bdev core's; the
+    /// fence matters most here: a pwrite past a regular file's end would
+    /// silently grow a file that shrank under the export).
+    extent: Arc<Extent>,
     direct: bool,
     /// O_SYNC (`-s`): every write waits for the device.
     sync: bool,
@@ -49,8 +39,8 @@ pub struct FileDisk {
     page_cache_acks: bool,
     /// In the default durable mode through the page cache (O_DSYNC, no
     /// O_DIRECT, no `-s`, writable): a second descriptor on the same file
-    /// without O_DSYNC, for group commit ([`FileDisk::write_uncommitted`]
-    /// then [`FileDisk::commit`]).
+    /// without O_DSYNC, for group commit (the channels write through it and
+    /// acknowledge after one fdatasync).
     plain: Option<Arc<File>>,
 }
 
@@ -69,29 +59,23 @@ impl FileDisk {
         } else if !spec.writeback && !spec.read_only {
             flags |= libc::O_DSYNC;
         }
+        let open_err = |source| DiskError::Open {
+            path: path.clone(),
+            source,
+        };
         let mut file = OpenOptions::new()
             .read(true)
             .write(!spec.read_only)
             .custom_flags(flags)
             .open(path)
-            .map_err(|source| DiskError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        let meta = file.metadata().map_err(|source| DiskError::Open {
-            path: path.clone(),
-            source,
-        })?;
+            .map_err(open_err)?;
+        let meta = file.metadata().map_err(open_err)?;
         let ft = meta.file_type();
         let bytes = if ft.is_file() {
             meta.len()
         } else if ft.is_block_device() {
             // lseek(SEEK_END) reports a block device's size (BLKGETSIZE64).
-            file.seek(SeekFrom::End(0))
-                .map_err(|source| DiskError::Open {
-                    path: path.clone(),
-                    source,
-                })?
+            file.seek(SeekFrom::End(0)).map_err(open_err)?
         } else {
             return Err(DiskError::NotAFile(path.clone()));
         };
@@ -103,21 +87,17 @@ impl FileDisk {
                 .read(true)
                 .write(true)
                 .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
-                .map_err(|source| DiskError::Open {
-                    path: path.clone(),
-                    source,
-                })?;
+                .map_err(open_err)?;
             Some(Arc::new(p))
         } else {
             None
         };
-        let total = bytes / SECTOR_SIZE as u64;
-        let sectors = export_sectors(path, total, spec.offset_sectors, spec.length_sectors)?;
+        let extent = Extent::new(path, bytes / SECTOR_SIZE as u64, spec)?;
         if !spec.read_only {
             // One writer per range (a second one loses data on failover).
-            let start = spec.offset_sectors * SECTOR_SIZE as u64;
+            let start = extent.base();
             let end = match spec.length_sectors {
-                Some(_) => start + sectors * SECTOR_SIZE as u64,
+                Some(_) => start + extent.sectors() * SECTOR_SIZE as u64,
                 None => u64::MAX,
             };
             super::lock::lock_range(&file, path, start, end)?;
@@ -125,12 +105,7 @@ impl FileDisk {
         Ok(FileDisk {
             file: Arc::new(file),
             path: path.clone(),
-            base: spec.offset_sectors * SECTOR_SIZE as u64,
-            sectors: Arc::new(AtomicU64::new(sectors)),
-            store_end: Arc::new(AtomicU64::new(
-                (total - spec.offset_sectors) * SECTOR_SIZE as u64,
-            )),
-            fixed_length: spec.length_sectors.is_some(),
+            extent: Arc::new(extent),
             direct: spec.direct,
             sync: spec.sync && !spec.read_only,
             page_cache_acks: spec.writeback && !spec.sync && !spec.direct && !spec.read_only,
@@ -138,36 +113,9 @@ impl FileDisk {
         })
     }
 
-    /// Capacity in sectors.
-    pub fn sectors(&self) -> u64 {
-        self.sectors.load(Ordering::Acquire)
-    }
-
-    /// The export has an operator-fixed length and does not follow the store.
-    pub fn fixed_length(&self) -> bool {
-        self.fixed_length
-    }
-
-    /// Accept requests up to `sectors` (online growth). Refuses to shrink:
-    /// returns the capacity in force afterwards.
-    pub fn grow(&self, sectors: u64) -> u64 {
-        // Whoever grows the export has seen the store that large.
-        self.store_end
-            .fetch_max(sectors * SECTOR_SIZE as u64, Ordering::AcqRel);
-        self.sectors
-            .fetch_max(sectors, Ordering::AcqRel)
-            .max(sectors)
-    }
-
     /// Path opened.
     pub fn path(&self) -> &std::path::Path {
         &self.path
-    }
-
-    /// The exported capacity as the channels share it (they check every
-    /// range against it, and see online growth at once).
-    pub(super) fn shared_sectors(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.sectors)
     }
 
     /// Opened O_DIRECT.
@@ -180,84 +128,6 @@ impl FileDisk {
     /// in its own context, since no write waits for the device.
     pub fn page_cache_acks(&self) -> bool {
         self.page_cache_acks
-    }
-
-    /// The descriptor without O_DSYNC, in the default durable mode through
-    /// the page cache (None otherwise). Why: with O_DSYNC every write pays
-    /// its own device flush; a datapath instead writes a batch through this
-    /// descriptor and acknowledges it after one fdatasync (group commit).
-    pub fn plain(&self) -> Option<&File> {
-        self.plain.as_deref()
-    }
-
-    /// pwrite the whole range through the plain descriptor: the data stops
-    /// in the page cache, so the write must not be acknowledged before a
-    /// [`FileDisk::flush`] that starts after this returns. Without a plain
-    /// descriptor, the same as [`FileDisk::write_at`].
-    pub fn write_uncommitted(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let at = self.check(buf.len(), offset, true)?;
-        self.plain
-            .as_deref()
-            .unwrap_or(&self.file)
-            .write_all_at(buf, at)
-    }
-
-    /// Byte offset of the export in the store (for io_uring backends).
-    pub fn base(&self) -> u64 {
-        self.base
-    }
-
-    /// The descriptor (for io_uring backends).
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
-    /// Current size of the store in sectors past the export offset (online
-    /// resize detection).
-    /// Also moves the write fence to the store's end (see `store_end`).
-    pub fn probe_sectors(&self) -> io::Result<u64> {
-        let mut f: &File = &self.file;
-        let bytes = f.seek(SeekFrom::End(0))?;
-        let sectors = (bytes / SECTOR_SIZE as u64).saturating_sub(self.base / SECTOR_SIZE as u64);
-        self.store_end
-            .store(sectors * SECTOR_SIZE as u64, Ordering::Release);
-        Ok(sectors)
-    }
-
-    /// The write fence, as the channels share it.
-    pub(super) fn shared_store_end(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.store_end)
-    }
-
-    fn check(&self, len: usize, offset: u64, write: bool) -> io::Result<u64> {
-        let end = offset.checked_add(len as u64);
-        if end.is_none_or(|e| e > self.sectors() * SECTOR_SIZE as u64) {
-            // The engine never asks for this; refuse rather than trust it.
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        if write && past_fence(offset, len as u64, &self.store_end) {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
-        Ok(self.base + offset)
-    }
-
-    /// pread the whole range; a short read past EOF of a sparse regular
-    /// file cannot happen (the size was checked), so short means error.
-    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let at = self.check(buf.len(), offset, false)?;
-        self.file.read_exact_at(buf, at)
-    }
-
-    /// pwrite the whole range.
-    pub fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let at = self.check(buf.len(), offset, true)?;
-        self.file.write_all_at(buf, at)
-    }
-
-    /// fdatasync: every write made before the call (through either
-    /// descriptor) is on stable storage when it returns.
-    pub fn flush(&self) -> io::Result<()> {
-        self.file.sync_data()
     }
 }
 
@@ -280,25 +150,19 @@ impl FileDisk {
 }
 
 impl Bdev for FileDisk {
-    fn sectors(&self) -> u64 {
-        FileDisk::sectors(self)
+    fn extent(&self) -> &Arc<Extent> {
+        &self.extent
     }
 
-    fn probe_sectors(&self) -> Option<io::Result<u64>> {
-        // A fixed length does not follow the store, but its write fence does.
-        let probed = FileDisk::probe_sectors(self);
-        (!self.fixed_length).then_some(probed)
-    }
-
-    fn grow(&self, sectors: u64) -> u64 {
-        FileDisk::grow(self, sectors)
+    fn store_sectors(&self) -> Option<io::Result<u64>> {
+        let mut f: &File = &self.file;
+        Some(f.seek(SeekFrom::End(0)).map(|b| b / SECTOR_SIZE as u64))
     }
 
     fn geometry(&self) -> Geometry {
         Geometry {
             mem_align: self.mem_align(),
             reads_zero: false,
-            asynchronous: false,
         }
     }
 
@@ -314,14 +178,6 @@ impl Bdev for FileDisk {
     }
 }
 
-/// A write of `len` bytes at export offset `offset` would end past the
-/// store's end as last seen (`store_end`): it would grow a regular file
-/// that shrank under the export, so it is refused.
-#[inline]
-pub(super) fn past_fence(offset: u64, len: u64, store_end: &AtomicU64) -> bool {
-    offset.saturating_add(len) > store_end.load(Ordering::Acquire)
-}
-
 /// A worker's synchronous channel on a [`FileDisk`]: every request runs
 /// during its submit, except durable page-cache writes, which are written
 /// during the submit and acknowledged after one `fdatasync` at the end of
@@ -330,10 +186,6 @@ pub struct FileChannel {
     file: Arc<File>,
     /// Group commit descriptor (no O_DSYNC), when the store has one.
     plain: Option<Arc<File>>,
-    base: u64,
-    sectors: Arc<AtomicU64>,
-    /// The store's write fence ([`FileDisk`]'s `store_end`).
-    store_end: Arc<AtomicU64>,
     /// O_DIRECT: transfers must be aligned to this (0: any).
     align: usize,
     /// One page-aligned slot (O_DIRECT alignment never exceeds a page).
@@ -372,9 +224,6 @@ impl FileChannel {
         Ok(FileChannel {
             file,
             plain,
-            base: disk.base,
-            sectors: Arc::clone(&disk.sectors),
-            store_end: disk.shared_store_end(),
             align,
             bounce,
             held: Vec::with_capacity(depth),
@@ -437,27 +286,22 @@ impl FileChannel {
             // the request carries cannot be served.
             return Err(libc::EINVAL);
         }
-        // SAFETY: the channel's only bounce slot, `slot_len` bytes of an
-        // anonymous mapping it owns; reachable only through `&mut self`.
-        let buf = unsafe { std::slice::from_raw_parts_mut(b.ptr(0), total) };
+        // The channel's only bounce slot (never taken: it is this call's).
+        const SLOT: u16 = 0;
         if write {
-            let mut o = 0;
-            for s in segs.as_slice() {
-                // SAFETY: the caller lends the segment for the call.
-                let src = unsafe { std::slice::from_raw_parts(s.ptr, s.len as usize) };
-                buf[o..o + src.len()].copy_from_slice(src);
-                o += src.len();
-            }
+            // SAFETY: the caller lends the segments for the call; they fit
+            // the slot (checked above).
+            unsafe { b.gather(SLOT, segs.as_slice()) };
+        }
+        // SAFETY: the slot is `slot_len` >= `total` bytes of an anonymous
+        // mapping the channel owns, reachable only through `&mut self`.
+        let buf = unsafe { std::slice::from_raw_parts_mut(b.ptr(SLOT), total) };
+        if write {
             file.write_all_at(buf, at).map_err(Self::errno)
         } else {
             file.read_exact_at(buf, at).map_err(Self::errno)?;
-            let mut o = 0;
-            for s in segs.as_slice() {
-                // SAFETY: the caller lends the segment, writable, for the call.
-                let dst = unsafe { std::slice::from_raw_parts_mut(s.ptr, s.len as usize) };
-                dst.copy_from_slice(&buf[o..o + dst.len()]);
-                o += dst.len();
-            }
+            // SAFETY: the caller lends the segments, writable, for the call.
+            unsafe { b.scatter(SLOT, segs.as_slice()) };
             Ok(())
         }
     }
@@ -484,16 +328,7 @@ impl FileChannel {
 impl Channel for FileChannel {
     #[allow(unsafe_code)]
     unsafe fn submit(&mut self, req: BlockReq, segs: &Segs, tag: Tag) -> Submit {
-        let end = req.offset.checked_add(u64::from(req.len));
-        let cap = self.sectors.load(Ordering::Acquire) * SECTOR_SIZE as u64;
-        if end.is_none_or(|e| e > cap) || segs.total() != req.len as usize {
-            // The engine never asks for this; refuse rather than trust it.
-            return Submit::Done(Err(libc::EINVAL));
-        }
-        if req.op == BlockOp::Write && past_fence(req.offset, req.len.into(), &self.store_end) {
-            return Submit::Done(Err(libc::ENOSPC));
-        }
-        let at = self.base + req.offset;
+        let at = req.offset;
         match req.op {
             // SAFETY: the caller's contract, passed on.
             BlockOp::Read => Submit::Done(unsafe { self.rw(false, segs, at, false) }),
@@ -547,6 +382,7 @@ impl Channel for FileChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bdev::Queue;
 
     fn spec(path: PathBuf) -> DiskSpec {
         DiskSpec {
@@ -559,6 +395,34 @@ mod tests {
             writeback: false,
             rbd: Default::default(),
         }
+    }
+
+    /// `op` on `buf` at export byte `offset` through `q`, to its end (a
+    /// held write gets its group commit).
+    #[allow(unsafe_code)]
+    fn io(q: &mut Queue, op: BlockOp, offset: u64, buf: &mut [u8]) -> BlockResult {
+        let req = BlockReq {
+            op,
+            offset,
+            len: buf.len() as u32,
+        };
+        // SAFETY: `buf` outlives the request: it is reaped below.
+        match unsafe { q.submit(req, &Segs::one(buf.as_mut_ptr(), buf.len()), 7) } {
+            Submit::Done(r) => r,
+            Submit::Busy => panic!("busy"),
+            Submit::Queued => {
+                q.end_batch().unwrap();
+                let mut got = None;
+                q.reap(&mut |t, r| got = Some((t, r)));
+                let (t, r) = got.expect("completed at the batch's end");
+                assert_eq!(t, 7);
+                r
+            }
+        }
+    }
+
+    fn queue(d: &FileDisk) -> Queue {
+        d.open_queue(&ChannelCx::without_memory(4096, 4)).unwrap()
     }
 
     #[test]
@@ -574,27 +438,30 @@ mod tests {
         let plain = |f: fn(&mut DiskSpec)| {
             let mut s = spec(path.clone());
             f(&mut s);
-            FileDisk::open(&s).unwrap().plain().is_some()
+            FileDisk::open(&s).unwrap().channel_files().1.is_some()
         };
         assert!(plain(|_| {}), "the default mode");
         assert!(!plain(|s| s.writeback = true));
         assert!(!plain(|s| s.sync = true));
         assert!(!plain(|s| s.direct = true));
         assert!(!plain(|s| s.read_only = true));
-        // The plain descriptor reaches the same file, without O_DSYNC.
+        // Writes go through the plain descriptor to the same file, and are
+        // acknowledged after the batch's fdatasync.
         let d = FileDisk::open(&spec(path.clone())).unwrap();
-        d.write_uncommitted(&[5u8; 512], 512).unwrap();
-        d.flush().unwrap();
+        let mut q = queue(&d);
+        assert_eq!(io(&mut q, BlockOp::Write, 512, &mut [5u8; 512]), Ok(()));
+        assert_eq!(q.counters().group_commit_writes, 1);
         let mut b = [0u8; 512];
-        d.read_at(&mut b, 512).unwrap();
+        assert_eq!(io(&mut q, BlockOp::Read, 512, &mut b), Ok(()));
         assert_eq!(b, [5u8; 512]);
         assert_eq!(
             std::fs::read(&path).unwrap()[3 * 512],
             5,
             "export offset 2 sectors"
         );
-        assert!(
-            d.write_uncommitted(&[1u8; 512], 4 * 512).is_err(),
+        assert_eq!(
+            io(&mut q, BlockOp::Write, 4 * 512, &mut [1u8; 512]),
+            Err(libc::EINVAL),
             "past the export"
         );
         let flags = |f: &File| {
@@ -604,8 +471,9 @@ mod tests {
             let v = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap();
             i32::from_str_radix(v.trim(), 8).unwrap()
         };
-        assert_ne!(flags(d.file()) & libc::O_DSYNC, 0);
-        assert_eq!(flags(d.plain().unwrap()) & libc::O_DSYNC, 0);
+        let (file, plain) = d.channel_files();
+        assert_ne!(flags(&file) & libc::O_DSYNC, 0);
+        assert_eq!(flags(&plain.unwrap()) & libc::O_DSYNC, 0);
         assert!(acks(|s| s.writeback = true));
         assert!(!acks(|s| {
             s.writeback = true;
@@ -622,7 +490,6 @@ mod tests {
     /// past the new end fails (as a read there does) instead of growing the
     /// file back; below it, writes go on.
     #[test]
-    #[allow(unsafe_code)]
     fn no_write_grows_a_shrunk_store() {
         let path = std::env::temp_dir().join(format!("xblade-fence-{}", std::process::id()));
         std::fs::write(&path, vec![0u8; 16 * 512]).unwrap();
@@ -636,27 +503,23 @@ mod tests {
             .unwrap()
             .set_len(8 * 512)
             .unwrap();
-        assert_eq!(Bdev::probe_sectors(&d).unwrap().unwrap(), 6);
+        assert_eq!(d.probe_sectors().unwrap().unwrap(), 6);
         assert_eq!(d.sectors(), 14, "the export keeps its size");
-        let e = d.write_at(&[1u8; 512], 10 * 512).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
-        assert!(d.write_uncommitted(&[1u8; 512], 6 * 512).is_err());
-        d.write_at(&[2u8; 512], 5 * 512).unwrap();
-        let mut ch = Bdev::open_channel(&d, &ChannelCx::without_memory(4096, 4)).unwrap();
-        let mut buf = [3u8; 1024];
-        let req = BlockReq {
-            op: BlockOp::Write,
-            offset: 5 * 512,
-            len: 1024,
-        };
-        // SAFETY: `buf` outlives the call and is not touched during it.
-        let r = unsafe { ch.submit(req, &Segs::one(buf.as_mut_ptr(), 1024), 1) };
-        assert_eq!(r, Submit::Done(Err(libc::ENOSPC)), "ends past the new end");
+        let mut q = queue(&d);
+        for (offset, len) in [(10 * 512, 512), (6 * 512, 512), (5 * 512, 1024)] {
+            let mut buf = vec![1u8; len];
+            assert_eq!(
+                io(&mut q, BlockOp::Write, offset, &mut buf),
+                Err(libc::ENOSPC),
+                "{offset}+{len} ends past the new end"
+            );
+        }
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),
             8 * 512,
             "not grown"
         );
+        assert_eq!(io(&mut q, BlockOp::Write, 5 * 512, &mut [2u8; 512]), Ok(()));
         // The store grows back: so does the fence.
         std::fs::OpenOptions::new()
             .write(true)
@@ -664,8 +527,11 @@ mod tests {
             .unwrap()
             .set_len(16 * 512)
             .unwrap();
-        Bdev::probe_sectors(&d).unwrap().unwrap();
-        d.write_at(&[4u8; 512], 13 * 512).unwrap();
+        d.probe_sectors().unwrap().unwrap();
+        assert_eq!(
+            io(&mut q, BlockOp::Write, 13 * 512, &mut [4u8; 512]),
+            Ok(())
+        );
         std::fs::remove_file(&path).unwrap();
     }
 
@@ -675,22 +541,27 @@ mod tests {
         std::fs::write(&dir, vec![0u8; 16 * 512]).unwrap();
         let d = FileDisk::open(&spec(dir.clone())).unwrap();
         assert_eq!(d.sectors(), 4);
-        d.write_at(&[7u8; 512], 512).unwrap();
+        let mut q = queue(&d);
+        assert_eq!(io(&mut q, BlockOp::Write, 512, &mut [7u8; 512]), Ok(()));
         let raw = std::fs::read(&dir).unwrap();
         assert_eq!(raw[3 * 512], 7, "offset applied");
         assert_eq!(raw[2 * 512], 0);
-        assert!(d.write_at(&[1u8; 512], 4 * 512).is_err(), "past the export");
+        assert_eq!(
+            io(&mut q, BlockOp::Write, 4 * 512, &mut [1u8; 512]),
+            Err(libc::EINVAL),
+            "past the export"
+        );
         let mut b = [0u8; 512];
-        d.read_at(&mut b, 512).unwrap();
+        assert_eq!(io(&mut q, BlockOp::Read, 512, &mut b), Ok(()));
         assert_eq!(b, [7u8; 512]);
-        d.flush().unwrap();
-        let f = &d;
-        assert!(f.fixed_length());
-        assert_eq!(f.grow(6), 6);
-        assert_eq!(f.grow(5), 6, "never shrinks");
-        d.write_at(&[9u8; 512], 5 * 512).unwrap();
-        assert!(
-            d.write_at(&[1u8; 512], 6 * 512).is_err(),
+        assert_eq!(io(&mut q, BlockOp::Flush, 0, &mut []), Ok(()));
+        assert!(d.probe_sectors().is_none(), "a fixed length");
+        assert_eq!(d.grow(6), 6);
+        assert_eq!(d.grow(5), 6, "never shrinks");
+        assert_eq!(io(&mut q, BlockOp::Write, 5 * 512, &mut [9u8; 512]), Ok(()));
+        assert_eq!(
+            io(&mut q, BlockOp::Write, 6 * 512, &mut [1u8; 512]),
+            Err(libc::EINVAL),
             "past the grown end"
         );
         let mut s = spec(dir.clone());

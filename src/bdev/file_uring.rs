@@ -38,15 +38,14 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::bounce::Bounce;
 use super::commit::GroupCommit;
 use super::uring::{self, Dir, Op, Uring};
 use super::{
-    BlockOp, BlockReq, BlockResult, Channel, ChannelCounters, ChannelCx, FileDisk, MemRegion, Segs,
-    Submit, Tag, MAX_SEGS,
+    BlockOp, BlockReq, BlockResult, Channel, ChannelCounters, ChannelCx, FileDisk, MemRegion, Seg,
+    Segs, Submit, Tag, MAX_SEGS,
 };
 use crate::wire::SECTOR_SIZE;
 
@@ -67,11 +66,20 @@ enum Token {
 struct ReqToken {
     tag: Tag,
     op: BlockOp,
-    /// The request's memory (a READ's bounced segments are copied there).
+    /// The bounce slot held, if any (the request's memory is kept only
+    /// then: a request without one copies nothing at its completion).
+    bounce: Option<Bounced>,
+}
+
+/// A bounce slot a request holds.
+#[derive(Debug)]
+struct Bounced {
+    slot: u16,
+    /// The first segment of `segs` the slot stands for (a READ: the slot
+    /// holds the data of `segs[from..]`, copied there when reaped).
+    from: u8,
+    /// The request's memory.
     segs: Segs,
-    /// Bounce slot held, and the first segment of `segs` it stands for (a
-    /// READ: the slot holds the data of `segs[from..]`).
-    bounce: Option<(u16, u8)>,
 }
 
 /// An io_uring channel on a [`FileDisk`] (see the module doc).
@@ -87,10 +95,6 @@ pub struct UringChannel {
     plain: Option<Arc<File>>,
     /// The worker's memory, registered as fixed buffers `0..regions.len()`.
     regions: Vec<MemRegion>,
-    base: u64,
-    sectors: Arc<AtomicU64>,
-    /// The store's write fence (see [`FileDisk`]): no write past its end.
-    store_end: Arc<AtomicU64>,
     /// O_DIRECT: memory alignment transfers need (0: none).
     align: usize,
     /// O_DIRECT with an alignment above 512: every transfer bounces.
@@ -176,9 +180,6 @@ impl UringChannel {
             commit: plain.as_ref().map(|_| GroupCommit::new(depth)),
             plain,
             regions: cx.memory().to_vec(),
-            base: disk.base(),
-            sectors: disk.shared_sectors(),
-            store_end: disk.shared_store_end(),
             align,
             bounce_all: align > SECTOR_SIZE,
             page_cache_acks: disk.page_cache_acks(),
@@ -241,17 +242,14 @@ impl UringChannel {
                 .position(|g| g.ptr as usize % self.align != 0 || g.len as usize % self.align != 0)
                 .unwrap_or(s.len())
         };
-        let mut ops = [uring::Seg::EMPTY; MAX_SEGS];
-        for (o, g) in ops.iter_mut().zip(&s[..direct_n]) {
-            *o = uring::Seg {
-                ptr: g.ptr,
-                len: g.len,
-            };
-        }
+        // Without a bounce the request's own segments go to the ring as
+        // they are; with one, the aligned head and the slot.
+        let mut ops = [Seg::EMPTY; MAX_SEGS];
         let mut n = direct_n;
         let mut fixed = None;
         let mut bounce = None;
         if direct_n < s.len() {
+            ops[..direct_n].copy_from_slice(&s[..direct_n]);
             let rest: usize = s[direct_n..].iter().map(|g| g.len as usize).sum();
             let Some(b) = self.bounce.as_mut() else {
                 return Submit::Done(Err(libc::EINVAL));
@@ -262,38 +260,36 @@ impl UringChannel {
             let Some(slot) = b.alloc() else {
                 return Submit::Busy;
             };
-            let p = b.ptr(slot);
             if write {
-                let mut o = 0;
-                for g in &s[direct_n..] {
-                    // SAFETY: the source is lent by the caller for the
-                    // transfer; the destination is this request's bounce
-                    // slot of at least `rest` bytes; they do not overlap.
-                    unsafe { std::ptr::copy_nonoverlapping(g.ptr, p.add(o), g.len as usize) };
-                    o += g.len as usize;
-                }
+                // SAFETY: the segments are lent by the caller for the
+                // transfer; the slot was just taken and holds `rest` bytes.
+                unsafe { b.gather(slot, &s[direct_n..]) };
             }
-            ops[n] = uring::Seg {
-                ptr: p,
+            ops[n] = Seg {
+                ptr: b.ptr(slot),
                 len: rest as u32,
             };
             n += 1;
-            bounce = Some((slot, direct_n as u8));
+            bounce = Some(Bounced {
+                slot,
+                from: direct_n as u8,
+                segs: *segs,
+            });
             if direct_n == 0 {
                 fixed = Some(self.bounce_buf());
             }
         } else if let Some(r) = MemRegion::holding(&self.regions, segs) {
             fixed = Some(r as u16);
         }
+        let held = bounce.as_ref().map(|b| b.slot);
         let op = Op::Rw {
             dir: if write { Dir::Write } else { Dir::Read },
-            segs: &ops[..n],
+            segs: if held.is_some() { &ops[..n] } else { s },
             fixed,
         };
         let tok = Token::Req(ReqToken {
             tag,
             op: req.op,
-            segs: *segs,
             bounce,
         });
         // SAFETY: the segments are lent until `tag` is reaped (the caller's
@@ -303,7 +299,7 @@ impl UringChannel {
         match unsafe { self.ring.push(FILE, at, op, tok) } {
             Ok(()) => Submit::Queued,
             Err(_) => {
-                if let (Some((slot, _)), Some(b)) = (bounce, self.bounce.as_mut()) {
+                if let (Some(slot), Some(b)) = (held, self.bounce.as_mut()) {
                     b.release(slot);
                 }
                 Submit::Busy
@@ -361,21 +357,11 @@ unsafe fn pwritev_all(fd: RawFd, segs: &Segs, mut at: u64) -> BlockResult {
 
 impl Channel for UringChannel {
     unsafe fn submit(&mut self, req: BlockReq, segs: &Segs, tag: Tag) -> Submit {
-        let end = req.offset.checked_add(u64::from(req.len));
-        let cap = self.sectors.load(Ordering::Acquire) * SECTOR_SIZE as u64;
-        if end.is_none_or(|e| e > cap)
-            || segs.total() != req.len as usize
-            || (req.op != BlockOp::Flush && segs.as_slice().is_empty())
-        {
-            // The engine never asks for this; refuse rather than trust it.
+        if req.op != BlockOp::Flush && segs.as_slice().is_empty() {
+            // A ring transfer names one segment at least.
             return Submit::Done(Err(libc::EINVAL));
         }
-        if req.op == BlockOp::Write
-            && super::file::past_fence(req.offset, req.len.into(), &self.store_end)
-        {
-            return Submit::Done(Err(libc::ENOSPC));
-        }
-        let at = self.base + req.offset;
+        let at = req.offset;
         match req.op {
             BlockOp::Write if self.page_cache_acks => {
                 // SAFETY: the caller lends the segments for the call.
@@ -402,7 +388,6 @@ impl Channel for UringChannel {
                 let tok = Token::Req(ReqToken {
                     tag,
                     op: req.op,
-                    segs: Segs::default(),
                     bounce: None,
                 });
                 // SAFETY: an fdatasync names no memory.
@@ -433,21 +418,15 @@ impl Channel for UringChannel {
         } = self;
         ring.reap(|tok, res| match tok {
             Token::Req(t) => {
-                if let (Some((slot, from)), Some(b)) = (t.bounce, bounce.as_mut()) {
+                if let (Some(h), Some(b)) = (t.bounce, bounce.as_mut()) {
                     if t.op == BlockOp::Read && res.is_ok() {
-                        let mut p = b.ptr(slot);
-                        for g in &t.segs.as_slice()[usize::from(from)..] {
-                            // SAFETY: the read into the slot has completed;
-                            // the slot holds the data of these segments in
-                            // order; the segments are still lent to this
-                            // request (its tag is handed back below).
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(p, g.ptr, g.len as usize);
-                                p = p.add(g.len as usize);
-                            }
-                        }
+                        // SAFETY: the read into the slot has completed; the
+                        // slot holds the data of these segments in order;
+                        // the segments are still lent to this request (its
+                        // tag is handed back below).
+                        unsafe { b.scatter(h.slot, &h.segs.as_slice()[usize::from(h.from)..]) };
                     }
-                    b.release(slot);
+                    b.release(h.slot);
                 }
                 n += 1;
                 done(t.tag, res);

@@ -3,16 +3,43 @@
 //!
 //! Shaped after SPDK's bdev and io_channel: a [`Bdev`] per export, shared by
 //! every worker, knows its size and what its memory must look like
-//! ([`Geometry`]); each worker opens its own [`Channel`] on it and submits
-//! requests there, single-threaded, with the segments of frame memory the
-//! data lands in (READ) or leaves from (WRITE) and a [`Tag`]. A channel
-//! completes a request at once ([`Submit::Done`]: pread, null) or later
-//! (io_uring, a network store), and then returns its tag exactly once
-//! through [`Channel::reap`]; it may also refuse a request with nothing
-//! taken ([`Submit::Busy`]), and the worker then stops taking frames until
-//! something completes. What a store needs and a datapath should not know
-//! lives behind the channel, written once: O_DIRECT alignment and bouncing,
-//! group commit, the durability policy.
+//! ([`Geometry`]); each worker opens its own [`Queue`] on it
+//! ([`Bdev::open_queue`]) and submits requests there, single-threaded, with
+//! the segments of frame memory the data lands in (READ) or leaves from
+//! (WRITE) and a [`Tag`]. A request completes at once ([`Submit::Done`]:
+//! pread, null) or later (io_uring, a network store), and then its tag
+//! comes back exactly once through [`Queue::reap`]; it may also be refused
+//! with nothing taken ([`Submit::Busy`]), and the worker then stops taking
+//! frames until something completes.
+//!
+//! The bdev core ([`extent`]) is the part no store writes: the range check,
+//! the `-o/-l` window, online growth and the write fence of a shrunk store.
+//! A [`Queue`] applies it and hands the request, moved into the store, to
+//! the store's [`Channel`], which only moves bytes. What a store needs and
+//! a datapath should not know lives behind the channel: O_DIRECT alignment
+//! (the bounce copies are [`bounce`]'s), group commit ([`commit`]), the
+//! durability policy.
+//!
+//! ## Writing a store
+//!
+//! A new store is one file here with two types and one line in [`open`]:
+//!
+//! 1. The store (`impl Bdev`, shared by every worker): build its
+//!    [`Extent`] with [`Extent::new`] from the store's size and the
+//!    [`DiskSpec`] (offset, length), return it from [`Bdev::extent`], say
+//!    what the store's size is now in [`Bdev::store_sectors`] (`None` when
+//!    it never changes) and what its memory must look like in
+//!    [`Bdev::geometry`]. Size, growth and probing come with the extent.
+//! 2. The channel (`impl Channel`, one per worker): `submit` gets requests
+//!    already checked and moved into the store (byte offsets in the store,
+//!    inside the export, the segments holding exactly `len` bytes), moves
+//!    the bytes or starts moving them, and hands every tag back once: in
+//!    [`Submit::Done`] or through `reap`. A store completing later gives a
+//!    [`Channel::poll_fd`] the worker waits on; one with a fixed number of
+//!    operation slots keeps them in a [`crate::slab::Slab`] sized at open,
+//!    so nothing allocates per request (`tests/bdev_no_alloc.rs` checks).
+//!
+//! [`null`] is the smallest example, [`fake`] one completing later.
 //!
 //! Durability is decided when the store is opened: by default every write
 //! goes through a descriptor opened `O_DSYNC`, or through a plain one
@@ -30,6 +57,7 @@ pub mod bounce;
 #[cfg(test)]
 mod channel_tests;
 pub mod commit;
+pub mod extent;
 pub mod fake;
 pub mod file;
 pub mod file_uring;
@@ -44,6 +72,7 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use extent::{Extent, Queue};
 pub use file::FileDisk;
 pub use null::NullDisk;
 
@@ -143,8 +172,9 @@ pub enum BlockOp {
     Flush,
 }
 
-/// A request to a channel: byte offset and length inside the export (the
-/// engine has checked the range against the export's size).
+/// A request: byte offset and length inside the export (to a [`Queue`];
+/// the engine has checked the range against the export's size), or inside
+/// the store (to a [`Channel`], from its queue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockReq {
     /// What to do.
@@ -187,10 +217,6 @@ pub struct Geometry {
     /// READs return zeros (null store): a datapath may answer them from
     /// frames it keeps zeroed, without submitting them.
     pub reads_zero: bool,
-    /// Completions come later than the submit, through
-    /// [`Channel::poll_fd`] (informational: the worker treats every channel
-    /// alike).
-    pub asynchronous: bool,
 }
 
 /// How a file channel does its I/O.
@@ -283,32 +309,58 @@ impl ChannelCx {
     }
 }
 
-/// A block device under one export, shared by every worker.
+/// A block device under one export, shared by every worker. A store
+/// implements the required methods; the provided ones are the bdev core's
+/// (see the module documentation).
 pub trait Bdev: Send + Sync + fmt::Debug {
-    /// Exported capacity in sectors.
-    fn sectors(&self) -> u64;
-    /// What the store could export now (online resize), `None` when the
-    /// export does not follow its store (null, an operator-fixed length).
-    fn probe_sectors(&self) -> Option<io::Result<u64>>;
-    /// Accept requests up to `sectors` from now on (online growth; never
-    /// shrinks). Returns the capacity in force.
-    fn grow(&self, sectors: u64) -> u64;
+    /// Where the export lies in the store and how far it reaches.
+    fn extent(&self) -> &Arc<Extent>;
+    /// The store's whole size in sectors now (from sector 0, not from the
+    /// export's offset), `None` when it never changes (null, tests).
+    fn store_sectors(&self) -> Option<io::Result<u64>>;
     /// Alignment needs and capabilities.
     fn geometry(&self) -> Geometry;
-    /// A channel for one worker.
+    /// The store's channel for one worker (use [`Bdev::open_queue`]: a
+    /// channel takes requests already checked and moved into the store).
     fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>>;
     /// What a network store reports about itself (status, metrics); `None`
     /// for local stores.
     fn store_status(&self) -> Option<StoreStatus> {
         None
     }
+
+    /// Exported capacity in sectors.
+    fn sectors(&self) -> u64 {
+        self.extent().sectors()
+    }
+    /// What the store could export now (online resize), `None` when the
+    /// export does not follow its store (null, an operator-fixed length).
+    /// Also moves the write fence to the store's end, fixed length or not.
+    fn probe_sectors(&self) -> Option<io::Result<u64>> {
+        let e = self.extent();
+        let probed = self.store_sectors()?.map(|s| e.store_resized(s));
+        (!e.fixed_length()).then_some(probed)
+    }
+    /// Accept requests up to `sectors` from now on (online growth; never
+    /// shrinks). Returns the capacity in force.
+    fn grow(&self, sectors: u64) -> u64 {
+        self.extent().grow(sectors)
+    }
+    /// A worker's queue to this export: the core's checks in front of the
+    /// store's channel.
+    fn open_queue(&self, cx: &ChannelCx) -> io::Result<Queue> {
+        Ok(Queue::new(
+            Arc::clone(self.extent()),
+            self.open_channel(cx)?,
+        ))
+    }
 }
 
 /// What `status` shows of a network store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreStatus {
-    /// The Ceph cluster's fsid.
-    pub cluster_fsid: String,
+    /// The cluster the store belongs to (rbd: the Ceph cluster's fsid).
+    pub cluster_fsid: Option<String>,
     /// Requests in flight in the store's client library.
     pub in_flight: u64,
     /// The gateway lease (rbd: exports of a process with a writable one).
@@ -342,10 +394,13 @@ impl std::ops::AddAssign for ChannelCounters {
     }
 }
 
-/// One worker's queue to a [`Bdev`]: single-threaded, owned by the worker.
+/// One worker's channel to a store: single-threaded, owned by the worker's
+/// [`Queue`], which has checked every request it passes on.
 pub trait Channel: Send + fmt::Debug {
     /// Start `req` on `segs` (READ: written into; WRITE: read from; FLUSH:
-    /// none). The segments hold exactly `req.len` bytes.
+    /// none). `req.offset` is a byte offset in the store, the request lies
+    /// inside the export (a WRITE inside the store's end as last probed),
+    /// and the segments hold exactly `req.len` bytes.
     ///
     /// # Safety
     ///
@@ -379,26 +434,15 @@ pub fn open(spec: &DiskSpec) -> Result<Arc<dyn Bdev>, DiskError> {
         Source::File(_) => Ok(Arc::new(FileDisk::open(spec)?)),
         Source::Null { bytes } => {
             let total = bytes / SECTOR_SIZE as u64;
-            let sectors = export_sectors(
-                &PathBuf::from("null"),
-                total,
-                spec.offset_sectors,
-                spec.length_sectors,
-            )?;
-            Ok(Arc::new(NullDisk::new(sectors)))
+            let extent = Extent::new(&PathBuf::from("null"), total, spec)?;
+            Ok(Arc::new(NullDisk::new(extent)))
         }
         Source::FakeAsync { bytes } => {
             let total = bytes / SECTOR_SIZE as u64;
-            let sectors = export_sectors(
-                &PathBuf::from("fake-async"),
-                total,
-                spec.offset_sectors,
-                spec.length_sectors,
-            )?;
-            let store = fake::FakeAsync::from_env(sectors).map_err(|source| DiskError::Open {
-                path: PathBuf::from("fake-async"),
-                source,
-            })?;
+            let path = PathBuf::from("fake-async");
+            let extent = Extent::new(&path, total, spec)?;
+            let store = fake::FakeAsync::from_env(total, extent)
+                .map_err(|source| DiskError::Open { path, source })?;
             Ok(Arc::new(store))
         }
         Source::Rbd {

@@ -4,42 +4,40 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use super::{
-    Bdev, BlockOp, BlockReq, BlockResult, Channel, ChannelCx, Geometry, Segs, Submit, Tag,
+    Bdev, BlockOp, BlockReq, BlockResult, Channel, ChannelCx, Extent, Geometry, Segs, Submit, Tag,
 };
 
 /// A store with no storage.
 #[derive(Debug)]
 pub struct NullDisk {
-    sectors: u64,
+    extent: Arc<Extent>,
 }
 
 impl NullDisk {
-    /// A null store of `sectors`.
-    pub fn new(sectors: u64) -> NullDisk {
-        NullDisk { sectors }
+    /// A null store exporting `extent`.
+    pub fn new(extent: Extent) -> NullDisk {
+        NullDisk {
+            extent: Arc::new(extent),
+        }
     }
 }
 
 impl Bdev for NullDisk {
-    fn sectors(&self) -> u64 {
-        self.sectors
+    fn extent(&self) -> &Arc<Extent> {
+        &self.extent
     }
 
-    fn probe_sectors(&self) -> Option<io::Result<u64>> {
+    fn store_sectors(&self) -> Option<io::Result<u64>> {
         None
-    }
-
-    fn grow(&self, _sectors: u64) -> u64 {
-        self.sectors
     }
 
     fn geometry(&self) -> Geometry {
         Geometry {
             mem_align: 1,
             reads_zero: true,
-            asynchronous: false,
         }
     }
 

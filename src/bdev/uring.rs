@@ -3,7 +3,7 @@
 //! the worker runs: one ring per worker channel, the export file registered
 //! as a fixed file, the worker's memory regions
 //! ([`crate::bdev::ChannelCx::memory`]) and an aligned bounce area
-//! registered as fixed buffers, and a slab of request slots of fixed
+//! registered as fixed buffers, and a [`Slab`] of operation slots of fixed
 //! capacity.
 //!
 //! Every operation carries a caller token `T` (for the file store: the
@@ -32,25 +32,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-/// Most memory segments one operation may name.
-pub const MAX_SEGS: usize = 6;
-
-/// One memory segment of an operation.
-#[derive(Debug, Clone, Copy)]
-pub struct Seg {
-    /// Start.
-    pub ptr: *mut u8,
-    /// Length in bytes.
-    pub len: u32,
-}
-
-impl Seg {
-    /// An empty segment (fills unused iovec slots).
-    pub const EMPTY: Seg = Seg {
-        ptr: std::ptr::null_mut(),
-        len: 0,
-    };
-}
+use super::{Seg, MAX_SEGS};
+use crate::slab::Slab;
 
 /// Direction of a data transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,21 +68,23 @@ pub enum Op<'a> {
     Sync,
 }
 
+/// An operation on the ring.
 #[derive(Debug)]
-struct Slot<T> {
-    token: Option<T>,
+struct Pending<T> {
+    token: T,
     /// Bytes the operation must transfer (0 for a flush).
     expect: u32,
-    /// Iovec array for the vectored opcodes: it must stay put until the
-    /// completion, so it lives in the slab, which never moves or grows.
-    iov: [libc::iovec; MAX_SEGS],
 }
 
 /// A ring with its registered files and buffers and a slot slab.
 pub struct Uring<T> {
     ring: IoUring,
-    slots: Box<[Slot<T>]>,
-    free: Vec<u32>,
+    /// Operations on the ring; the key is the entry's user_data.
+    slots: Slab<Pending<T>>,
+    /// Iovec arrays of the vectored opcodes, one per slot (same key): they
+    /// must stay put until the completion, and this array never moves or
+    /// grows.
+    iovs: Box<[[libc::iovec; MAX_SEGS]]>,
     unsubmitted: usize,
     eventfd: OwnedFd,
     /// The kernel has READV_FIXED / WRITEV_FIXED (Linux 6.15): probed at
@@ -110,7 +95,7 @@ pub struct Uring<T> {
 impl<T> std::fmt::Debug for Uring<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Uring")
-            .field("capacity", &self.slots.len())
+            .field("capacity", &self.slots.capacity())
             .field("in_flight", &self.in_flight())
             .finish()
     }
@@ -175,21 +160,18 @@ impl<T> Uring<T> {
         // SAFETY: `efd` is a fresh descriptor owned by nobody else.
         let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
         ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
-        let slots = (0..capacity)
-            .map(|_| Slot {
-                token: None,
-                expect: 0,
-                iov: [libc::iovec {
+        let iovs = (0..capacity)
+            .map(|_| {
+                [libc::iovec {
                     iov_base: std::ptr::null_mut(),
                     iov_len: 0,
-                }; MAX_SEGS],
+                }; MAX_SEGS]
             })
-            .collect::<Vec<_>>()
-            .into_boxed_slice();
+            .collect();
         Ok(Uring {
             ring,
-            slots,
-            free: (0..capacity).rev().collect(),
+            slots: Slab::new(capacity as usize),
+            iovs,
             unsubmitted: 0,
             eventfd,
             vectored_fixed,
@@ -211,37 +193,25 @@ impl<T> Uring<T> {
 
     /// Slots in the slab.
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.slots.capacity()
     }
 
     /// Operations pushed and not yet reaped.
+    #[inline]
     pub fn in_flight(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.slots.len()
     }
 
     /// No slot is free: [`push`](Self::push) would hand the token back.
+    #[inline]
     pub fn is_full(&self) -> bool {
-        self.free.is_empty()
+        self.slots.is_full()
     }
 
     /// Descriptor that becomes readable when completions are posted (for
-    /// poll(2) next to the socket); [`clear_event`](Self::clear_event) resets it.
+    /// poll(2) next to the socket; the worker resets it after its poll).
     pub fn event_fd(&self) -> RawFd {
         self.eventfd.as_raw_fd()
-    }
-
-    /// Reset the completion eventfd.
-    pub fn clear_event(&self) {
-        let mut v = 0u64;
-        // SAFETY: reads 8 bytes into `v`, a live local; the fd is a
-        // non-blocking eventfd owned by `self`.
-        let _ = unsafe {
-            libc::read(
-                self.eventfd.as_raw_fd(),
-                std::ptr::addr_of_mut!(v).cast::<libc::c_void>(),
-                8,
-            )
-        };
     }
 
     /// Queue `op` on fixed file `file` at byte `offset`. Returns the token
@@ -255,11 +225,12 @@ impl<T> Uring<T> {
     /// [`reap`](Self::reap) returns `token`. With `fixed`, every segment
     /// must lie inside that registered buffer.
     pub unsafe fn push(&mut self, file: u32, offset: u64, op: Op<'_>, token: T) -> Result<(), T> {
-        let Some(&s) = self.free.last() else {
+        // The slot is taken only once the entry is in the SQ.
+        let Some(s) = self.slots.next_key() else {
             return Err(token);
         };
         let vectored_fixed = self.vectored_fixed;
-        let slot = &mut self.slots[s as usize];
+        let iovs = &mut self.iovs[s as usize];
         let fd = types::Fixed(file);
         let (sqe, expect) = match op {
             Op::Flush => (
@@ -292,13 +263,13 @@ impl<T> Uring<T> {
                             .build(),
                     }
                 } else {
-                    for (v, g) in slot.iov.iter_mut().zip(segs) {
+                    for (v, g) in iovs.iter_mut().zip(segs) {
                         *v = libc::iovec {
                             iov_base: g.ptr.cast(),
                             iov_len: g.len as usize,
                         };
                     }
-                    let iov = slot.iov.as_ptr();
+                    let iov = iovs.as_ptr();
                     let n = segs.len() as u32;
                     // Decided at open (see `vectored_fixed`): plain
                     // vectored I/O reaches registered memory all the same.
@@ -327,9 +298,8 @@ impl<T> Uring<T> {
         if unsafe { self.ring.submission().push(&sqe) }.is_err() {
             return Err(token);
         }
-        slot.token = Some(token);
-        slot.expect = expect;
-        self.free.pop();
+        let key = self.slots.insert(Pending { token, expect });
+        debug_assert_eq!(key.ok(), Some(s), "the slab hands out next_key");
         self.unsubmitted += 1;
         Ok(())
     }
@@ -373,23 +343,21 @@ impl<T> Uring<T> {
             let Some(cqe) = self.ring.completion().next() else {
                 break;
             };
-            let s = cqe.user_data() as usize;
+            let s = cqe.user_data() as u32;
             let res = cqe.result();
-            let slot = &mut self.slots[s];
-            let Some(token) = slot.token.take() else {
+            let Some(Pending { token, expect }) = self.slots.remove(s) else {
                 debug_assert!(false, "completion for empty slot {s}");
                 continue;
             };
             let r = if res < 0 {
                 Err(-res)
-            } else if res as u32 != slot.expect {
+            } else if res as u32 != expect {
                 // A short transfer inside the export cannot happen on a
                 // healthy store.
                 Err(libc::EIO)
             } else {
                 Ok(())
             };
-            self.free.push(s as u32);
             n += 1;
             f(token, r);
         }
@@ -728,9 +696,12 @@ mod tests {
             let bad = opcode::Nop::new()
                 .build()
                 .flags(squeue::Flags::from_bits_retain(0x80))
-                .user_data(7);
-            u.slots[7].token = Some(100);
-            u.free.retain(|&s| s != 7);
+                .user_data(0);
+            let key = u.slots.insert(Pending {
+                token: 100,
+                expect: 0,
+            });
+            assert_eq!(key.ok(), Some(0));
             // SAFETY: a NOP names no memory.
             unsafe { u.ring.submission().push(&bad) }.unwrap();
             u.unsubmitted += 1;

@@ -7,11 +7,13 @@
 
 use std::time::Duration;
 
+use super::exposition::{Family, Num, Page};
 use super::http;
 use super::reactor::{Limits, Protocol, Verdict};
 use super::{ExportStatus, Sources};
+use crate::bdev::rbd::lease::LeaseStatus;
 use crate::engine::DropReason;
-use crate::stats::WorkerStats;
+use crate::stats::{WorkerStats, XdpStats};
 
 /// Bounds of the endpoint. A scrape sends its ~200-byte request at once
 /// and reads the answer at once; 3 s for the request and 10 s for the
@@ -32,13 +34,11 @@ pub(super) struct Endpoint {
 }
 
 impl Endpoint {
-    /// The page: worker counters, then export gauges.
+    /// The page: worker counters, then export gauges, then what is not
+    /// served. The workers' counters are their published snapshots: a
+    /// scrape takes no lock a worker waits on.
     fn page(&self) -> String {
-        let mut body = prometheus_text(&self.src.workers());
-        let st = self.src.status();
-        body.push_str(&prometheus_exports(&st.exports));
-        body.push_str(&prometheus_availability(&st));
-        body
+        page_text(&self.src.workers(), &self.src.status())
     }
 }
 
@@ -64,268 +64,378 @@ impl Protocol for Endpoint {
     fn handoff(&mut self, _stream: std::net::TcpStream, _job: ()) {}
 }
 
-/// Fields of the XDP statistics that are levels, not counts.
-const XDP_GAUGES: [&str; 1] = ["fill_depth"];
+/// The whole page.
+fn page_text(workers: &[WorkerStats], st: &super::status::Status) -> String {
+    let mut page = Page::new();
+    worker_series(&mut page, workers);
+    export_series(&mut page, &st.exports);
+    availability_series(&mut page, st);
+    page.into_string()
+}
+
+/// One part of the page on its own (for tests and tools).
+fn one_part(write: impl FnOnce(&mut Page)) -> String {
+    let mut page = Page::new();
+    write(&mut page);
+    page.into_string()
+}
+
+/// Labels of a worker's series.
+const WORKER: [&str; 2] = ["iface", "queue"];
+/// Labels of an export's series.
+const EXPORT: [&str; 2] = ["shelf", "slot"];
+
+/// A worker series: its family and where its value is read.
+type WorkerSeries = (Family<2>, fn(&WorkerStats) -> u64);
+
+/// The workers' own counters.
+const WORKER_COUNTERS: [WorkerSeries; 10] = [
+    (
+        Family::counter("xblade_rx_frames_total", "Frames received.", WORKER),
+        |w| w.rx_frames,
+    ),
+    (
+        Family::counter("xblade_tx_frames_total", "Frames sent.", WORKER),
+        |w| w.tx_frames,
+    ),
+    (
+        Family::counter(
+            "xblade_tx_dropped_total",
+            "Replies the kernel refused.",
+            WORKER,
+        ),
+        |w| w.tx_dropped,
+    ),
+    (
+        Family::counter(
+            "xblade_rx_kernel_dropped_total",
+            "AF_PACKET: requests the kernel dropped, the socket's receive buffer being full.",
+            WORKER,
+        ),
+        |w| w.rx_kernel_dropped,
+    ),
+    (
+        Family::counter(
+            "xblade_disk_errors_total",
+            "Failed disk operations.",
+            WORKER,
+        ),
+        |w| w.disk_errors,
+    ),
+    (
+        Family::counter("xblade_ata_read_total", "READ requests.", WORKER),
+        |w| w.engine.ata_read,
+    ),
+    (
+        Family::counter("xblade_ata_write_total", "WRITE requests.", WORKER),
+        |w| w.engine.ata_write,
+    ),
+    (
+        Family::counter(
+            "xblade_ata_errors_total",
+            "ATA replies with ERR status.",
+            WORKER,
+        ),
+        |w| w.engine.ata_errors,
+    ),
+    (
+        Family::counter(
+            "xblade_aoe_errors_total",
+            "Replies with an AoE error.",
+            WORKER,
+        ),
+        |w| w.engine.aoe_errors,
+    ),
+    (
+        Family::counter(
+            "xblade_query_config_total",
+            "Query Config requests.",
+            WORKER,
+        ),
+        |w| w.engine.query_config,
+    ),
+];
+
+const DROPPED: Family<3> = Family::counter(
+    "xblade_dropped_total",
+    "Frames dropped without reply, by reason.",
+    ["iface", "queue", "reason"],
+);
+
+const DISK_IN_FLIGHT: Family<2> = Family::gauge(
+    "xblade_disk_in_flight",
+    "Disk operations in flight.",
+    WORKER,
+);
+
+const XDP_INFO: Family<6> = Family::gauge(
+    "xblade_xdp_info",
+    "XDP attach mode and socket options of a queue (value 1).",
+    [
+        "iface",
+        "queue",
+        "mode",
+        "zero_copy",
+        "busy_poll",
+        "huge_pages",
+    ],
+);
+
+/// An XDP series: its family and where its value is read.
+type XdpSeries = (Family<2>, fn(&XdpStats) -> u64);
+
+/// `xblade_xdp_FIELD_total` (counter) or `xblade_xdp_FIELD` (gauge) for
+/// each numeric field of [`XdpStats`], named after the field; the test
+/// `every_xdp_field_is_declared` fails when a field is added and not here.
+macro_rules! xdp_series {
+    ($($kind:ident $field:ident),* $(,)?) => {
+        [$((
+            xdp_series!(@ $kind $field),
+            (|x: &XdpStats| x.$field) as fn(&XdpStats) -> u64,
+        )),*]
+    };
+    (@ counter $field:ident) => {
+        Family::counter(
+            concat!("xblade_xdp_", stringify!($field), "_total"),
+            concat!("AF_XDP/XDP counter ", stringify!($field), " (see xblade status --json)."),
+            WORKER,
+        )
+    };
+    (@ gauge $field:ident) => {
+        Family::gauge(
+            concat!("xblade_xdp_", stringify!($field)),
+            concat!("AF_XDP/XDP gauge ", stringify!($field), " (see xblade status --json)."),
+            WORKER,
+        )
+    };
+}
+
+const XDP_SERIES: [XdpSeries; 28] = xdp_series![
+    counter rx_dropped,
+    counter rx_invalid_descs,
+    counter tx_invalid_descs,
+    counter rx_ring_full,
+    counter rx_fill_ring_empty,
+    counter tx_ring_empty,
+    counter bpf_redirected,
+    counter bpf_passed_non_aoe,
+    counter bpf_passed_foreign,
+    counter bpf_dropped_foreign,
+    counter bpf_no_socket,
+    counter bpf_short,
+    counter bpf_vlan,
+    counter bpf_response,
+    counter bpf_other_host,
+    counter rx_oversize,
+    counter rx_bad_desc,
+    gauge fill_depth,
+    counter fill_starved,
+    counter backpressure,
+    counter reply_no_chunk,
+    counter zero_pool_replies,
+    counter tx_kicks,
+    counter wakeup_errors,
+    counter rx_multi_buffer,
+    counter idle_spin_ns,
+    counter group_commits,
+    counter group_commit_writes,
+];
 
 /// Prometheus text exposition of worker counters, labelled by interface and
 /// queue; on the XDP datapath also every AF_XDP and XDP-program counter
 /// (`xblade_xdp_*`) and an `xblade_xdp_info` gauge with the mode.
 pub fn prometheus_text(workers: &[WorkerStats]) -> String {
-    let mut o = String::new();
-    let mut metric = |name: &str, help: &str, get: &dyn Fn(&WorkerStats) -> u64| {
-        o.push_str(&format!(
-            "# HELP xblade_{name} {help}\n# TYPE xblade_{name} counter\n"
-        ));
+    one_part(|p| worker_series(p, workers))
+}
+
+/// The workers' families, on `page`.
+fn worker_series(page: &mut Page, workers: &[WorkerStats]) {
+    for (family, get) in &WORKER_COUNTERS {
+        let mut s = page.family(family);
         for w in workers {
-            o.push_str(&format!(
-                "xblade_{name}{{iface=\"{}\",queue=\"{}\"}} {}\n",
-                w.iface,
-                w.queue,
-                get(w)
-            ));
+            s.sample([&w.iface, &w.queue], get(w));
         }
-    };
-    metric("rx_frames_total", "Frames received.", &|w| w.rx_frames);
-    metric("tx_frames_total", "Frames sent.", &|w| w.tx_frames);
-    metric("tx_dropped_total", "Replies the kernel refused.", &|w| {
-        w.tx_dropped
-    });
-    metric(
-        "rx_kernel_dropped_total",
-        "AF_PACKET: requests the kernel dropped, the socket's receive buffer being full.",
-        &|w| w.rx_kernel_dropped,
-    );
-    metric("disk_errors_total", "Failed disk operations.", &|w| {
-        w.disk_errors
-    });
-    metric("ata_read_total", "READ requests.", &|w| w.engine.ata_read);
-    metric("ata_write_total", "WRITE requests.", &|w| {
-        w.engine.ata_write
-    });
-    metric("ata_errors_total", "ATA replies with ERR status.", &|w| {
-        w.engine.ata_errors
-    });
-    metric("aoe_errors_total", "Replies with an AoE error.", &|w| {
-        w.engine.aoe_errors
-    });
-    metric("query_config_total", "Query Config requests.", &|w| {
-        w.engine.query_config
-    });
-    o.push_str("# HELP xblade_dropped_total Frames dropped without reply, by reason.\n# TYPE xblade_dropped_total counter\n");
+    }
+    let mut s = page.family(&DROPPED);
     for w in workers {
         for r in DropReason::ALL {
-            o.push_str(&format!(
-                "xblade_dropped_total{{iface=\"{}\",queue=\"{}\",reason=\"{}\"}} {}\n",
-                w.iface,
-                w.queue,
-                r.name(),
-                w.engine.drops_for(r)
-            ));
+            s.sample([&w.iface, &w.queue, &r.name()], w.engine.drops_for(r));
         }
     }
-    o.push_str("# HELP xblade_disk_in_flight Disk operations in flight.\n# TYPE xblade_disk_in_flight gauge\n");
+    let mut s = page.family(&DISK_IN_FLIGHT);
     for w in workers {
-        o.push_str(&format!(
-            "xblade_disk_in_flight{{iface=\"{}\",queue=\"{}\"}} {}\n",
-            w.iface, w.queue, w.disk_in_flight
-        ));
+        s.sample([&w.iface, &w.queue], w.disk_in_flight);
     }
-    // XDP: every numeric counter of XdpStats, by its field name.
-    let xdp: Vec<(&WorkerStats, serde_json::Map<String, serde_json::Value>)> = workers
+    let xdp: Vec<(&WorkerStats, &XdpStats)> = workers
         .iter()
-        .filter_map(|w| {
-            let v = serde_json::to_value(w.xdp.as_ref()?).ok()?;
-            Some((w, v.as_object()?.clone()))
-        })
+        .filter_map(|w| Some((w, w.xdp.as_ref()?)))
         .collect();
-    if let Some((_, first)) = xdp.first() {
-        o.push_str("# HELP xblade_xdp_info XDP attach mode and socket options of a queue (value 1).\n# TYPE xblade_xdp_info gauge\n");
-        for (w, m) in &xdp {
-            o.push_str(&format!(
-                "xblade_xdp_info{{iface=\"{}\",queue=\"{}\",mode=\"{}\",zero_copy=\"{}\",busy_poll=\"{}\",huge_pages=\"{}\"}} 1\n",
-                w.iface,
-                w.queue,
-                m.get("mode").and_then(|v| v.as_str()).unwrap_or("?"),
-                m.get("zero_copy").and_then(|v| v.as_bool()).unwrap_or(false),
-                m.get("busy_poll").and_then(|v| v.as_bool()).unwrap_or(false),
-                m.get("huge_pages").and_then(|v| v.as_bool()).unwrap_or(false),
-            ));
-        }
-        for (field, v) in first {
-            if !v.is_u64() {
-                continue;
-            }
-            // Gauges among the counters: no _total suffix.
-            let (name, kind) = if XDP_GAUGES.contains(&field.as_str()) {
-                (format!("xblade_xdp_{field}"), "gauge")
-            } else {
-                (format!("xblade_xdp_{field}_total"), "counter")
-            };
-            o.push_str(&format!(
-                "# HELP {name} AF_XDP/XDP {kind} {field} (see xblade status --json).\n# TYPE {name} {kind}\n"
-            ));
-            for (w, m) in &xdp {
-                o.push_str(&format!(
-                    "{name}{{iface=\"{}\",queue=\"{}\"}} {}\n",
-                    w.iface,
-                    w.queue,
-                    m.get(field).and_then(|v| v.as_u64()).unwrap_or(0)
-                ));
-            }
+    let mut s = page.family(&XDP_INFO);
+    for (w, x) in &xdp {
+        s.sample(
+            [
+                &w.iface,
+                &w.queue,
+                &x.mode,
+                &x.zero_copy,
+                &x.busy_poll,
+                &x.huge_pages,
+            ],
+            1u64,
+        );
+    }
+    for (family, get) in &XDP_SERIES {
+        let mut s = page.family(family);
+        for (w, x) in &xdp {
+            s.sample([&w.iface, &w.queue], get(x));
         }
     }
-    o
 }
+
+const EXPORT_SECTORS: Family<2> = Family::gauge(
+    "xblade_export_sectors",
+    "Exported capacity in 512-byte sectors.",
+    EXPORT,
+);
+
+const EXPORT_READ_ONLY: Family<2> = Family::gauge(
+    "xblade_export_read_only",
+    "1 when the export refuses writes.",
+    EXPORT,
+);
+
+const STORE_IN_FLIGHT: Family<4> = Family::gauge(
+    "xblade_export_store_in_flight",
+    "Requests in flight in the store's client library (librbd), by cluster.",
+    ["shelf", "slot", "source", "cluster_fsid"],
+);
 
 /// Prometheus gauges of the exports: capacity and read-only flag.
 pub fn prometheus_exports(exports: &[ExportStatus]) -> String {
-    let mut o = String::from(
-        "# HELP xblade_export_sectors Exported capacity in 512-byte sectors.\n# TYPE xblade_export_sectors gauge\n",
-    );
-    for e in exports {
-        o.push_str(&format!(
-            "xblade_export_sectors{{shelf=\"{}\",slot=\"{}\"}} {}\n",
-            e.shelf, e.slot, e.sectors
-        ));
-    }
-    o.push_str("# HELP xblade_export_read_only 1 when the export refuses writes.\n# TYPE xblade_export_read_only gauge\n");
-    for e in exports {
-        o.push_str(&format!(
-            "xblade_export_read_only{{shelf=\"{}\",slot=\"{}\"}} {}\n",
-            e.shelf,
-            e.slot,
-            u8::from(e.read_only)
-        ));
-    }
-    let stores: Vec<_> = exports
-        .iter()
-        .filter_map(|e| Some((e, e.cluster_fsid.as_ref()?, e.store_in_flight?)))
-        .collect();
-    if !stores.is_empty() {
-        o.push_str("# HELP xblade_export_store_in_flight Requests in flight in the store's client library (librbd), by cluster.\n# TYPE xblade_export_store_in_flight gauge\n");
-        for (e, fsid, n) in stores {
-            o.push_str(&format!(
-                "xblade_export_store_in_flight{{shelf=\"{}\",slot=\"{}\",source=\"{}\",cluster_fsid=\"{}\"}} {n}\n",
-                e.shelf,
-                e.slot,
-                label(&e.source),
-                label(fsid)
-            ));
-        }
-    }
-    let leases: Vec<_> = exports
-        .iter()
-        .filter_map(|e| Some((e, e.lease.as_ref()?)))
-        .collect();
-    for (name, kind, help, get) in LEASE_METRICS {
-        if leases.is_empty() {
-            break;
-        }
-        o.push_str(&format!(
-            "# HELP xblade_gateway_lease_{name} {help}\n# TYPE xblade_gateway_lease_{name} {kind}\n"
-        ));
-        for (e, l) in &leases {
-            o.push_str(&format!(
-                "xblade_gateway_lease_{name}{{shelf=\"{}\",slot=\"{}\"}} {}\n",
-                e.shelf,
-                e.slot,
-                get(l)
-            ));
-        }
-    }
-    o
+    one_part(|p| export_series(p, exports))
 }
+
+/// The exports' families, on `page`.
+fn export_series(page: &mut Page, exports: &[ExportStatus]) {
+    let mut s = page.family(&EXPORT_SECTORS);
+    for e in exports {
+        s.sample([&e.shelf, &e.slot], e.sectors);
+    }
+    let mut s = page.family(&EXPORT_READ_ONLY);
+    for e in exports {
+        s.sample([&e.shelf, &e.slot], e.read_only);
+    }
+    let mut s = page.family(&STORE_IN_FLIGHT);
+    for e in exports {
+        if let (Some(fsid), Some(n)) = (&e.cluster_fsid, e.store_in_flight) {
+            s.sample([&e.shelf, &e.slot, &e.source, fsid], n);
+        }
+    }
+    for (family, get) in &LEASE_SERIES {
+        let mut s = page.family(family);
+        for e in exports {
+            if let Some(l) = &e.lease {
+                s.sample([&e.shelf, &e.slot], get(l));
+            }
+        }
+    }
+}
+
+const NOT_SERVING: Family<2> = Family::gauge(
+    "xblade_not_serving",
+    "1 for each export, interface or duplicate pair configured but not served (status says why).",
+    ["kind", "name"],
+);
+
+const DUPLICATE_RESPONSES: Family<4> = Family::counter(
+    "xblade_duplicate_responses_total",
+    "Query Config responses from another target for a shelf.slot served here.",
+    ["iface", "shelf", "slot", "mac"],
+);
 
 /// Gauges of what is configured but not served, and counters of
 /// duplicates seen while serving (each family only when it has samples).
 pub fn prometheus_availability(st: &super::status::Status) -> String {
-    let mut o = String::new();
-    if !st.not_serving.is_empty() {
-        o.push_str("# HELP xblade_not_serving 1 for each export, interface or duplicate pair configured but not served (status says why).\n# TYPE xblade_not_serving gauge\n");
-    }
-    for n in &st.not_serving {
-        o.push_str(&format!(
-            "xblade_not_serving{{kind=\"{}\",name=\"{}\"}} 1\n",
-            label(&n.kind),
-            label(&n.name)
-        ));
-    }
-    if !st.duplicates.is_empty() {
-        o.push_str("# HELP xblade_duplicate_responses_total Query Config responses from another target for a shelf.slot served here.\n# TYPE xblade_duplicate_responses_total counter\n");
-    }
-    for d in &st.duplicates {
-        o.push_str(&format!(
-            "xblade_duplicate_responses_total{{iface=\"{}\",shelf=\"{}\",slot=\"{}\",mac=\"{}\"}} {}\n",
-            label(&d.iface),
-            d.shelf,
-            d.slot,
-            d.mac,
-            d.count
-        ));
-    }
-    o
+    one_part(|p| availability_series(p, st))
 }
 
-/// The gateway lease's series (docs/fencing.md): name, type, help, value.
-type LeaseMetric = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&crate::bdev::rbd::lease::LeaseStatus) -> i64,
-);
-const LEASE_METRICS: [LeaseMetric; 7] = [
+/// The availability families, on `page`.
+fn availability_series(page: &mut Page, st: &super::status::Status) {
+    let mut s = page.family(&NOT_SERVING);
+    for n in &st.not_serving {
+        s.sample([&n.kind, &n.name], 1u64);
+    }
+    let mut s = page.family(&DUPLICATE_RESPONSES);
+    for d in &st.duplicates {
+        s.sample([&d.iface, &d.shelf, &d.slot, &d.mac], d.count);
+    }
+}
+
+/// A series of the gateway lease (docs/fencing.md).
+type LeaseSeries = (Family<2>, fn(&LeaseStatus) -> Num);
+
+const LEASE_SERIES: [LeaseSeries; 7] = [
     (
-        "valid_ms",
-        "gauge",
-        "Milliseconds this gateway's lease still holds (negative: lapsed).",
-        |l| l.valid_ms,
+        Family::gauge(
+            "xblade_gateway_lease_valid_ms",
+            "Milliseconds this gateway's lease still holds (negative: lapsed).",
+            EXPORT,
+        ),
+        |l| l.valid_ms.into(),
     ),
     (
-        "admitting",
-        "gauge",
-        "1 while this gateway admits WRITEs.",
-        |l| i64::from(l.admitting),
-    ),
-    ("renewals_total", "counter", "Heartbeats confirmed.", |l| {
-        l.renewals as i64
-    }),
-    (
-        "missed_total",
-        "counter",
-        "Heartbeats not sent or failed.",
-        |l| l.missed as i64,
+        Family::gauge(
+            "xblade_gateway_lease_admitting",
+            "1 while this gateway admits WRITEs.",
+            EXPORT,
+        ),
+        |l| l.admitting.into(),
     ),
     (
-        "fenced_peers_total",
-        "counter",
-        "Gateways this gateway blocklisted after their lease lapsed.",
-        |l| l.fenced_peers as i64,
+        Family::counter(
+            "xblade_gateway_lease_renewals_total",
+            "Heartbeats confirmed.",
+            EXPORT,
+        ),
+        |l| l.renewals.into(),
     ),
     (
-        "stale_dropped_total",
-        "counter",
-        "WRITEs dropped without a reply for want of a lease.",
-        |l| l.stale_dropped as i64,
+        Family::counter(
+            "xblade_gateway_lease_missed_total",
+            "Heartbeats not sent or failed.",
+            EXPORT,
+        ),
+        |l| l.missed.into(),
     ),
     (
-        "restarts_total",
-        "counter",
-        "Times this gateway was fenced and started again.",
-        |l| l.restarts as i64,
+        Family::counter(
+            "xblade_gateway_lease_fenced_peers_total",
+            "Gateways this gateway blocklisted after their lease lapsed.",
+            EXPORT,
+        ),
+        |l| l.fenced_peers.into(),
+    ),
+    (
+        Family::counter(
+            "xblade_gateway_lease_stale_dropped_total",
+            "WRITEs dropped without a reply for want of a lease.",
+            EXPORT,
+        ),
+        |l| l.stale_dropped.into(),
+    ),
+    (
+        Family::counter(
+            "xblade_gateway_lease_restarts_total",
+            "Times this gateway was fenced and started again.",
+            EXPORT,
+        ),
+        |l| l.restarts.into(),
     ),
 ];
-
-/// A Prometheus label value, escaped.
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::XdpStats;
 
     #[test]
     fn prometheus_store_gauge_only_for_network_stores() {
@@ -408,5 +518,98 @@ mod tests {
             let (_, v) = l.rsplit_once(' ').expect("value");
             assert!(v.parse::<u64>().is_ok(), "{l}");
         }
+    }
+
+    /// Every numeric field of [`XdpStats`] has its declared family, and
+    /// every declared family reads a field: a field added to the struct
+    /// without a declared type fails here instead of becoming a counter.
+    #[test]
+    fn every_xdp_field_is_declared() {
+        let v = serde_json::to_value(XdpStats::default()).unwrap();
+        let mut fields: Vec<&str> = v
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| v.is_u64())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let mut declared: Vec<&str> = XDP_SERIES
+            .iter()
+            .map(|(f, _)| {
+                let n = f.name().strip_prefix("xblade_xdp_").unwrap();
+                n.strip_suffix("_total").unwrap_or(n)
+            })
+            .collect();
+        fields.sort_unstable();
+        declared.sort_unstable();
+        assert_eq!(fields, declared);
+        // And each reads its own field.
+        let x = XdpStats {
+            rx_ring_full: 3,
+            fill_depth: 4,
+            ..Default::default()
+        };
+        for (f, get) in &XDP_SERIES {
+            let want = match f.name() {
+                "xblade_xdp_rx_ring_full_total" => 3,
+                "xblade_xdp_fill_depth" => 4,
+                _ => 0,
+            };
+            assert_eq!(get(&x), want, "{}", f.name());
+        }
+    }
+
+    /// The whole page with every family present: each sample belongs to
+    /// the family declared just above it with `# HELP` and `# TYPE`, no
+    /// family appears twice, counters and only counters end in `_total`.
+    #[test]
+    fn every_sample_has_its_declared_family() {
+        let w = WorkerStats {
+            iface: "eth1".into(),
+            queue: 1,
+            xdp: Some(XdpStats {
+                mode: "native",
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let st: super::super::status::Status = serde_json::from_value(serde_json::json!({
+            "pid": 1, "datapath": "xdp", "workers": [],
+            "exports": [{"shelf": 1, "slot": 2, "sectors": 8, "read_only": false,
+                "config": "", "mac_mask": [], "reserve": [], "source": "rbd:p/i",
+                "interfaces": [], "offset": 0, "fixed_length": false, "direct": false,
+                "writeback": false, "cluster_fsid": "f", "store_in_flight": 1,
+                "lease": {"addr": "a", "valid_ms": -5, "admitting": true, "renewals": 1,
+                    "missed": 0, "fenced_peers": 0, "fence_failures": 0,
+                    "stale_dropped": 0, "restarts": 0, "peers": []}}],
+            "not_serving": [{"kind": "export", "name": "e1.2", "reason": "r",
+                "since_secs": 1, "retry_in_secs": null, "attempts": 0}],
+            "duplicates": [{"iface": "eth1", "shelf": 1, "slot": 2,
+                "mac": "02:00:00:00:00:01", "count": 3, "last_secs_ago": 0}]
+        }))
+        .unwrap();
+        let t = page_text(&[w.clone(), w], &st);
+        let mut families: Vec<(&str, &str)> = Vec::new();
+        let mut help: Option<&str> = None;
+        for l in t.lines() {
+            if let Some(r) = l.strip_prefix("# HELP ") {
+                help = Some(r.split_once(' ').unwrap().0);
+            } else if let Some(r) = l.strip_prefix("# TYPE ") {
+                let (name, kind) = r.split_once(' ').unwrap();
+                assert_eq!(help.take(), Some(name), "{l}");
+                assert!(!families.iter().any(|(n, _)| *n == name), "{name} twice");
+                assert_eq!(name.ends_with("_total"), kind == "counter", "{l}");
+                families.push((name, kind));
+            } else {
+                let name = l.split(['{', ' ']).next().unwrap();
+                assert_eq!(families.last().map(|f| f.0), Some(name), "{l}");
+                let (_, v) = l.rsplit_once(' ').unwrap();
+                assert!(v.parse::<i64>().is_ok(), "{l}");
+            }
+        }
+        // Every declared family is on this page.
+        let all = WORKER_COUNTERS.len() + 3 + XDP_SERIES.len() + 3 + LEASE_SERIES.len() + 2;
+        assert_eq!(families.len(), all, "{t}");
+        assert!(t.contains("xblade_gateway_lease_valid_ms{shelf=\"1\",slot=\"2\"} -5"));
     }
 }

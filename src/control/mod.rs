@@ -16,11 +16,13 @@
 //! or `{"error": MESSAGE}`.
 //!
 //! Layout: `status` (what is reported), `server` (the socket's
-//! protocol), `metrics` and `http` (the Prometheus endpoint), `reactor`
+//! protocol), `metrics` and `http` (the Prometheus endpoint), `exposition`
+//! (its text format, written only through declared families), `reactor`
 //! (the poll loop serving both listeners, one thread each: `xb-control`,
 //! `xb-metrics`), `client`, `render` (text for people).
 
 mod client;
+mod exposition;
 mod http;
 mod metrics;
 mod reactor;
@@ -43,7 +45,7 @@ use tracing::info;
 pub use client::{command, discover_sockets, query, STATUS_TIMEOUT};
 pub use metrics::{prometheus_availability, prometheus_exports, prometheus_text};
 pub use render::{render, render_counters, render_status};
-pub use server::{parse_target, Command, Request, MAX_COMMANDS};
+pub use server::{Command, Request, MAX_COMMANDS};
 pub use status::{DuplicateStatus, ExportStatus, IfaceStatus, NotServingStatus, Sources, Status};
 
 /// Directory holding one control socket per running xblade.
@@ -120,24 +122,18 @@ pub fn start(
         })?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         cp.socket = Some(path.to_path_buf());
-        let mut proto = server::ControlSocket {
+        let proto = server::ControlSocket {
             src: sources.clone(),
             commands: Arc::new(AtomicUsize::new(0)),
         };
-        let stop = Arc::clone(&stop_rx);
-        cp.threads.push(
-            std::thread::Builder::new()
-                .name("xb-control".into())
-                .spawn(move || {
-                    reactor::run(
-                        &listener,
-                        stop.as_raw_fd(),
-                        server::LIMITS,
-                        &mut proto,
-                        "control socket",
-                    )
-                })?,
-        );
+        cp.threads.push(spawn_reactor(
+            "xb-control",
+            listener,
+            Arc::clone(&stop_rx),
+            server::LIMITS,
+            proto,
+            "control socket",
+        )?);
         info!(socket = %path.display(), "control socket ready (xblade status, stats, resize, reload)");
     }
     if let Some(addr) = metrics {
@@ -146,22 +142,35 @@ pub fn start(
         })?;
         let addr = listener.local_addr().unwrap_or(addr);
         cp.metrics = Some(addr);
-        let mut proto = metrics::Endpoint { src: sources };
-        let stop = Arc::clone(&stop_rx);
-        cp.threads.push(
-            std::thread::Builder::new()
-                .name("xb-metrics".into())
-                .spawn(move || {
-                    reactor::run(
-                        &listener,
-                        stop.as_raw_fd(),
-                        metrics::LIMITS,
-                        &mut proto,
-                        "metrics endpoint",
-                    )
-                })?,
-        );
+        let proto = metrics::Endpoint { src: sources };
+        cp.threads.push(spawn_reactor(
+            "xb-metrics",
+            listener,
+            Arc::clone(&stop_rx),
+            metrics::LIMITS,
+            proto,
+            "metrics endpoint",
+        )?);
         info!(%addr, "Prometheus metrics at http://{addr}/metrics");
     }
     Ok(cp)
+}
+
+/// The thread `name` serving `listener` with `proto` until `stop` becomes
+/// readable (see [`reactor::run`]).
+fn spawn_reactor<L, P>(
+    name: &str,
+    listener: L,
+    stop: Arc<UnixStream>,
+    limits: reactor::Limits,
+    mut proto: P,
+    what: &'static str,
+) -> io::Result<JoinHandle<()>>
+where
+    L: reactor::Listen + Send + 'static,
+    P: reactor::Protocol<Stream = L::Stream> + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || reactor::run(&listener, stop.as_raw_fd(), limits, &mut proto, what))
 }

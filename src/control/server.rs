@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 
 use super::reactor::{Limits, Protocol, Verdict};
 use super::Sources;
+use crate::wire::target::{parse_target, Broadcast};
 
 /// How long `resize`/`reload` may take, client and server side (a reload
 /// waits up to 10 s for workers to take their new export sets).
@@ -55,21 +56,13 @@ pub struct Request {
     pub reply: Sender<Result<String, String>>,
 }
 
-/// Parse `SHELF.SLOT` (optionally `eSHELF.SLOT`, as Linux names devices).
-pub fn parse_target(s: &str) -> Option<(u16, u8)> {
-    let t = s.trim();
-    let t = t.strip_prefix('e').unwrap_or(t);
-    let (a, b) = t.split_once('.')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
-}
-
 pub(super) fn parse_command(line: &str) -> Result<Command, String> {
     let mut words = line.split_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some("reload"), None, _) => Ok(Command::Reload),
-        (Some("resize"), Some(t), None) => parse_target(t)
+        (Some("resize"), Some(t), None) => parse_target(t, Broadcast::Refuse)
             .map(|(a, b)| Command::Resize(a, b))
-            .ok_or_else(|| format!("resize {t:?}: expected SHELF.SLOT, e.g. 1.2")),
+            .map_err(|e| format!("resize {e}")),
         _ => Err(format!("unknown request {line:?}")),
     }
 }
@@ -201,7 +194,7 @@ mod tests {
         /// Any line parses to a command or an error naming it, never a
         /// panic; every valid target round-trips, with or without `e`.
         #[test]
-        fn any_line(line in "\\PC{0,80}", shelf in 0u16..=65535, slot in 0u8..=255, e in any::<bool>()) {
+        fn any_line(line in "\\PC{0,80}", shelf in 0u16..=65534, slot in 0u8..=254, e in any::<bool>()) {
             if let Err(m) = parse_command(&line) {
                 prop_assert!(!m.is_empty());
             }
@@ -220,7 +213,7 @@ mod tests {
         );
         assert!(parse_command("resize 1").is_err());
         assert!(parse_command("resize 1.300").is_err());
+        assert!(parse_command("resize 65535.1").is_err(), "broadcast shelf");
         assert!(parse_command("shutdown").is_err());
-        assert_eq!(parse_target("e7.3"), Some((7, 3)));
     }
 }

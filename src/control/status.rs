@@ -208,7 +208,7 @@ impl Sources {
                         fixed_length: v.fixed_length,
                         direct: v.direct,
                         writeback: v.writeback,
-                        cluster_fsid: store.as_ref().map(|s| s.cluster_fsid.clone()),
+                        cluster_fsid: store.as_ref().and_then(|s| s.cluster_fsid.clone()),
                         store_in_flight: store.as_ref().map(|s| s.in_flight),
                         lease: store.and_then(|s| s.lease),
                     }

@@ -16,6 +16,7 @@ use super::socket::{is_transient, FramePool, PacketSocket, MAX_BATCH};
 use super::WorkerSpec;
 use crate::bdev::{ChannelCx, IoEngine, Segs};
 use crate::engine::{Port, Target};
+use crate::slab::Slab;
 use crate::stats::WorkerStats;
 use crate::wire::ATA_DATA_OFFSET;
 use crate::worker::stores::Stores;
@@ -37,7 +38,9 @@ pub struct PacketFrame(u16);
 pub struct AfPacketIo {
     sock: PacketSocket,
     pool: FramePool,
-    free: Vec<u16>,
+    /// Pool slots held (received, in flight, queued to send): the key is
+    /// the slot.
+    held: Slab<()>,
     tx: Vec<(usize, usize)>,
     iface: String,
     link_up: bool,
@@ -63,13 +66,17 @@ impl FrameIo for AfPacketIo {
     type Frame = PacketFrame;
 
     fn receive(&mut self, out: &mut Vec<(PacketFrame, usize)>, max: usize) -> io::Result<()> {
-        let k = max.min(MAX_BATCH).min(self.free.len());
+        let k = max
+            .min(MAX_BATCH)
+            .min(self.held.capacity() - self.held.len());
         if k == 0 {
             return Ok(());
         }
         let mut slots = [0u16; MAX_BATCH];
-        let at = self.free.len() - k;
-        slots[..k].copy_from_slice(&self.free[at..]);
+        for s in &mut slots[..k] {
+            // Keys stay below the pool's count, a u16.
+            *s = self.held.insert(()).unwrap_or_default() as u16;
+        }
         let mut lens = [0usize; MAX_BATCH];
         match self.sock.recv_slots(&mut self.pool, &slots[..k], &mut lens) {
             Ok(n) => {
@@ -77,8 +84,9 @@ impl FrameIo for AfPacketIo {
                     info!(iface = %self.iface, "link back: serving again");
                     self.link_up = true;
                 }
-                self.free.truncate(at);
-                self.free.extend_from_slice(&slots[n..k]);
+                for &s in &slots[n..k] {
+                    self.held.remove(u32::from(s));
+                }
                 self.rx_frames += n as u64;
                 out.extend(
                     slots[..n]
@@ -89,6 +97,9 @@ impl FrameIo for AfPacketIo {
                 Ok(())
             }
             Err(e) if is_transient(&e) => {
+                for &s in &slots[..k] {
+                    self.held.remove(u32::from(s));
+                }
                 // A down link is not the end of the target: the other paths
                 // keep serving and this one resumes when it is up.
                 if self.link_up {
@@ -98,7 +109,12 @@ impl FrameIo for AfPacketIo {
                 std::thread::sleep(LINK_RETRY);
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                for &s in &slots[..k] {
+                    self.held.remove(u32::from(s));
+                }
+                Err(e)
+            }
         }
     }
 
@@ -127,12 +143,12 @@ impl FrameIo for AfPacketIo {
 
     #[inline]
     fn release(&mut self, f: PacketFrame) {
-        self.free.push(f.0);
+        self.held.remove(u32::from(f.0));
     }
 
     #[inline]
     fn alloc(&mut self) -> Option<PacketFrame> {
-        self.free.pop().map(PacketFrame)
+        self.held.insert(()).ok().map(|s| PacketFrame(s as u16))
     }
 
     #[inline]
@@ -148,7 +164,9 @@ impl FrameIo for AfPacketIo {
         // sendmmsg copied the frames (or the link refused them): every
         // slot is free again either way.
         let n = self.tx.len();
-        self.free.extend(self.tx.drain(..).map(|(s, _)| s as u16));
+        for (s, _) in self.tx.drain(..) {
+            self.held.remove(s as u32);
+        }
         let sent = r?;
         self.tx_frames += sent as u64;
         self.tx_dropped += (n - sent) as u64;
@@ -232,7 +250,7 @@ impl crate::worker::Worker<AfPacketIo> {
         let io = AfPacketIo {
             sock,
             pool,
-            free: (0..count as u16).rev().collect(),
+            held: Slab::new(count),
             tx: Vec::with_capacity(count),
             iface: spec.iface.name.clone(),
             link_up: true,

@@ -310,17 +310,24 @@ impl<F: FrameIo> Worker<F> {
             }
 
             let n_tx = self.io.reap_tx();
-            let mut n_io = self.reap();
+            // Room freed by the last turn's completions goes to waiting
+            // requests first.
             self.run_waiting();
             let rx = stopping.is_none() && self.waiting.is_empty();
-            let n_rx = if rx { self.receive()? } else { 0 };
+            let n_rx = match (rx, self.opts.reflect) {
+                (false, _) => 0,
+                (true, false) => self.receive::<false>()?,
+                (true, true) => self.receive::<true>()?,
+            };
             if n_rx == 0 && rx {
                 self.io.poll_idle()?;
             }
             self.stores.end_batch()?;
-            // Synchronous stores complete group commits at the batch's end:
-            // their replies leave with this batch's.
-            n_io += self.reap();
+            // One reap per turn, after the batch has started: it collects
+            // what completed since the last turn and what completed during
+            // the submit (page-cache io_uring reads, group commits of
+            // synchronous stores), so those replies leave with this batch.
+            let n_io = self.reap();
             let flushed = self.io.flush(idle_turns)?;
             let filled = if stopping.is_none() {
                 self.io.refill(false)?
@@ -420,13 +427,22 @@ impl<F: FrameIo> Worker<F> {
 
     // ---- requests ------------------------------------------------------
 
-    fn receive(&mut self) -> io::Result<usize> {
+    /// Take a batch of frames and handle each. `REFLECT`
+    /// (`--xdp-reflect`, measurement only) is decided per batch, so the
+    /// per-frame path of a serving worker has no branch for it.
+    fn receive<const REFLECT: bool>(&mut self) -> io::Result<usize> {
         let mut batch = std::mem::take(&mut self.rx);
         batch.clear();
         let r = self.io.receive(&mut batch, BATCH);
         let n = batch.len();
         for (f, len) in batch.drain(..) {
-            self.handle_frame(f, len);
+            if REFLECT {
+                if let Some(back) = self.reflect(f, len) {
+                    self.handle_frame(back, len);
+                }
+            } else {
+                self.handle_frame(f, len);
+            }
         }
         self.rx = batch;
         r.map(|()| n)
@@ -434,12 +450,6 @@ impl<F: FrameIo> Worker<F> {
 
     /// Run the engine on a received frame.
     fn handle_frame(&mut self, mut f: F::Frame, len: usize) {
-        if self.opts.reflect {
-            match self.reflect(f, len) {
-                Some(back) => f = back,
-                None => return,
-            }
-        }
         let frame = self.io.head(&f);
         match self.engine.handle(0, frame, len) {
             Action::Reply { len, more } => {
@@ -518,6 +528,8 @@ impl<F: FrameIo> Worker<F> {
     /// the store gets (unless the store is done during the submit), and
     /// comes out only when the tag comes back.
     fn start(&mut self, mut f: F::Frame, io: DiskIo, store: u16) -> Result<(), F::Frame> {
+        // One look-up: the borrow of the store is disjoint from the other
+        // fields used below.
         let Some(st) = self.stores.get_mut(store) else {
             // Cannot happen: a store stays until its requests are done.
             warn!(store, "request for a closed store: answered with an error");
@@ -557,9 +569,6 @@ impl<F: FrameIo> Worker<F> {
         let Some(tag) = self.inflight.reserve() else {
             return Err(f);
         };
-        let Some(st) = self.stores.get_mut(store) else {
-            unreachable!("looked up above")
-        };
         // SAFETY: `segs` lie in frame `f` (its first buffer and the buffers
         // read_segs/write_segs attached to it), which this worker neither
         // touches, sends nor releases until the channel is done with it:
@@ -569,14 +578,14 @@ impl<F: FrameIo> Worker<F> {
         let submitted = unsafe { st.chan.submit(req, &segs, tag) };
         match submitted {
             Submit::Queued => {
-                self.inflight.fill(
-                    tag,
-                    Req {
-                        frame: f,
-                        io,
-                        store,
-                    },
-                );
+                let req = Req {
+                    frame: f,
+                    io,
+                    store,
+                };
+                if self.inflight.fill(tag, req).is_err() {
+                    unreachable!("tag {tag} was reserved just above");
+                }
                 Ok(())
             }
             Submit::Done(res) => {
@@ -631,7 +640,7 @@ impl<F: FrameIo> Worker<F> {
     }
 
     fn complete(&mut self, tag: u32, res: BlockResult) {
-        match self.inflight.take(tag) {
+        match self.inflight.remove(tag) {
             Some(r) => self.finish(r.frame, r.io, res),
             None => warn!(tag, "a store completed a tag not in flight: ignored"),
         }

@@ -13,15 +13,15 @@ use std::sync::Arc;
 
 use tracing::debug;
 
-use crate::bdev::{Bdev, BlockResult, Channel, ChannelCounters, ChannelCx, Tag};
+use crate::bdev::{Bdev, BlockResult, ChannelCounters, ChannelCx, Queue, Tag};
 
 /// One store's channel.
 #[derive(Debug)]
 pub struct Store {
     /// The device (kept to recognise it across export sets).
     pub bdev: Arc<dyn Bdev>,
-    /// This worker's channel on it.
-    pub chan: Box<dyn Channel>,
+    /// This worker's queue to it.
+    pub chan: Queue,
     /// READs are zeros (answered from a zero pool when the datapath has one).
     pub reads_zero: bool,
     /// Still in the export set (false: retiring, dropped once drained).
@@ -74,7 +74,7 @@ impl Stores {
             if kept || earlier {
                 continue;
             }
-            let chan = d.open_channel(&self.cx)?;
+            let chan = d.open_queue(&self.cx)?;
             opened.push((
                 e,
                 Store {
@@ -193,13 +193,23 @@ impl Stores {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bdev::{BlockReq, Geometry, Segs, Submit};
+    use crate::bdev::{BlockReq, Channel, Extent, Geometry, Segs, Submit};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A store whose channel holds every request until `release` is set.
-    #[derive(Debug, Default)]
+    /// A store whose channel completes one request per reap.
+    #[derive(Debug)]
     struct Held {
+        extent: Arc<Extent>,
         opened: AtomicUsize,
+    }
+
+    impl Default for Held {
+        fn default() -> Held {
+            Held {
+                extent: Arc::new(Extent::fixed(8)),
+                opened: AtomicUsize::new(0),
+            }
+        }
     }
 
     #[derive(Debug, Default)]
@@ -208,20 +218,16 @@ mod tests {
     }
 
     impl Bdev for Held {
-        fn sectors(&self) -> u64 {
-            8
+        fn extent(&self) -> &Arc<Extent> {
+            &self.extent
         }
-        fn probe_sectors(&self) -> Option<io::Result<u64>> {
+        fn store_sectors(&self) -> Option<io::Result<u64>> {
             None
-        }
-        fn grow(&self, s: u64) -> u64 {
-            s
         }
         fn geometry(&self) -> Geometry {
             Geometry {
                 mem_align: 1,
                 reads_zero: false,
-                asynchronous: true,
             }
         }
         fn open_channel(&self, _cx: &ChannelCx) -> io::Result<Box<dyn Channel>> {

@@ -127,7 +127,7 @@ pub const IDENTIFY_ARG: [u8; 12] = [0, 0, 1, 0xec, 0, 0, 0, 0xa0, 0, 0, 0, 0];
 /// Matches any frame carrying `tag` (request or reply, any addressing), so
 /// that "no reply" checks see anything at all that answers.
 pub fn with_tag(tag: u32) -> impl Fn(&[u8]) -> bool {
-    move |f| ReplyHeader::parse(f).is_some_and(|h| h.tag == tag)
+    move |f| ReplyHeader::parse(f).is_some_and(|h| h.tag() == tag)
 }
 
 /// Every frame in `frames` is at least the 60-byte Ethernet minimum, and
@@ -150,7 +150,7 @@ pub fn assert_replies_padded(frames: &[Vec<u8>]) {
         if h.is_error() || !h.is_response() {
             continue;
         }
-        let natural = match h.command {
+        let natural = match u8::from(h.aoe.command) {
             0 if f.len() == 60 => 36,
             1 => 32 + usize::from(u16::from_be_bytes([f[30], f[31]])),
             2 => 28 + 8 * usize::from(f[27]),

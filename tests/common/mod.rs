@@ -377,8 +377,16 @@ impl NetPair {
 
     /// `n_links` (1..=10) parallel veth pairs between the same two namespaces,
     /// for multipath tests.
+    ///
+    /// `XBLADE_TEST_NETNS_PREFIX`, when set, is put in front of `prefix`, so
+    /// that runs of the same test from several checkouts on one machine use
+    /// names of their own.
     pub fn with_links(prefix: &str, mtu: u32, n_links: usize) -> NetPair {
         require_root();
+        let prefix = &format!(
+            "{}{prefix}",
+            std::env::var("XBLADE_TEST_NETNS_PREFIX").unwrap_or_default()
+        );
         assert!(
             !prefix.is_empty()
                 && prefix.len() <= MAX_PREFIX_LEN

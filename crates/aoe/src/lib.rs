@@ -39,6 +39,7 @@ pub mod mask;
 pub mod qc;
 pub mod request;
 pub mod reserve;
+pub mod target;
 
 use core::fmt;
 use core::str::FromStr;

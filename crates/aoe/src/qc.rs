@@ -190,16 +190,25 @@ impl<'a> Repr<'a> {
     pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &'a Packet<&'a T>) -> Result<Repr<'a>> {
         p.check_len()?;
         p.check_string()?;
-        let buf: &'a [u8] = p.buffer.as_ref();
-        let n = p.cslen() as usize;
-        Ok(Repr {
+        Ok(Repr::parse_cut(p))
+    }
+
+    /// Parse a reply from another implementation, where a string longer
+    /// than the buffer is cut to what the buffer holds instead of refused
+    /// (an initiator shows what it got; a target uses [`Repr::parse`]).
+    /// The buffer must hold the 8-byte header ([`Packet::new_checked`]).
+    pub fn parse_cut<T: AsRef<[u8]> + ?Sized>(p: &Packet<&'a T>) -> Repr<'a> {
+        let buf: &'a T = p.buffer;
+        let buf: &'a [u8] = buf.as_ref();
+        let n = (p.cslen() as usize).min(buf.len() - HEADER_LEN);
+        Repr {
             bufcnt: p.bufcnt(),
             fwver: p.fwver(),
             sector_count: p.sector_count(),
             aoe_version: p.aoe_version(),
             ccmd: p.ccmd(),
             string: &buf[HEADER_LEN..HEADER_LEN + n],
-        })
+        }
     }
 
     /// Bytes `emit` writes.
@@ -266,6 +275,17 @@ mod tests {
             Err(WireError::BadArg)
         );
         assert!(Packet::new_checked(&REPLY[..7]).is_err());
+    }
+
+    #[test]
+    fn parse_cut_trusts_no_length() {
+        let mut b = REPLY;
+        b[7] = 9; // cslen beyond the buffer: refused, or cut
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert!(Repr::parse(&p).is_err());
+        assert_eq!(Repr::parse_cut(&p).string, b"hi");
+        let p = Packet::new_checked(&REPLY[..]).unwrap();
+        assert_eq!(Repr::parse_cut(&p), repr());
     }
 
     #[test]

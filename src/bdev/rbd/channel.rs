@@ -17,30 +17,29 @@ use super::{open_image, ImageHandle, RbdDisk, SharedImage};
 use crate::bdev::{
     BlockOp, BlockReq, BlockResult, Channel, ChannelCx, Segs, Submit, Tag, MAX_SEGS,
 };
-use crate::wire::SECTOR_SIZE;
+use crate::slab::Slab;
 
 /// Completions collected per `rbd_poll_io_events` call.
 const POLL_BATCH: usize = 32;
 
-/// One request in flight. librbd keeps the iovec array of a readv until it
-/// completes (it copies the data there at the end), so it lives here, in
-/// memory that does not move while the channel lives.
+/// One request in flight.
+#[derive(Debug)]
 struct Slot {
     tag: Tag,
     op: BlockOp,
     len: u32,
     comp: Completion,
-    iov: [libc::iovec; MAX_SEGS],
 }
 
 /// See the module documentation.
 pub struct RbdChannel {
     lib: &'static ffi::Lib,
-    /// Slots, indexed by the completion's argument; never resized.
-    slots: Box<[Slot]>,
-    free: Vec<u32>,
-    base: u64,
-    sectors: Arc<AtomicU64>,
+    /// Requests in flight; the key is the completion's argument.
+    slots: Slab<Slot>,
+    /// The iovec array of each slot (same key). librbd keeps the array of a
+    /// readv until it completes (it copies the data there at the end), so
+    /// it lives here, in memory that does not move while the channel lives.
+    iovs: Box<[[libc::iovec; MAX_SEGS]]>,
     /// librbd requests in flight over the export (status).
     export_in_flight: Arc<AtomicU64>,
     /// The export's registry of channel handles (size probe).
@@ -98,24 +97,18 @@ impl RbdChannel {
         if let Some(l) = &disk.lease {
             l.watch(Arc::clone(&watch));
         }
-        let slots = (0..depth)
-            .map(|_| Slot {
-                tag: 0,
-                op: BlockOp::Flush,
-                len: 0,
-                comp: std::ptr::null_mut(),
-                iov: [libc::iovec {
+        let iovs = (0..depth)
+            .map(|_| {
+                [libc::iovec {
                     iov_base: std::ptr::null_mut(),
                     iov_len: 0,
-                }; MAX_SEGS],
+                }; MAX_SEGS]
             })
             .collect();
         Ok(RbdChannel {
             lib,
-            slots,
-            free: (0..depth).rev().collect(),
-            base: disk.base,
-            sectors: Arc::clone(&disk.sectors),
+            slots: Slab::new(depth as usize),
+            iovs,
             export_in_flight: Arc::clone(&disk.in_flight),
             registry: Arc::clone(&disk.handles),
             lease: disk.lease.clone(),
@@ -151,26 +144,20 @@ impl RbdChannel {
 
     /// Release slot `i` and its completion.
     fn finish(&mut self, i: u32) {
-        let s = &mut self.slots[i as usize];
+        let Some(s) = self.slots.remove(i) else {
+            return;
+        };
         // SAFETY: the completion is finished (returned by
-        // rbd_poll_io_events or waited for) and released once.
+        // rbd_poll_io_events or waited for) and released once: its slot
+        // is gone.
         unsafe { (self.lib.rbd_aio_release)(s.comp) };
-        s.comp = std::ptr::null_mut();
         self.watch.writes[i as usize].store(0, Ordering::Release);
-        self.free.push(i);
         self.export_in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Channel for RbdChannel {
     unsafe fn submit(&mut self, req: BlockReq, segs: &Segs, tag: Tag) -> Submit {
-        let end = req.offset.checked_add(u64::from(req.len));
-        if end.is_none_or(|e| e > self.sectors.load(Ordering::Acquire) * SECTOR_SIZE as u64)
-            || segs.total() != req.len as usize
-        {
-            // The engine never asks for this; refuse rather than trust it.
-            return Submit::Done(Err(libc::EINVAL));
-        }
         if req.op == BlockOp::Write {
             if let Some(l) = self.lease.as_deref().filter(|l| !l.admits_write()) {
                 // No lease: the initiator may complete this request
@@ -179,7 +166,7 @@ impl Channel for RbdChannel {
                 return Submit::Done(Err(crate::bdev::DROPPED));
             }
         }
-        let Some(i) = self.free.pop() else {
+        let Some(i) = self.slots.next_key() else {
             return Submit::Busy;
         };
         let mut comp: Completion = std::ptr::null_mut();
@@ -189,15 +176,18 @@ impl Channel for RbdChannel {
             (self.lib.rbd_aio_create_completion)(i as usize as *mut c_void, None, &mut comp)
         };
         if r < 0 {
-            self.free.push(i);
             return Submit::Done(Err(-r));
         }
-        let s = &mut self.slots[i as usize];
-        s.tag = tag;
-        s.op = req.op;
-        s.len = req.len;
-        s.comp = comp;
-        for (v, g) in s.iov.iter_mut().zip(segs.as_slice()) {
+        let slot = Slot {
+            tag,
+            op: req.op,
+            len: req.len,
+            comp,
+        };
+        let key = self.slots.insert(slot);
+        debug_assert_eq!(key.ok(), Some(i), "the slab hands out next_key");
+        let iov = &mut self.iovs[i as usize];
+        for (v, g) in iov.iter_mut().zip(segs.as_slice()) {
             v.iov_base = g.ptr.cast();
             v.iov_len = g.len as usize;
         }
@@ -205,7 +195,7 @@ impl Channel for RbdChannel {
             self.watch.writes[i as usize].store(now_ns(), Ordering::Release);
         }
         let n = segs.as_slice().len() as i32;
-        let at = self.base + req.offset;
+        let at = req.offset;
         let img = self.handle.image;
         // SAFETY: the caller lends the segments until this tag is reaped
         // (the submit contract), and the iovec array sits in this slot,
@@ -213,8 +203,8 @@ impl Channel for RbdChannel {
         // request's.
         let r = unsafe {
             match req.op {
-                BlockOp::Read => (self.lib.rbd_aio_readv)(img, s.iov.as_ptr(), n, at, comp),
-                BlockOp::Write => (self.lib.rbd_aio_writev)(img, s.iov.as_ptr(), n, at, comp),
+                BlockOp::Read => (self.lib.rbd_aio_readv)(img, iov.as_ptr(), n, at, comp),
+                BlockOp::Write => (self.lib.rbd_aio_writev)(img, iov.as_ptr(), n, at, comp),
                 BlockOp::Flush => (self.lib.rbd_aio_flush)(img, comp),
             }
         };
@@ -258,7 +248,7 @@ impl Channel for RbdChannel {
                         (self.lib.rbd_aio_get_return_value)(c),
                     )
                 };
-                let Some(s) = self.slots.get(i).filter(|s| s.comp == c) else {
+                let Some(s) = self.slots.get(i as u32).filter(|s| s.comp == c) else {
                     tracing::error!(
                         slot = i,
                         "librbd returned a completion this channel does not own"
@@ -290,7 +280,7 @@ impl Channel for RbdChannel {
     }
 
     fn in_flight(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.slots.len()
     }
 }
 
@@ -298,19 +288,14 @@ impl Drop for RbdChannel {
     fn drop(&mut self) {
         // Requests still out hold pointers into frames and into our slots:
         // wait for each before the image (and the slots) go.
-        for i in 0..self.slots.len() {
-            let c = self.slots[i].comp;
-            if !c.is_null() {
-                // SAFETY: an unreleased completion of this channel.
-                unsafe { (self.lib.rbd_aio_wait_for_complete)(c) };
-            }
+        for (_, s) in self.slots.iter() {
+            // SAFETY: an unreleased completion of this channel.
+            unsafe { (self.lib.rbd_aio_wait_for_complete)(s.comp) };
         }
         // Take them off the image's event queue, then release every one.
         self.reap(&mut |_, _| {});
-        for i in 0..self.slots.len() as u32 {
-            if !self.slots[i as usize].comp.is_null() {
-                self.finish(i);
-            }
+        for i in 0..self.slots.capacity() as u32 {
+            self.finish(i);
         }
         if let Some(l) = &self.lease {
             l.unwatch(&self.watch);

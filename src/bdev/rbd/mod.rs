@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{export_sectors, Bdev, Channel, ChannelCx, DiskSpec, Geometry};
+use super::{Bdev, Channel, ChannelCx, DiskSpec, Extent, Geometry};
 use crate::wire::SECTOR_SIZE;
 pub(crate) use cluster::off_workers;
 pub use cluster::{set_worker_cores, Cluster};
@@ -119,13 +119,11 @@ pub struct RbdDisk {
     /// The export's own handle: size (online growth) and features.
     handle: ImageHandle,
     read_only: bool,
-    /// Byte offset of the export in the image.
-    base: u64,
-    sectors: Arc<AtomicU64>,
-    fixed_length: bool,
+    /// The export's window and size in the image (the bdev core's).
+    extent: Arc<Extent>,
     /// librbd requests in flight over every channel.
     in_flight: Arc<AtomicU64>,
-    /// The channels' image handles (see [`RbdDisk::probe_sectors`]).
+    /// The channels' image handles (see [`RbdDisk::store_sectors`]).
     handles: Arc<Mutex<Vec<SharedImage>>>,
     /// The gateway lease gating writes (writable exports).
     lease: Option<Arc<lease::Lease>>,
@@ -237,22 +235,15 @@ impl RbdDisk {
             Some(cluster.lease(pool)?)
         };
         let path = std::path::PathBuf::from(&shown);
-        let sectors = export_sectors(
-            &path,
-            bytes / SECTOR_SIZE as u64,
-            spec.offset_sectors,
-            spec.length_sectors,
-        )
-        .map_err(|e| img_err(e.to_string()))?;
+        let extent = Extent::new(&path, bytes / SECTOR_SIZE as u64, spec)
+            .map_err(|e| img_err(e.to_string()))?;
         tracing::info!(spec = %shown, fsid = cluster.fsid(), bytes, features, "RBD image opened");
         Ok(RbdDisk {
             pool: pctx,
             name,
             handle,
             read_only: spec.read_only,
-            base: spec.offset_sectors * SECTOR_SIZE as u64,
-            sectors: Arc::new(AtomicU64::new(sectors)),
-            fixed_length: spec.length_sectors.is_some(),
+            extent: Arc::new(extent),
             in_flight: Arc::new(AtomicU64::new(0)),
             handles: Arc::new(Mutex::new(Vec::new())),
             lease,
@@ -308,8 +299,8 @@ fn image_size(h: &ImageHandle) -> Result<u64, i32> {
 }
 
 impl Bdev for RbdDisk {
-    fn sectors(&self) -> u64 {
-        self.sectors.load(Ordering::Acquire)
+    fn extent(&self) -> &Arc<Extent> {
+        &self.extent
     }
 
     /// The smallest size any of the export's image handles knows: each
@@ -317,8 +308,8 @@ impl Bdev for RbdDisk {
     /// and librbd refuses I/O past the size a handle knows (EINVAL), so the
     /// export grows once every worker's handle has caught up (rbd_get_size
     /// refreshes a notified handle).
-    fn probe_sectors(&self) -> Option<io::Result<u64>> {
-        (!self.fixed_length).then(|| {
+    fn store_sectors(&self) -> Option<io::Result<u64>> {
+        Some({
             let mut bytes = image_size(&self.handle);
             let lib = self.pool.cluster.lib;
             for h in self
@@ -338,22 +329,15 @@ impl Bdev for RbdDisk {
                 };
             }
             bytes
-                .map(|b| (b / SECTOR_SIZE as u64).saturating_sub(self.base / SECTOR_SIZE as u64))
+                .map(|b| b / SECTOR_SIZE as u64)
                 .map_err(|r| io::Error::from_raw_os_error(-r))
         })
-    }
-
-    fn grow(&self, sectors: u64) -> u64 {
-        self.sectors
-            .fetch_max(sectors, Ordering::AcqRel)
-            .max(sectors)
     }
 
     fn geometry(&self) -> Geometry {
         Geometry {
             mem_align: 1,
             reads_zero: false,
-            asynchronous: true,
         }
     }
 
@@ -363,7 +347,7 @@ impl Bdev for RbdDisk {
 
     fn store_status(&self) -> Option<super::StoreStatus> {
         Some(super::StoreStatus {
-            cluster_fsid: self.fsid().to_string(),
+            cluster_fsid: Some(self.fsid().to_string()),
             in_flight: self.in_flight(),
             lease: self
                 .lease

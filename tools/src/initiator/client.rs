@@ -1,8 +1,10 @@
 //! A synchronous AoE initiator over a raw AF_PACKET socket: discovery,
 //! IDENTIFY, READ/WRITE, the control commands (Query Config, Mac Mask,
 //! Reserve/Release) and hand-made frames. The integration tests drive the
-//! real target with it, operators can manage exports with it, and
-//! `xblade bench` uses its pipelined [`Client::run_window`].
+//! real target with it and operators can manage exports with it. Its
+//! pipelined I/O ([`Client::run_window`], in `pipelined.rs`) runs on the
+//! window engine `xblade bench` uses too ([`super::window`]); replies are
+//! read into the types of [`super::reply`].
 //!
 //! Behaviour follows the Linux initiator where it matters to a target
 //! (docs/aoe-protocol.md §8):
@@ -27,7 +29,6 @@
 //! instead, error fields included, so tests can check them.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -35,12 +36,16 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+pub use super::pipelined::{IoRequest, WindowStats};
+pub use super::reply::{
+    aoe_error_name, AtaReply, Identity, MaskReply, QcReply, ReplyHeader, ReserveReply, Target,
+};
 use super::request::{self, Addr};
+use super::window::Window;
 use crate::net::iface::{IfaceError, IfaceInfo};
 use crate::net::socket::PacketSocket;
 use crate::wire::{
-    aoe, ata, ethernet, identify, mask, max_sectors_for_mtu, qc, reserve, MacAddr, AOE_OFFSET,
-    ARG_OFFSET, ATA_DATA_OFFSET, ETHERTYPE_AOE, MIN_FRAME_LEN, SECTOR_SIZE,
+    ata, mask, max_sectors_for_mtu, qc, reserve, MacAddr, ARG_OFFSET, ATA_DATA_OFFSET, SECTOR_SIZE,
 };
 
 /// Default time to wait for one reply before retransmitting.
@@ -101,395 +106,6 @@ pub enum ClientError {
     Io(#[from] io::Error),
 }
 
-/// Human name of an AoE error code (docs/aoe-protocol.md §2).
-pub fn aoe_error_name(code: u8) -> &'static str {
-    match code {
-        1 => "unrecognized command code",
-        2 => "bad argument parameter",
-        3 => "device unavailable",
-        4 => "config string present",
-        5 => "unsupported version",
-        6 => "target is reserved",
-        _ => "unknown error code",
-    }
-}
-
-/// The common header of a received reply, plus its addressing and length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplyHeader {
-    /// Ethernet source: the target interface that answered.
-    pub src: MacAddr,
-    /// Ethernet destination.
-    pub dst: MacAddr,
-    /// Version nibble.
-    pub version: u8,
-    /// Flag nibble (R 0x8, E 0x4, two reserved bits).
-    pub flags: u8,
-    /// Error byte (meaningful when E is set).
-    pub error: u8,
-    /// Shelf.
-    pub major: u16,
-    /// Slot.
-    pub minor: u8,
-    /// Command code.
-    pub command: u8,
-    /// Tag (big-endian as sent).
-    pub tag: u32,
-    /// Frame length as received (the padding rule is about this).
-    pub len: usize,
-}
-
-impl ReplyHeader {
-    /// Parse the Ethernet and AoE headers of any frame of at least 24 bytes.
-    pub fn parse(frame: &[u8]) -> Option<ReplyHeader> {
-        if frame.len() < ARG_OFFSET {
-            return None;
-        }
-        let eth = ethernet::Frame::new_unchecked(frame);
-        if eth.ethertype() != ETHERTYPE_AOE {
-            return None;
-        }
-        let h = aoe::Packet::new_unchecked(&frame[AOE_OFFSET..]);
-        Some(ReplyHeader {
-            src: eth.src(),
-            dst: eth.dst(),
-            version: h.version(),
-            flags: h.flags(),
-            error: h.error(),
-            major: h.major(),
-            minor: h.minor(),
-            command: h.command().into(),
-            tag: u32::from_be_bytes(h.tag()),
-            len: frame.len(),
-        })
-    }
-
-    /// R flag.
-    pub fn is_response(&self) -> bool {
-        self.flags & aoe::FLAG_RESPONSE != 0
-    }
-
-    /// E flag.
-    pub fn is_error(&self) -> bool {
-        self.flags & aoe::FLAG_ERROR != 0
-    }
-
-    /// The AoE error code when E is set.
-    pub fn aoe_error(&self) -> Option<u8> {
-        self.is_error().then_some(self.error)
-    }
-}
-
-/// A target found by discovery: one (MAC, shelf, slot) that answered.
-/// With multipath, the same shelf.slot shows up once per target MAC.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// The answering interface's MAC (requests are unicast to it).
-    pub mac: MacAddr,
-    /// Shelf.
-    pub major: u16,
-    /// Slot.
-    pub minor: u8,
-    /// Advertised buffer count (outstanding requests it absorbs).
-    pub bufcnt: u16,
-    /// Firmware version.
-    pub fwver: u16,
-    /// Advertised sectors per ATA request (0 means 2, the legacy default).
-    pub max_sectors: u8,
-    /// Config string.
-    pub config: Vec<u8>,
-}
-
-impl Target {
-    /// Address a target known without discovery (for example a broadcast
-    /// probe): nothing advertised yet, so 2 sectors per request.
-    pub fn new(mac: MacAddr, major: u16, minor: u8) -> Target {
-        Target {
-            mac,
-            major,
-            minor,
-            bufcnt: 2,
-            fwver: 0,
-            max_sectors: 0,
-            config: Vec::new(),
-        }
-    }
-
-    /// Sectors per request the target accepts (QC's 0 means 2).
-    pub fn sectors_per_request(&self) -> u8 {
-        if self.max_sectors == 0 {
-            2
-        } else {
-            self.max_sectors
-        }
-    }
-
-    fn from_qc(r: &QcReply) -> Target {
-        Target {
-            mac: r.header.src,
-            major: r.header.major,
-            minor: r.header.minor,
-            bufcnt: r.bufcnt,
-            fwver: r.fwver,
-            max_sectors: r.max_sectors,
-            config: r.config.clone(),
-        }
-    }
-}
-
-/// A parsed Query Config reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QcReply {
-    /// Common header.
-    pub header: ReplyHeader,
-    /// Buffer count.
-    pub bufcnt: u16,
-    /// Firmware version.
-    pub fwver: u16,
-    /// Max sectors per ATA request.
-    pub max_sectors: u8,
-    /// AoE version nibble of the argument.
-    pub aoe_version: u8,
-    /// Subcommand echoed.
-    pub ccmd: u8,
-    /// The target's config string (cut to what the frame holds).
-    pub config: Vec<u8>,
-    /// AoE error code when E is set.
-    pub aoe_error: Option<u8>,
-    /// Frame length.
-    pub len: usize,
-}
-
-impl QcReply {
-    /// Parse a QC reply frame (at least 32 bytes).
-    pub fn parse(frame: &[u8]) -> Option<QcReply> {
-        let header = ReplyHeader::parse(frame)?;
-        let arg = &frame[ARG_OFFSET..];
-        let p = qc::Packet::new_checked(arg).ok()?;
-        let n = (p.cslen() as usize).min(arg.len() - qc::HEADER_LEN);
-        Some(QcReply {
-            header,
-            bufcnt: p.bufcnt(),
-            fwver: p.fwver(),
-            max_sectors: p.sector_count(),
-            aoe_version: p.aoe_version(),
-            ccmd: u8::from(p.ccmd()),
-            config: arg[qc::HEADER_LEN..qc::HEADER_LEN + n].to_vec(),
-            aoe_error: header.aoe_error(),
-            len: frame.len(),
-        })
-    }
-}
-
-/// A parsed ATA reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AtaReply {
-    /// Common header.
-    pub header: ReplyHeader,
-    /// AFlags echoed.
-    pub aflags: u8,
-    /// Status register.
-    pub status: u8,
-    /// Error register.
-    pub error: u8,
-    /// Sector count register after the command.
-    pub sector_count: u8,
-    /// LBA bytes echoed (raw 48 bits).
-    pub lba: u64,
-    /// Data after the 12-byte argument, only when the frame is longer than
-    /// the 60-byte minimum (a data reply is at least 36 + 512 bytes; the
-    /// bytes of a shorter frame are padding, not data).
-    pub data: Vec<u8>,
-    /// AoE error code when E is set.
-    pub aoe_error: Option<u8>,
-    /// Frame length.
-    pub len: usize,
-}
-
-impl AtaReply {
-    /// Parse an ATA reply frame. Registers read as zero when the frame
-    /// stops before them (an AoE error reply may be header-only).
-    pub fn parse(frame: &[u8]) -> Option<AtaReply> {
-        let header = ReplyHeader::parse(frame)?;
-        let reg = |i: usize| frame.get(ARG_OFFSET + i).copied().unwrap_or(0);
-        let lba = if frame.len() >= ATA_DATA_OFFSET {
-            ata::Packet::new_unchecked(&frame[ARG_OFFSET..]).lba_raw()
-        } else {
-            0
-        };
-        let data = if frame.len() > MIN_FRAME_LEN {
-            frame[ATA_DATA_OFFSET..].to_vec()
-        } else {
-            Vec::new()
-        };
-        Some(AtaReply {
-            header,
-            aflags: reg(0),
-            error: reg(1),
-            sector_count: reg(2),
-            status: reg(3),
-            lba,
-            data,
-            aoe_error: header.aoe_error(),
-            len: frame.len(),
-        })
-    }
-
-    /// True when neither the AoE error flag nor a failing ATA status bit
-    /// (BSY, DF, DRQ, ERR: the Linux initiator's 0xA9 test) is set.
-    pub fn is_ok(&self) -> bool {
-        self.aoe_error.is_none() && self.status & ata::STATUS_FAIL_MASK == 0
-    }
-
-    /// `Ok` when [`AtaReply::is_ok`], else the matching [`ClientError`].
-    pub fn check(&self) -> Result<(), ClientError> {
-        if let Some(code) = self.aoe_error {
-            return Err(ClientError::AoeError { code });
-        }
-        if self.status & ata::STATUS_FAIL_MASK != 0 {
-            return Err(ClientError::AtaError {
-                status: self.status,
-                error: self.error,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// A parsed Mac Mask List reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MaskReply {
-    /// Common header.
-    pub header: ReplyHeader,
-    /// MCmd echoed.
-    pub mcmd: u8,
-    /// MError (0 ok, 1 unspecified, 2 bad directive, 3 list full).
-    pub merror: u8,
-    /// Dir Count as sent.
-    pub dir_count: u8,
-    /// MACs of the directives the frame holds (the list, on success).
-    pub list: Vec<MacAddr>,
-    /// AoE error code when E is set.
-    pub aoe_error: Option<u8>,
-    /// Frame length.
-    pub len: usize,
-}
-
-impl MaskReply {
-    /// Parse a Mac Mask reply frame (at least 28 bytes).
-    pub fn parse(frame: &[u8]) -> Option<MaskReply> {
-        let header = ReplyHeader::parse(frame)?;
-        let arg = &frame[ARG_OFFSET..];
-        if arg.len() < mask::HEADER_LEN {
-            return None;
-        }
-        let p = mask::Packet::new_unchecked(arg);
-        let fit = (arg.len() - mask::HEADER_LEN) / mask::DIRECTIVE_LEN;
-        let n = (p.dir_count() as usize).min(fit);
-        Some(MaskReply {
-            header,
-            mcmd: u8::from(p.mcmd()),
-            merror: p.merror(),
-            dir_count: p.dir_count(),
-            list: (0..n).map(|i| p.directive(i).1).collect(),
-            aoe_error: header.aoe_error(),
-            len: frame.len(),
-        })
-    }
-}
-
-/// A parsed Reserve/Release reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReserveReply {
-    /// Common header.
-    pub header: ReplyHeader,
-    /// RCmd echoed.
-    pub rcmd: u8,
-    /// NMacs as sent.
-    pub nmacs: u8,
-    /// The reserve list the frame holds.
-    pub list: Vec<MacAddr>,
-    /// AoE error code when E is set.
-    pub aoe_error: Option<u8>,
-    /// Frame length.
-    pub len: usize,
-}
-
-impl ReserveReply {
-    /// Parse a Reserve/Release reply frame (at least 26 bytes).
-    pub fn parse(frame: &[u8]) -> Option<ReserveReply> {
-        let header = ReplyHeader::parse(frame)?;
-        let arg = &frame[ARG_OFFSET..];
-        if arg.len() < reserve::HEADER_LEN {
-            return None;
-        }
-        let p = reserve::Packet::new_unchecked(arg);
-        let fit = (arg.len() - reserve::HEADER_LEN) / 6;
-        let n = (p.nmacs() as usize).min(fit);
-        Some(ReserveReply {
-            header,
-            rcmd: u8::from(p.rcmd()),
-            nmacs: p.nmacs(),
-            list: (0..n).map(|i| p.mac(i)).collect(),
-            aoe_error: header.aoe_error(),
-            len: frame.len(),
-        })
-    }
-}
-
-/// What an IDENTIFY DEVICE page says, decoded as Linux reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// Capacity: words 100-103 when LBA48 is advertised, else words 60-61.
-    pub sectors: u64,
-    /// Serial number (words 10-19, trailing spaces removed).
-    pub serial: String,
-    /// Model (words 27-46).
-    pub model: String,
-    /// Firmware revision (words 23-26).
-    pub firmware: String,
-    /// Word 83 or 86 bit 10: the device takes the EXT (48-bit) opcodes.
-    pub lba48: bool,
-    /// The page itself.
-    pub raw: [u8; 512],
-}
-
-impl Identity {
-    /// Decode a 512-byte page.
-    pub fn parse(page: &[u8]) -> Option<Identity> {
-        let raw: [u8; 512] = page.get(..identify::PAGE_LEN)?.try_into().ok()?;
-        let lba48 = (identify::word(&raw, 83) | identify::word(&raw, 86)) & (1 << 10) != 0;
-        let sectors = if lba48 {
-            identify::lba48_sectors(&raw)
-        } else {
-            u64::from(identify::word(&raw, 60)) | u64::from(identify::word(&raw, 61)) << 16
-        };
-        Some(Identity {
-            sectors,
-            serial: identify::string(&raw, 10, 10).trim().to_string(),
-            model: identify::string(&raw, 27, 20).trim().to_string(),
-            firmware: identify::string(&raw, 23, 4).trim().to_string(),
-            lba48,
-            raw,
-        })
-    }
-
-    /// Word `w` of the page.
-    pub fn word(&self, w: usize) -> u16 {
-        identify::word(&self.raw, w)
-    }
-
-    /// LBA28 capacity, words 60-61.
-    pub fn lba28_sectors(&self) -> u32 {
-        u32::from(self.word(60)) | u32::from(self.word(61)) << 16
-    }
-
-    /// LBA48 capacity, words 100-103.
-    pub fn lba48_sectors(&self) -> u64 {
-        identify::lba48_sectors(&self.raw)
-    }
-}
-
 /// Every register of an ATA request, for commands the typed helpers do not
 /// build (odd AFlags, features, device bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -506,34 +122,12 @@ pub struct AtaCommand {
     pub lba: u64,
 }
 
-/// One request of a pipelined run ([`Client::run_window`]).
-#[derive(Debug, Clone, Copy)]
-pub struct IoRequest<'a> {
-    /// First sector.
-    pub lba: u64,
-    /// Sector count (at most what the target and the link allow).
-    pub sectors: u8,
-    /// Write payload (`sectors * 512` bytes), or `None` for a read.
-    pub write: Option<&'a [u8]>,
-}
-
-/// What a pipelined run did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct WindowStats {
-    /// Requests completed.
-    pub completed: usize,
-    /// Retransmissions after a timeout.
-    pub retransmits: u64,
-    /// Wall time.
-    pub elapsed: Duration,
-}
-
 /// Tags for every client of this process come from one counter, so two
 /// clients sharing a MAC (two sockets on one interface) never confuse
 /// their replies. Seeded from the pid so that concurrent processes on one
 /// link start far apart. Bit 31 stays clear and tag 0 (unsolicited
 /// announcements) is never used.
-fn next_tag() -> u32 {
+pub(super) fn next_tag() -> u32 {
     static COUNTER: OnceLock<AtomicU32> = OnceLock::new();
     let c = COUNTER.get_or_init(|| AtomicU32::new((std::process::id() & 0x7fff) << 16));
     loop {
@@ -558,24 +152,26 @@ fn is_reply_to(f: &[u8], me: MacAddr, from: MacAddr, tags: &[u32]) -> bool {
         return false;
     };
     h.is_response()
-        && h.dst == me
-        && (from.is_broadcast() || h.src == from)
-        && tags.contains(&h.tag)
+        && h.eth.dst == me
+        && (from.is_broadcast() || h.eth.src == from)
+        && tags.contains(&h.tag())
 }
 
 /// A synchronous AoE initiator bound to one interface.
 #[derive(Debug)]
 pub struct Client {
-    sock: PacketSocket,
-    iface: IfaceInfo,
+    pub(super) sock: PacketSocket,
+    pub(super) iface: IfaceInfo,
     /// Source MAC of our requests (the interface's, unless overridden).
-    src: MacAddr,
-    timeout: Duration,
-    retries: u32,
-    lba48: bool,
-    rx: Vec<u8>,
-    tx: Vec<u8>,
-    capture: Option<Vec<Vec<u8>>>,
+    pub(super) src: MacAddr,
+    pub(super) timeout: Duration,
+    pub(super) retries: u32,
+    pub(super) lba48: bool,
+    pub(super) rx: Vec<u8>,
+    pub(super) tx: Vec<u8>,
+    pub(super) capture: Option<Vec<Vec<u8>>>,
+    /// The window of [`Client::run_window`], kept for the next run.
+    pub(super) window: Option<Window>,
 }
 
 impl Client {
@@ -615,6 +211,7 @@ impl Client {
             rx: vec![0; RX_BUF],
             tx: vec![0; MAX_FRAME],
             capture: None,
+            window: None,
         })
     }
 
@@ -947,7 +544,7 @@ impl Client {
         }
     }
 
-    fn check_range(&self, lba: u64, sectors: u64) -> Result<(), ClientError> {
+    pub(super) fn check_range(&self, lba: u64, sectors: u64) -> Result<(), ClientError> {
         let limit = if self.lba48 { 1 << 48 } else { 1 << 28 };
         match lba.checked_add(sectors) {
             Some(end) if end <= limit => Ok(()),
@@ -1008,7 +605,7 @@ impl Client {
     pub fn check_power(&mut self, t: &Target) -> Result<u8, ClientError> {
         let r = self.ata(t, ata::Opcode::CheckPower.into(), 0xff, 0, &[])?;
         r.check()?;
-        Ok(r.sector_count)
+        Ok(r.arg.sector_count)
     }
 
     // ----------------------------------------------------------------
@@ -1094,216 +691,9 @@ impl Client {
             .recv_until(deadline, expect)?
             .map(|n| self.rx[..n].to_vec()))
     }
-
-    // ----------------------------------------------------------------
-    // Pipelined I/O
-    // ----------------------------------------------------------------
-
-    /// Run `reqs` against `t` keeping up to `window` of them in flight (cap
-    /// it at the target's bufcnt to avoid drops). Each completion calls
-    /// `done(index, read_data)` (empty data for writes), in completion
-    /// order. A request without reply is retransmitted with a new tag after
-    /// the timeout, up to the retry count; the first failure (timeout, AoE
-    /// error, failing ATA status, short read) ends the run with that error.
-    pub fn run_window(
-        &mut self,
-        t: &Target,
-        reqs: &[IoRequest<'_>],
-        window: usize,
-        mut done: impl FnMut(usize, &[u8]),
-    ) -> Result<WindowStats, ClientError> {
-        let started = Instant::now();
-        let window = window.max(1);
-        let max = self.sectors_per_request(t);
-        for (i, r) in reqs.iter().enumerate() {
-            if r.sectors > max {
-                return Err(ClientError::InvalidRequest(format!(
-                    "request {i}: {} sectors, the path allows {max}",
-                    r.sectors
-                )));
-            }
-            if let Some(d) = r.write {
-                if d.len() != r.sectors as usize * SECTOR_SIZE {
-                    return Err(ClientError::InvalidRequest(format!(
-                        "request {i}: {} bytes for {} sectors",
-                        d.len(),
-                        r.sectors
-                    )));
-                }
-            }
-            self.check_range(r.lba, u64::from(r.sectors))?;
-        }
-        let (rop, wop) = self.rw_opcodes();
-        let a = self.addr(t.mac, t.major, t.minor);
-        let me = self.src;
-
-        struct Flight {
-            idx: usize,
-            deadline: Instant,
-            tries: u32,
-            tag: u32,
-            /// Tags of earlier transmissions (allocated only on a retransmit).
-            old_tags: Vec<u32>,
-        }
-        // Live requests, and every tag of theirs (old tags stay valid: a
-        // late reply to a retransmitted request still completes it).
-        let mut live: Vec<Flight> = Vec::with_capacity(window);
-        let mut by_tag: HashMap<u32, usize> = HashMap::with_capacity(window * 2);
-        let mut stats = WindowStats::default();
-        let mut next = 0;
-
-        let send = |c: &mut Client, idx: usize| -> Result<u32, ClientError> {
-            let r = &reqs[idx];
-            let tag = next_tag();
-            let len = match r.write {
-                Some(d) => request::ata(&mut c.tx, &a, tag, wop, r.sectors, r.lba, d),
-                None => request::ata(&mut c.tx, &a, tag, rop, r.sectors, r.lba, &[]),
-            };
-            c.send_tx(len)?;
-            Ok(tag)
-        };
-
-        while stats.completed < reqs.len() {
-            while live.len() < window && next < reqs.len() {
-                let tag = send(self, next)?;
-                by_tag.insert(tag, next);
-                live.push(Flight {
-                    idx: next,
-                    deadline: Instant::now() + self.timeout,
-                    tries: 1,
-                    tag,
-                    old_tags: Vec::new(),
-                });
-                next += 1;
-            }
-            let deadline = live
-                .iter()
-                .map(|f| f.deadline)
-                .min()
-                .expect("requests in flight");
-            let got = self.recv_until(deadline, |f| {
-                ReplyHeader::parse(f).is_some_and(|h| {
-                    h.is_response() && h.dst == me && h.src == t.mac && by_tag.contains_key(&h.tag)
-                })
-            })?;
-            if let Some(n) = got {
-                let frame = &self.rx[..n];
-                let h = ReplyHeader::parse(frame).expect("accepted above");
-                let idx = by_tag[&h.tag];
-                let pos = live
-                    .iter()
-                    .position(|f| f.idx == idx)
-                    .expect("tags map only live requests");
-                let flight = live.swap_remove(pos);
-                by_tag.remove(&flight.tag);
-                for tag in &flight.old_tags {
-                    by_tag.remove(tag);
-                }
-                let reply = AtaReply::parse(frame).expect("header parsed");
-                reply.check()?;
-                let r = &reqs[idx];
-                if r.write.is_none() {
-                    let want = r.sectors as usize * SECTOR_SIZE;
-                    if n < ATA_DATA_OFFSET + want {
-                        return Err(bad_reply(
-                            "READ",
-                            &format!("{n}-byte reply for {} sectors", r.sectors),
-                        ));
-                    }
-                    done(idx, &frame[ATA_DATA_OFFSET..ATA_DATA_OFFSET + want]);
-                } else {
-                    done(idx, &[]);
-                }
-                stats.completed += 1;
-            }
-            // Timeouts: retransmit with a new tag, or give up. Checked on
-            // every turn once the earliest deadline passed, so a steady
-            // stream of other replies cannot starve a lost request.
-            let now = Instant::now();
-            if now < deadline {
-                continue;
-            }
-            for i in 0..live.len() {
-                if live[i].deadline > now {
-                    continue;
-                }
-                if live[i].tries > self.retries {
-                    let r = &reqs[live[i].idx];
-                    return Err(self.timeout_error(format!(
-                        "{} of {} sectors at LBA {} (request {})",
-                        if r.write.is_some() { "WRITE" } else { "READ" },
-                        r.sectors,
-                        r.lba,
-                        live[i].idx
-                    )));
-                }
-                let tag = send(self, live[i].idx)?;
-                by_tag.insert(tag, live[i].idx);
-                let old = std::mem::replace(&mut live[i].tag, tag);
-                live[i].old_tags.push(old);
-                live[i].tries += 1;
-                live[i].deadline = Instant::now() + self.timeout;
-                stats.retransmits += 1;
-            }
-        }
-        stats.elapsed = started.elapsed();
-        Ok(stats)
-    }
-
-    /// Read `sectors` sectors from `lba` with up to `window` requests in
-    /// flight.
-    pub fn read_window(
-        &mut self,
-        t: &Target,
-        lba: u64,
-        sectors: u64,
-        window: usize,
-    ) -> Result<Vec<u8>, ClientError> {
-        let step = u64::from(self.sectors_per_request(t));
-        let mut reqs = Vec::with_capacity(sectors.div_ceil(step) as usize);
-        let mut at = lba;
-        while at < lba + sectors {
-            let n = step.min(lba + sectors - at);
-            reqs.push(IoRequest {
-                lba: at,
-                sectors: n as u8,
-                write: None,
-            });
-            at += n;
-        }
-        let mut out = vec![0u8; sectors as usize * SECTOR_SIZE];
-        self.run_window(t, &reqs, window, |i, data| {
-            let off = (reqs[i].lba - lba) as usize * SECTOR_SIZE;
-            out[off..off + data.len()].copy_from_slice(data);
-        })?;
-        Ok(out)
-    }
-
-    /// Write `data` (a multiple of 512 bytes) from `lba` with up to `window`
-    /// requests in flight.
-    pub fn write_window(
-        &mut self,
-        t: &Target,
-        lba: u64,
-        data: &[u8],
-        window: usize,
-    ) -> Result<WindowStats, ClientError> {
-        sector_count(data)?;
-        let step = self.sectors_per_request(t) as usize * SECTOR_SIZE;
-        let reqs: Vec<IoRequest<'_>> = data
-            .chunks(step)
-            .enumerate()
-            .map(|(i, chunk)| IoRequest {
-                lba: lba + (i * step / SECTOR_SIZE) as u64,
-                sectors: (chunk.len() / SECTOR_SIZE) as u8,
-                write: Some(chunk),
-            })
-            .collect();
-        self.run_window(t, &reqs, window, |_, _| {})
-    }
 }
 
-fn sector_count(data: &[u8]) -> Result<u64, ClientError> {
+pub(super) fn sector_count(data: &[u8]) -> Result<u64, ClientError> {
     if data.len() % SECTOR_SIZE != 0 {
         return Err(ClientError::InvalidRequest(format!(
             "{} bytes is not a whole number of 512-byte sectors",
@@ -1313,7 +703,7 @@ fn sector_count(data: &[u8]) -> Result<u64, ClientError> {
     Ok((data.len() / SECTOR_SIZE) as u64)
 }
 
-fn bad_reply(what: &str, why: &str) -> ClientError {
+pub(super) fn bad_reply(what: &str, why: &str) -> ClientError {
     ClientError::BadReply {
         what: what.to_string(),
         why: why.to_string(),
@@ -1323,15 +713,7 @@ fn bad_reply(what: &str, why: &str) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(bytes: &[u8]) -> Vec<u8> {
-        let mut f = vec![0u8; 14];
-        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x10]);
-        f[12..14].copy_from_slice(&ETHERTYPE_AOE.to_be_bytes());
-        f.extend_from_slice(bytes);
-        f
-    }
+    use crate::initiator::reply::test_frame as frame;
 
     #[test]
     fn tags_clear_bit_31_and_differ() {
@@ -1340,47 +722,6 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a & 0x8000_0000, 0);
         assert_ne!(a, 0);
-    }
-
-    #[test]
-    fn parse_unpadded_qc_reply() {
-        // vblade's 32-byte reply: bufcnt 16, fwver 0x4019, 2 sectors, "".
-        let f = frame(&[
-            0x18, 0, 0, 3, 4, 1, 0, 0, 0, 9, 0, 16, 0x40, 0x19, 2, 0x10, 0, 0,
-        ]);
-        let r = QcReply::parse(&f).unwrap();
-        assert_eq!((r.header.major, r.header.minor), (3, 4));
-        assert_eq!(r.header.tag, 9);
-        assert_eq!((r.bufcnt, r.fwver, r.max_sectors), (16, 0x4019, 2));
-        assert!(r.config.is_empty() && r.aoe_error.is_none() && r.len == 32);
-        // A cslen longer than the frame is cut, not trusted.
-        let f = frame(&[
-            0x18, 0, 0, 3, 4, 1, 0, 0, 0, 9, 0, 16, 0x40, 0x19, 2, 0x10, 0, 9, b'a',
-        ]);
-        assert_eq!(QcReply::parse(&f).unwrap().config, b"a");
-    }
-
-    #[test]
-    fn parse_ata_replies() {
-        // A 36-byte failed read (vblade): no data, registers present.
-        let f = frame(&[
-            0x18, 0, 0, 1, 1, 0, 0, 0, 0, 1, 0x40, 0x10, 2, 0x41, 5, 0, 0, 0, 0, 0, 0, 0,
-        ]);
-        let r = AtaReply::parse(&f).unwrap();
-        assert_eq!((r.status, r.error, r.sector_count), (0x41, 0x10, 2));
-        assert!(r.data.is_empty() && !r.is_ok());
-        assert!(matches!(
-            r.check(),
-            Err(ClientError::AtaError {
-                status: 0x41,
-                error: 0x10
-            })
-        ));
-        // A header-only AoE error reply.
-        let f = frame(&[0x1c, 6, 0, 1, 1, 0, 0, 0, 0, 1]);
-        let r = AtaReply::parse(&f).unwrap();
-        assert_eq!(r.aoe_error, Some(6));
-        assert!(matches!(r.check(), Err(ClientError::AoeError { code: 6 })));
     }
 
     #[test]
@@ -1396,24 +737,5 @@ mod tests {
         let mut req = f.clone();
         req[14] = 0x10; // R clear: a request, not a reply
         assert!(!is_reply_to(&req, me, tgt, &[7]));
-    }
-
-    #[test]
-    fn identity_decodes_capacity() {
-        let mut page = [0u8; 512];
-        identify::emit(
-            &identify::Identity {
-                sectors: 0x1_0000_0001,
-                serial: "1.2:h",
-                firmware: "0.1",
-                model: "xblade",
-            },
-            &mut page,
-        );
-        let id = Identity::parse(&page).unwrap();
-        assert!(id.lba48);
-        assert_eq!(id.sectors, 0x1_0000_0001);
-        assert_eq!(id.lba28_sectors(), 0x0fff_ffff);
-        assert_eq!((id.serial.as_str(), id.model.as_str()), ("1.2:h", "xblade"));
     }
 }

@@ -4,6 +4,9 @@
 
 pub mod client;
 pub mod conformance;
+mod pipelined;
+pub mod reply;
 // The request builders moved to the protocol crate; the name these
 // modules use for them.
 pub(crate) use aoe_wire::request;
+pub mod window;
