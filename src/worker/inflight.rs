@@ -17,8 +17,6 @@ pub struct Req<T> {
     pub frame: T,
     /// The engine's disk action.
     pub io: DiskIo,
-    /// Which store (index in the worker's store table) it went to.
-    pub store: u16,
 }
 
 /// The in-flight table, indexed by tag. A tag is reserved before the

@@ -17,12 +17,8 @@
 //! started; frames then wait in the socket, and beyond that the kernel
 //! drops them (counted). Nothing allocates per request.
 
-// owner: h-core (issue 25, one Slab<T>): `Req::store`, `Inflight::insert`
-// and `on_store` are used only by the module's tests since the daemon's
-// internals became crate-private.
-#[allow(dead_code)]
-pub mod inflight;
-pub mod stores;
+pub(crate) mod inflight;
+pub(crate) mod stores;
 
 use std::collections::VecDeque;
 use std::io;
@@ -578,11 +574,7 @@ impl<F: FrameIo> Worker<F> {
         let submitted = unsafe { st.chan.submit(req, &segs, tag) };
         match submitted {
             Submit::Queued => {
-                let req = Req {
-                    frame: f,
-                    io,
-                    store,
-                };
+                let req = Req { frame: f, io };
                 if self.inflight.fill(tag, req).is_err() {
                     unreachable!("tag {tag} was reserved just above");
                 }
