@@ -217,9 +217,110 @@ fn answer(
     }
 }
 
+/// Signals on a channel, from their own thread, so that the service loop
+/// waits for them in the same select as everything else.
+fn signal_thread(
+    mut signals: signal_hook::iterator::Signals,
+) -> Result<(
+    crossbeam_channel::Receiver<i32>,
+    std::thread::JoinHandle<()>,
+)> {
+    let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
+    let thread = std::thread::Builder::new()
+        .name("xb-signals".into())
+        .spawn(move || {
+            for s in signals.forever() {
+                if sig_tx.send(s).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok((sig_rx, thread))
+}
+
+/// The service loop's deadlines: retries of set-aside exports and
+/// interfaces, size checks, a look at the workers' pulse and the systemd
+/// watchdog ping (only if systemd asked for one).
+struct Timers {
+    watchdog: Option<Duration>,
+    /// A stuck worker stops the pings within a ping interval; one that
+    /// turns again resumes them as soon.
+    pulse_every: Duration,
+    last_ping: Option<Instant>,
+    last_size_check: Instant,
+    last_health: Instant,
+    stalled: bool,
+}
+
+impl Timers {
+    fn new(watchdog: Option<Duration>) -> Timers {
+        Timers {
+            watchdog,
+            pulse_every: watchdog.map_or(STALL_CHECK, |w| (w / 2).min(STALL_CHECK)),
+            last_ping: None,
+            last_size_check: Instant::now(),
+            last_health: Instant::now(),
+            stalled: false,
+        }
+    }
+
+    /// When the loop must wake at the latest.
+    fn wake(&self, server: &Server) -> Instant {
+        let size_every = Duration::from_secs(server.config().size_check_secs);
+        let mut wake = self.last_health + self.pulse_every;
+        if !size_every.is_zero() {
+            wake = wake.min(self.last_size_check + size_every);
+        }
+        if let Some(w) = self.watchdog.filter(|_| !self.stalled) {
+            wake = wake.min(self.last_ping.map_or_else(Instant::now, |t| t + w / 2));
+        }
+        if let Some(t) = server.next_retry() {
+            wake = wake.min(t);
+        }
+        wake
+    }
+
+    /// Do what is due; false when a worker is dead.
+    fn run_due(&mut self, server: &mut Server, notify: &dyn Fn(&str)) -> bool {
+        let now = Instant::now();
+        if server.next_retry().is_some_and(|t| now + SLACK >= t) {
+            server.retry_due();
+            notify(&status_line(server));
+        }
+        let size_every = Duration::from_secs(server.config().size_check_secs);
+        if !size_every.is_zero() && now + SLACK >= self.last_size_check + size_every {
+            server.check_sizes();
+            self.last_size_check = now;
+        }
+        let health = server.health();
+        self.last_health = now;
+        if !health.alive {
+            return false;
+        }
+        if health.responsive == self.stalled {
+            self.stalled = !health.responsive;
+            if self.stalled {
+                warn!("a worker has not turned its loop for seconds (stuck disk?): the systemd watchdog is no longer pinged");
+                notify("STATUS=a worker is stuck");
+            } else {
+                info!("every worker turns its loop again");
+                notify(&status_line(server));
+            }
+        }
+        if let Some(w) = self.watchdog {
+            if health.responsive && self.last_ping.is_none_or(|t| now + SLACK >= t + w / 2) {
+                notify("WATCHDOG=1");
+                self.last_ping = Some(now);
+            }
+        }
+        true
+    }
+}
+
 /// Serve `cfg` until SIGINT/SIGTERM or a worker failure.
 pub fn run(cfg: Config, opts: Options) -> Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
     let notifier = Notifier::from_env();
     let watchdog = watchdog_interval();
@@ -268,40 +369,14 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
     // worker's exit, or until the next deadline: a size check, a watchdog
     // ping (only if systemd asked for one), a look at the workers' pulse.
     let handle = signals.handle();
-    let (sig_tx, mut sig_rx) = crossbeam_channel::unbounded();
-    let sig_thread = std::thread::Builder::new()
-        .name("xb-signals".into())
-        .spawn(move || {
-            for s in signals.forever() {
-                if sig_tx.send(s).is_err() {
-                    break;
-                }
-            }
-        })
-        .context("starting the signal thread")?;
+    let (mut sig_rx, sig_thread) = signal_thread(signals)?;
     let exits = server.worker_exits();
     let (links, links_thread, links_stop) = link_events();
-    // A stuck worker stops the pings within a ping interval; one that
-    // turns again resumes them as soon.
-    let pulse_every = watchdog.map_or(STALL_CHECK, |w| (w / 2).min(STALL_CHECK));
+    let mut timers = Timers::new(watchdog);
     let mut stop_reason = None;
-    let mut last_ping: Option<Instant> = None;
-    let mut last_size_check = Instant::now();
-    let mut last_health = Instant::now();
-    let mut stalled = false;
     let mut failed = false;
     while stop_reason.is_none() {
-        let size_every = Duration::from_secs(server.config().size_check_secs);
-        let mut wake = last_health + pulse_every;
-        if !size_every.is_zero() {
-            wake = wake.min(last_size_check + size_every);
-        }
-        if let Some(w) = watchdog.filter(|_| !stalled) {
-            wake = wake.min(last_ping.map_or_else(Instant::now, |t| t + w / 2));
-        }
-        if let Some(t) = server.next_retry() {
-            wake = wake.min(t);
-        }
+        let wake = timers.wake(&server);
         crossbeam_channel::select! {
             recv(sig_rx) -> sig => match sig {
                 Ok(SIGHUP) => {
@@ -351,39 +426,9 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
             },
             default(wake.saturating_duration_since(Instant::now())) => {}
         }
-        if failed {
-            break;
-        }
-        let now = Instant::now();
-        if server.next_retry().is_some_and(|t| now + SLACK >= t) {
-            server.retry_due();
-            notify(&status_line(&server));
-        }
-        if !size_every.is_zero() && now + SLACK >= last_size_check + size_every {
-            server.check_sizes();
-            last_size_check = now;
-        }
-        let health = server.health();
-        last_health = now;
-        if !health.alive {
+        if failed || !timers.run_due(&mut server, &notify) {
             failed = true;
             break;
-        }
-        if health.responsive == stalled {
-            stalled = !health.responsive;
-            if stalled {
-                warn!("a worker has not turned its loop for seconds (stuck disk?): the systemd watchdog is no longer pinged");
-                notify("STATUS=a worker is stuck");
-            } else {
-                info!("every worker turns its loop again");
-                notify(&status_line(&server));
-            }
-        }
-        if let Some(w) = watchdog {
-            if health.responsive && last_ping.is_none_or(|t| now + SLACK >= t + w / 2) {
-                notify("WATCHDOG=1");
-                last_ping = Some(now);
-            }
         }
     }
     handle.close();

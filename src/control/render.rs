@@ -124,64 +124,7 @@ pub fn render_status(st: &Status) -> String {
         o.push_str("  (none configured: add [[export]] tables and run xblade reload)\n");
     }
     for e in &st.exports {
-        let mut flags = vec![if e.read_only { "ro" } else { "rw" }.to_string()];
-        if e.direct {
-            flags.push("direct".into());
-        }
-        if e.writeback {
-            flags.push("writeback".into());
-        }
-        if e.fixed_length {
-            flags.push("fixed-length".into());
-        }
-        o.push_str(&format!(
-            "  e{}.{:<4} {:>12} sectors ({:>9})  {}  {}{}  on {}\n",
-            e.shelf,
-            e.slot,
-            e.sectors,
-            sectors_human(e.sectors),
-            flags.join(","),
-            e.source,
-            if e.offset > 0 {
-                format!(" @{}", e.offset)
-            } else {
-                String::new()
-            },
-            if e.interfaces.is_empty() {
-                "no interface yet (see not serving)".to_string()
-            } else {
-                e.interfaces.join(",")
-            },
-        ));
-        if let Some(fsid) = &e.cluster_fsid {
-            o.push_str(&format!(
-                "           ceph cluster {fsid}, librbd requests in flight {}\n",
-                e.store_in_flight.unwrap_or(0)
-            ));
-        }
-        if let Some(l) = &e.lease {
-            o.push_str(&format!(
-                "           gateway lease {} ({}, {} ms left), {} renewals, {} missed, fenced {} peers, {} writes dropped stale, {} restarts after being fenced, {} peers seen\n",
-                l.addr,
-                if l.admitting { "admitting writes" } else { "NOT admitting writes" },
-                l.valid_ms,
-                l.renewals,
-                l.missed,
-                l.fenced_peers,
-                l.stale_dropped,
-                l.restarts,
-                l.peers.len()
-            ));
-        }
-        if !e.mac_mask.is_empty() {
-            o.push_str(&format!("           mask {}\n", e.mac_mask.join(",")));
-        }
-        if !e.reserve.is_empty() {
-            o.push_str(&format!("           reserved to {}\n", e.reserve.join(",")));
-        }
-        if !e.config.is_empty() {
-            o.push_str(&format!("           config string {:?}\n", e.config));
-        }
+        export_lines(&mut o, e);
     }
     o.push_str(&format!("interfaces: {}\n", st.interfaces.len()));
     for i in &st.interfaces {
@@ -217,8 +160,76 @@ pub fn render_status(st: &Status) -> String {
             d.shelf, d.slot, d.iface, d.count, d.mac, d.last_secs_ago
         ));
     }
-    o.push_str(&format!("workers: {}\n", st.workers.len()));
-    if !st.workers.is_empty() {
+    worker_lines(&mut o, &st.workers);
+    o
+}
+
+/// An export's lines of `xblade status`.
+fn export_lines(o: &mut String, e: &super::status::ExportStatus) {
+    let mut flags = vec![if e.read_only { "ro" } else { "rw" }.to_string()];
+    if e.direct {
+        flags.push("direct".into());
+    }
+    if e.writeback {
+        flags.push("writeback".into());
+    }
+    if e.fixed_length {
+        flags.push("fixed-length".into());
+    }
+    o.push_str(&format!(
+        "  e{}.{:<4} {:>12} sectors ({:>9})  {}  {}{}  on {}\n",
+        e.shelf,
+        e.slot,
+        e.sectors,
+        sectors_human(e.sectors),
+        flags.join(","),
+        e.source,
+        if e.offset > 0 {
+            format!(" @{}", e.offset)
+        } else {
+            String::new()
+        },
+        if e.interfaces.is_empty() {
+            "no interface yet (see not serving)".to_string()
+        } else {
+            e.interfaces.join(",")
+        },
+    ));
+    if let Some(fsid) = &e.cluster_fsid {
+        o.push_str(&format!(
+            "           ceph cluster {fsid}, librbd requests in flight {}\n",
+            e.store_in_flight.unwrap_or(0)
+        ));
+    }
+    if let Some(l) = &e.lease {
+        o.push_str(&format!(
+            "           gateway lease {} ({}, {} ms left), {} renewals, {} missed, fenced {} peers, {} writes dropped stale, {} restarts after being fenced, {} peers seen\n",
+            l.addr,
+            if l.admitting { "admitting writes" } else { "NOT admitting writes" },
+            l.valid_ms,
+            l.renewals,
+            l.missed,
+            l.fenced_peers,
+            l.stale_dropped,
+            l.restarts,
+            l.peers.len()
+        ));
+    }
+    if !e.mac_mask.is_empty() {
+        o.push_str(&format!("           mask {}\n", e.mac_mask.join(",")));
+    }
+    if !e.reserve.is_empty() {
+        o.push_str(&format!("           reserved to {}\n", e.reserve.join(",")));
+    }
+    if !e.config.is_empty() {
+        o.push_str(&format!("           config string {:?}\n", e.config));
+    }
+}
+
+/// The workers' table of `xblade status`.
+fn worker_lines(o: &mut String, workers: &[serde_json::Value]) {
+    o.push_str(&format!("workers: {}\n", workers.len()));
+    if !workers.is_empty() {
         o.push_str(&format!(
             "  {:<14} {:<8} {:>4} {:<10} {:>10} {:>10} {:>10} {:>7} {:>8}  {:<17} {}\n",
             "worker",
@@ -234,7 +245,7 @@ pub fn render_status(st: &Status) -> String {
             "steer"
         ));
     }
-    for w in &st.workers {
+    for w in workers {
         let g = |k: &str| w.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
         let e = |k: &str| w["engine"].get(k).and_then(|v| v.as_u64()).unwrap_or(0);
         let xdp = match w.get("xdp") {
@@ -264,5 +275,4 @@ pub fn render_status(st: &Status) -> String {
             w["xdp"]["steer"].as_str().unwrap_or("-"),
         ));
     }
-    o
 }
