@@ -244,6 +244,36 @@ fn die(msg: String) -> ! {
     std::process::exit(1)
 }
 
+/// Query Config, broadcast: the first reply names the target MAC.
+fn discover(sock: &Sock, me: [u8; 6], shelf: u16, slot: u8, rx: &mut [u8]) -> [u8; 6] {
+    let mut qc = [0u8; 60];
+    header(&mut qc, [0xff; 6], me, shelf, slot, 1, 0x7000_0001);
+    qc[24 + 5] = 0x10; // AoE version 1, ccmd 0 (read)
+    let mut target = None;
+    'discover: for _ in 0..4 {
+        sock.send(&qc[..36]);
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until {
+            sock.wait(50);
+            while let Some(n) = sock.try_recv(rx) {
+                let f = &rx[..n];
+                if n >= 32
+                    && f[0..6] == me
+                    && f[14] & 0x08 != 0
+                    && f[19] == 1
+                    && f[20..24] == 0x7000_0001u32.to_be_bytes()
+                {
+                    let mut t = [0u8; 6];
+                    t.copy_from_slice(&f[6..12]);
+                    target = Some(t);
+                    break 'discover;
+                }
+            }
+        }
+    }
+    target.unwrap_or_else(|| die(format!("no answer from {shelf}.{slot}")))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
@@ -289,33 +319,7 @@ fn main() {
     let sock = Sock::open(ifindex).unwrap_or_else(|e| die(format!("socket: {e}")));
     let mut rx = vec![0u8; 65536];
 
-    // Query Config, broadcast: the first reply names the target MAC.
-    let mut qc = [0u8; 60];
-    header(&mut qc, [0xff; 6], me, shelf, slot, 1, 0x7000_0001);
-    qc[24 + 5] = 0x10; // AoE version 1, ccmd 0 (read)
-    let mut target = None;
-    'discover: for _ in 0..4 {
-        sock.send(&qc[..36]);
-        let until = Instant::now() + Duration::from_millis(500);
-        while Instant::now() < until {
-            sock.wait(50);
-            while let Some(n) = sock.try_recv(&mut rx) {
-                let f = &rx[..n];
-                if n >= 32
-                    && f[0..6] == me
-                    && f[14] & 0x08 != 0
-                    && f[19] == 1
-                    && f[20..24] == 0x7000_0001u32.to_be_bytes()
-                {
-                    let mut t = [0u8; 6];
-                    t.copy_from_slice(&f[6..12]);
-                    target = Some(t);
-                    break 'discover;
-                }
-            }
-        }
-    }
-    let target = target.unwrap_or_else(|| die(format!("no answer from {shelf}.{slot}")));
+    let target = discover(&sock, me, shelf, slot, &mut rx);
 
     // One request per slot; tag = slot | sequence << 12, bit 31 clear.
     let range: u64 = (range_mib << 20) / 512 / u64::from(sectors);
