@@ -18,6 +18,7 @@
 //! cargo test --release --test xdp_perf -- --ignored --nocapture --test-threads=1
 //! XBLADE_PERF_RUNS=5 cargo test ...   # runs per scenario (default 3), then the median
 //! XBLADE_PERF_ONLY="file  1-sector" cargo test ...   # only the scenarios whose label has this
+//! XBLADE_PERF_KEEP=1 cargo test ...   # keep the perf data (path printed) for `perf report --sort sym`
 //! ```
 //!
 //! Prefixes: xx20..xx29.
@@ -331,7 +332,12 @@ fn perf_user_share(
         .arg(data)
         .output()
         .expect("perf report");
-    let _ = std::fs::remove_file(data);
+    // XBLADE_PERF_KEEP=1: keep the samples for `perf report --sort sym`.
+    if std::env::var_os("XBLADE_PERF_KEEP").is_none() {
+        let _ = std::fs::remove_file(data);
+    } else {
+        eprintln!("perf data kept: {}", data.display());
+    }
     // Lines: "    91.01%   12345  [kernel.kallsyms]"
     let (mut kernel, mut user) = (0u64, 0u64);
     for line in String::from_utf8_lossy(&out.stdout).lines() {

@@ -118,6 +118,27 @@ fi
 EOF
 }
 
+# zc_replies_vanished NAME: true when run NAME failed the one known way that lies below
+# xblade: the host got no Query Config answer in 20 s, while the guest's xblade, bound
+# zero-copy, took Query Configs and sent a reply to each (status: replies, TX frames), which
+# the guest's virtio_net completed. Measured on this bed (tests/scripts/78-kernel-matrix.sh and a reduced
+# loop, about 1 guest boot in 12): the tap on the host received none of them.
+zc_replies_vanished() {
+  grep -aq '^host: no Query Config answer' "$W/$1.out" || return 1
+  sed -n '/^XBZC-STATUS-BEGIN/,/^XBZC-STATUS-END/{/^XBZC-/d;p}' "$W/$1.out" | tr -d '\r' |
+    grep -a '^{' | tail -n 1 | python3 -c '
+import json, sys
+try:
+    st = json.loads(sys.stdin.read())
+except ValueError:
+    sys.exit(1)
+ws = st["workers"]
+sent = all((w.get("xdp") or {}).get("zero_copy") for w in ws)
+replies = sum(w["engine"]["replies"] for w in ws)
+sys.exit(0 if sent and replies > 0 and sum(w["tx_frames"] for w in ws) >= replies else 1)
+'
+}
+
 # guest_run NAME ZC MTU SCNT: one guest run; its console output in $W/NAME.out.
 guest_run() {
   local name=$1 zc=$2 mtu=$3 scnt=$4 pid rc=0
@@ -126,13 +147,22 @@ guest_run() {
   guest_script "$W/$name.guest.sh" "$zc" "$mtu"
   host_script "$W/$name.host.sh" "$scnt"
   xl_log "$name: guest run (TCG, about a minute): xblade --zero-copy $zc --queues 2 at MTU $mtu"
-  "$XL_GUEST_TOOL" --netns "$HNS" --ifname "$HIF" --script "$W/$name.guest.sh" --smp 2 --queues 2 \
-    --mtu "$mtu" --mac "$GMAC" --timeout "$XL_GUEST_TIMEOUT" --bin "$XL_BIN" --disk "$W/guest.img" \
-    --steer-dst-mac "$Q1MAC=1" --host-cmd "bash $W/$name.host.sh" >"$W/$name.out" 2>"$W/$name.err" &
-  pid=$!
-  XL_PIDS+=("$pid")
-  wait "$pid" || rc=$?
-  xl_forget "$pid"
+  local try
+  for try in 1 2; do
+    rc=0
+    "$XL_GUEST_TOOL" --netns "$HNS" --ifname "$HIF" --script "$W/$name.guest.sh" --smp 2 --queues 2 \
+      --mtu "$mtu" --mac "$GMAC" --timeout "$XL_GUEST_TIMEOUT" --bin "$XL_BIN" --disk "$W/guest.img" \
+      --steer-dst-mac "$Q1MAC=1" --host-cmd "bash $W/$name.host.sh" >"$W/$name.out" 2>"$W/$name.err" &
+    pid=$!
+    XL_PIDS+=("$pid")
+    wait "$pid" || rc=$?
+    xl_forget "$pid"
+    ((rc != 0 && try == 1)) && zc_replies_vanished "$name" || break
+    # A fault below xblade, not a flake of ours (see zc_replies_vanished): said, then the
+    # guest run once more; a second failure fails the script.
+    xl_log "$name: RETRY: the zero-copy guest counted its replies as sent, yet none reached the host in 20 s (qemu virtio-net, docs/platform.md §5.4); running the guest once more"
+    cp "$W/$name.out" "$W/$name.first.out"
+  done
   if ((rc != 0)); then
     tail -n 80 "$W/$name.out" >&2
     tail -n 20 "$W/$name.err" >&2

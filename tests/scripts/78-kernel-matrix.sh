@@ -216,6 +216,41 @@ print(f"{cell}: {i['datapath']} bind={bind}: {i['choice']}")
 PY
 }
 
+# guest_run KVER SUITE: one guest run of every cell; its console in $W/kKVER.out.
+guest_run() {
+  local k=$1 suite=$2 pid rc=0
+  XDP_GUEST_SUITE=$suite XDP_GUEST_KVER=$k "$XL_GUEST_TOOL" --netns "$HNS" --ifname "$HIF" \
+    --script "$W/k$k.guest.sh" --smp 2 --queues 1 --mtu 9000 --mac "$GMAC" --timeout "$XK_TIMEOUT" \
+    --bin "$XL_BIN" --disk "$W/guest.img" --host-cmd "bash $W/k$k.host.sh" \
+    >"$W/k$k.out" 2>"$W/k$k.err" &
+  pid=$!
+  XL_PIDS+=("$pid")
+  wait "$pid" || rc=$?
+  xl_forget "$pid"
+  return "$rc"
+}
+
+# zc_replies_vanished KVER: true when the run failed the one known way that lies below
+# xblade: the host got no answer at all, while the guest's xblade, bound zero-copy, took
+# the Query Configs and sent a reply to each (its status: replies and TX frames), and the
+# guest's virtio_net completed them. Measured on this bed (about 1 guest boot in 12 with an
+# MTU change before the first zero-copy bind): the tap on the host received none of them.
+zc_replies_vanished() {
+  local out=$W/k$1.out
+  grep -aq '^host: .*no answer from shelf' "$out" || return 1
+  sed -n '/^XBKM-STATUS-.*-BEGIN/,/^XBKM-STATUS-.*-END/{/^XBKM-/d;/^host: /d;/^XDP-GUEST-/d;p}' "$out" |
+    tr -d '\r' | grep -a '^{' | tail -n 1 | python3 -c '
+import json, sys
+try:
+    st = json.loads(sys.stdin.read())
+except ValueError:
+    sys.exit(1)
+w = st["workers"][0]
+x = w.get("xdp") or {}
+sys.exit(0 if x.get("zero_copy") and w["engine"]["replies"] > 0 and w["tx_frames"] >= w["engine"]["replies"] else 1)
+'
+}
+
 for k in $XK_KERNELS; do
   T0=$SECONDS
   case $k in
@@ -228,14 +263,15 @@ for k in $XK_KERNELS; do
   host_script "$W/k$k.host.sh"
   xl_log "Linux $k ($suite): one guest run (TCG), ${#CELLS[@]} cells"
   rc=0
-  XDP_GUEST_SUITE=$suite XDP_GUEST_KVER=$k "$XL_GUEST_TOOL" --netns "$HNS" --ifname "$HIF" \
-    --script "$W/k$k.guest.sh" --smp 2 --queues 1 --mtu 9000 --mac "$GMAC" --timeout "$XK_TIMEOUT" \
-    --bin "$XL_BIN" --disk "$W/guest.img" --host-cmd "bash $W/k$k.host.sh" \
-    >"$W/k$k.out" 2>"$W/k$k.err" &
-  pid=$!
-  XL_PIDS+=("$pid")
-  wait "$pid" || rc=$?
-  xl_forget "$pid"
+  guest_run "$k" "$suite" || rc=$?
+  if ((rc != 0)) && zc_replies_vanished "$k"; then
+    # A fault below xblade, not a flake of ours: see zc_replies_vanished. Said, then
+    # the whole guest run once more; a second failure fails the script.
+    xl_log "Linux $k: RETRY: the zero-copy guest counted its replies as sent and the device completed them, yet none reached the host (qemu virtio-net, docs/platform.md §5.4); running the guest once more"
+    cp "$W/k$k.out" "$W/k$k.first.out"
+    rc=0
+    guest_run "$k" "$suite" || rc=$?
+  fi
   grep -a '^host: ' "$W/k$k.out" | sed 's/^/  /'
   if ((rc != 0)); then
     tail -n 60 "$W/k$k.out" >&2
