@@ -3,22 +3,22 @@
 //! datapaths through the one worker loop: `xblade bench --verify` at window
 //! 64 must read back every byte it wrote, with no error. This is the shape
 //! of a network store (librbd): a frame stays owned by its request across
-//! batches until the store hands its tag back.
+//! batches until the store hands its tag back. Built with the cargo feature
+//! `test-stores` (scripts/test.sh); without it the test in `test_stores` fails.
 //!
 //! Prefixes: xbfa (AF_PACKET), xbfx (XDP), xbfj (XDP jumbo), xbfe.
 
 mod aoe_support;
 mod common;
+mod test_stores;
 mod xdp_support;
 
+#[cfg(feature = "test-stores")]
 use aoe_support::*;
+#[cfg(feature = "test-stores")]
 use common::{xblade_bin, NetPair, Proc};
 
-/// Let `fake-async:` through (the daemon refuses it otherwise).
-fn allow_test_stores() {
-    std::env::set_var(xblade::bdev::TEST_STORES_ENV, "1");
-}
-
+#[cfg(feature = "test-stores")]
 fn verify(pair: &NetPair, bytes: &str, pid: u32) {
     let pid = pid.to_string();
     #[rustfmt::skip]
@@ -31,17 +31,19 @@ fn verify(pair: &NetPair, bytes: &str, pid: u32) {
     assert_eq!(r.window, 64, "{log}");
 }
 
+#[cfg(feature = "test-stores")]
 #[test]
 fn afpacket_serves_an_async_store() {
-    allow_test_stores();
+    test_stores::allow();
     let pair = NetPair::new("xbfa", 1500);
     let x = start_xblade(&pair, &["1", "1", pair.target_if(), "fake-async:16M"]);
     verify(&pair, "1k", x.pid());
 }
 
+#[cfg(feature = "test-stores")]
 #[test]
 fn xdp_serves_an_async_store() {
-    allow_test_stores();
+    test_stores::allow();
     let pair = NetPair::new("xbfx", 1500);
     let x = xdp_support::start_xdp(
         &pair,
@@ -56,9 +58,10 @@ fn xdp_serves_an_async_store() {
 
 /// Jumbo frames: READ replies and WRITE requests of several fragments, whose
 /// memory the store reaches through several segments.
+#[cfg(feature = "test-stores")]
 #[test]
 fn xdp_jumbo_serves_an_async_store() {
-    allow_test_stores();
+    test_stores::allow();
     let pair = NetPair::new("xbfj", 9000);
     let x = xdp_support::start_xdp(
         &pair,
@@ -69,6 +72,7 @@ fn xdp_jumbo_serves_an_async_store() {
 }
 
 /// Outside the tests the store is refused, and the error names it.
+#[cfg(feature = "test-stores")]
 #[test]
 fn fake_store_needs_the_test_switch() {
     let pair = NetPair::new("xbfe", 1500);

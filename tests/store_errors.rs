@@ -8,24 +8,32 @@
 //! per retry, each answering an older request). The failures count in
 //! `disk_errors` (status and Prometheus) and are logged at a bounded rate.
 //!
+//! Built with the cargo feature `test-stores` (scripts/test.sh); without it
+//! the test in `test_stores` fails.
+//!
 //! Prefixes: xkea, xkej (AF_PACKET), xkex, xkey (XDP).
 
 mod aoe_support;
 mod common;
+mod test_stores;
 mod xdp_support;
 
+#[cfg(feature = "test-stores")]
 use aoe_support::*;
+#[cfg(feature = "test-stores")]
 use common::NetPair;
 
 /// Let `fake-async:` through and fail every sector of it.
+#[cfg(feature = "test-stores")]
 fn fail_everything() {
-    std::env::set_var(xblade::bdev::TEST_STORES_ENV, "1");
+    test_stores::allow();
     std::env::set_var(xblade::bdev::fake::FAIL_ENV, "0-1000000000");
 }
 
 /// Bench `bytes` requests, half reads, at `window`: every one must come
 /// back as an ATA error at the first transmission. Returns the requests
 /// issued.
+#[cfg(feature = "test-stores")]
 fn every_request_is_an_ata_error(pair: &NetPair, bytes: &str, window: &str) -> u64 {
     #[rustfmt::skip]
     let (ok, log, r) = run_bench(pair, &[
@@ -60,6 +68,7 @@ fn every_request_is_an_ata_error(pair: &NetPair, bytes: &str, window: &str) -> u
 }
 
 /// Both windows, then the counters: every request failed in the store once.
+#[cfg(feature = "test-stores")]
 fn check(pair: &NetPair, bytes: &str, status: impl Fn() -> serde_json::Value) {
     let n = every_request_is_an_ata_error(pair, bytes, "1")
         + every_request_is_an_ata_error(pair, bytes, "16");
@@ -71,6 +80,7 @@ fn check(pair: &NetPair, bytes: &str, status: impl Fn() -> serde_json::Value) {
 
 /// Serve `fake-async:16M` failing everything on `datapath` at `mtu` and
 /// check `bytes` requests.
+#[cfg(feature = "test-stores")]
 fn run(prefix: &str, datapath: &str, mtu: u32, bytes: &str) {
     fail_everything();
     let pair = NetPair::new(prefix, mtu);
@@ -86,21 +96,25 @@ fn run(prefix: &str, datapath: &str, mtu: u32, bytes: &str) {
     assert!((1..=30).contains(&lines), "{lines} failure lines");
 }
 
+#[cfg(feature = "test-stores")]
 #[test]
 fn afpacket_one_chunk_errors_answered_at_once() {
     run("xkea", "afpacket", 1500, "1k");
 }
 
+#[cfg(feature = "test-stores")]
 #[test]
 fn afpacket_jumbo_errors_answered_at_once() {
     run("xkej", "afpacket", 9000, "8k");
 }
 
+#[cfg(feature = "test-stores")]
 #[test]
 fn xdp_one_chunk_errors_answered_at_once() {
     run("xkex", "xdp", 1500, "1k");
 }
 
+#[cfg(feature = "test-stores")]
 #[test]
 fn xdp_multi_buffer_errors_answered_at_once() {
     run("xkey", "xdp", 9000, "8k");

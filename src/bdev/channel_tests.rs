@@ -1,5 +1,6 @@
 //! The io_uring file channel against the synchronous one (the oracle), and
-//! the fake asynchronous store.
+//! the fake asynchronous store (built with the cargo feature `test-stores`,
+//! as scripts/test.sh does; without it a test here fails, by design).
 //!
 //! The property test drives a [`FileChannel`] and a [`UringChannel`] on two
 //! identical files with the same random request streams, in every file mode
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use proptest::prelude::*;
 
+#[cfg(feature = "test-stores")]
 use super::fake::FakeAsync;
 use super::*;
 
@@ -673,6 +675,15 @@ fn uring_range_follows_growth() {
 
 // ---- the fake asynchronous store -----------------------------------------
 
+/// The fake store's tests are compiled out without the feature: fail rather
+/// than pass with them missing.
+#[cfg(not(feature = "test-stores"))]
+#[test]
+fn built_without_test_stores() {
+    panic!("the fake store's tests need the feature: cargo test --features xblade/test-stores (scripts/test.sh does)");
+}
+
+#[cfg(feature = "test-stores")]
 fn fake_channel(sectors: u64, depth: u32) -> (FakeAsync, Queue) {
     let f = FakeAsync::new(sectors);
     let c = f
@@ -681,6 +692,7 @@ fn fake_channel(sectors: u64, depth: u32) -> (FakeAsync, Queue) {
     (f, c)
 }
 
+#[cfg(feature = "test-stores")]
 #[test]
 fn fake_completes_later_out_of_order_each_tag_once() {
     let (store, mut c) = fake_channel(64, 32);
@@ -757,6 +769,7 @@ fn fake_completes_later_out_of_order_each_tag_once() {
     assert_eq!(r, Submit::Done(Err(libc::EINVAL)));
 }
 
+#[cfg(feature = "test-stores")]
 #[test]
 fn fake_busy_at_depth_and_flush_after_earlier_writes() {
     let (_store, mut c) = fake_channel(64, 8);

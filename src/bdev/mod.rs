@@ -39,7 +39,8 @@
 //!    operation slots keeps them in a [`crate::slab::Slab`] sized at open,
 //!    so nothing allocates per request (`tests/bdev_no_alloc.rs` checks).
 //!
-//! [`null`] is the smallest example, [`fake`] one completing later.
+//! [`null`] is the smallest example, `fake` (tests only: cargo feature
+//! `test-stores`) one completing later.
 //!
 //! Durability is decided when the store is opened: by default every write
 //! goes through a descriptor opened `O_DSYNC`, or through a plain one
@@ -49,8 +50,9 @@
 //!
 //! Implementations: [`null`] (complete at once), [`file`] (pread/pwritev on
 //! the worker's thread), [`file_uring`] (the same file through io_uring with
-//! fixed files and buffers, O_DIRECT; its ring in [`uring`]), [`fake`]
-//! (tests: completes later, out of order, through an eventfd).
+//! fixed files and buffers, O_DIRECT; its ring in [`uring`]), `fake`
+//! (tests: completes later, out of order, through an eventfd; compiled only
+//! with the cargo feature `test-stores`, so the shipped daemon lacks it).
 #![deny(unsafe_code)]
 
 pub mod bounce;
@@ -58,6 +60,7 @@ pub mod bounce;
 mod channel_tests;
 pub mod commit;
 pub mod extent;
+#[cfg(feature = "test-stores")]
 pub mod fake;
 pub mod file;
 pub mod file_uring;
@@ -437,6 +440,7 @@ pub fn open(spec: &DiskSpec) -> Result<Arc<dyn Bdev>, DiskError> {
             let extent = Extent::new(&PathBuf::from("null"), total, spec)?;
             Ok(Arc::new(NullDisk::new(extent)))
         }
+        #[cfg(feature = "test-stores")]
         Source::FakeAsync { bytes } => {
             let total = bytes / SECTOR_SIZE as u64;
             let path = PathBuf::from("fake-async");
@@ -489,9 +493,11 @@ pub enum Source {
         /// Size in bytes.
         bytes: u64,
     },
-    /// Tests only (`fake-async:SIZE`, accepted when the environment has
+    /// Tests only (`fake-async:SIZE`, built with the cargo feature
+    /// `test-stores` and accepted when the environment has
     /// `XBLADE_TEST_STORES=1`): memory that completes every request later,
     /// out of order, through an eventfd ([`fake`]); lost at exit.
+    #[cfg(feature = "test-stores")]
     FakeAsync {
         /// Size in bytes.
         bytes: u64,
@@ -514,6 +520,7 @@ impl fmt::Display for Source {
         match self {
             Source::File(p) => write!(f, "{}", p.display()),
             Source::Null { bytes } => write!(f, "null:{bytes}"),
+            #[cfg(feature = "test-stores")]
             Source::FakeAsync { bytes } => write!(f, "fake-async:{bytes}"),
             Source::Rbd {
                 pool,
@@ -529,7 +536,9 @@ impl fmt::Display for Source {
     }
 }
 
-/// Environment variable that lets `fake-async:SIZE` through.
+/// Environment variable that lets `fake-async:SIZE` through (in a build
+/// with the cargo feature `test-stores`).
+#[cfg(feature = "test-stores")]
 pub const TEST_STORES_ENV: &str = "XBLADE_TEST_STORES";
 
 impl Source {
@@ -561,14 +570,30 @@ impl Source {
             });
         }
         if let Some(size) = s.strip_prefix("fake-async:") {
-            if std::env::var(TEST_STORES_ENV).as_deref() != Ok("1") {
-                return Err(DiskError::TestOnly(s.into()));
-            }
-            return Ok(Source::FakeAsync {
-                bytes: parse_size(size).ok_or_else(|| DiskError::BadSize(s.into()))?,
-            });
+            return Source::fake_async(s, size);
         }
         Ok(Source::File(PathBuf::from(s)))
+    }
+
+    /// `fake-async:SIZE` (`s`), in a test build: refused unless the
+    /// environment has `XBLADE_TEST_STORES=1`, so that a test binary
+    /// started by hand still cannot serve memory as a disk.
+    #[cfg(feature = "test-stores")]
+    fn fake_async(s: &str, size: &str) -> Result<Source, DiskError> {
+        if std::env::var(TEST_STORES_ENV).as_deref() != Ok("1") {
+            return Err(DiskError::TestOnly(s.into()));
+        }
+        Ok(Source::FakeAsync {
+            bytes: parse_size(size).ok_or_else(|| DiskError::BadSize(s.into()))?,
+        })
+    }
+
+    /// `fake-async:SIZE` (`s`) in the shipped daemon: the store is not
+    /// compiled in. Said by name rather than taken for a file path (which
+    /// would fail with a puzzling "no such file").
+    #[cfg(not(feature = "test-stores"))]
+    fn fake_async(s: &str, _size: &str) -> Result<Source, DiskError> {
+        Err(DiskError::TestStoreNotBuilt(s.into()))
     }
 }
 
@@ -625,8 +650,13 @@ pub enum DiskError {
     #[error("bad size in {0:?}: expected null:SIZE like null:1G")]
     BadSize(String),
     /// A test-only store asked for outside the tests.
+    #[cfg(feature = "test-stores")]
     #[error("{0:?} is a test store (memory, lost at exit): set XBLADE_TEST_STORES=1 to use it")]
     TestOnly(String),
+    /// A test-only store asked of a daemon built without them.
+    #[cfg(not(feature = "test-stores"))]
+    #[error("{0}: test store not built into this xblade (cargo feature test-stores)")]
+    TestStoreNotBuilt(String),
     /// A malformed `rbd:` spec.
     #[error("bad RBD spec {0:?}: expected rbd:POOL/IMAGE or rbd:POOL/NAMESPACE/IMAGE (no snapshots, no empty names)")]
     BadRbdSpec(String),
@@ -691,6 +721,18 @@ mod tests {
             Source::Null { bytes: 1 << 20 }
         );
         assert!(Source::parse("null:lots").is_err());
+    }
+
+    /// The shipped daemon names the test store it lacks rather than taking
+    /// it for a file (tests/scripts/81-deb.sh checks the packaged one).
+    #[cfg(not(feature = "test-stores"))]
+    #[test]
+    fn test_store_not_built_in() {
+        let e = Source::parse("fake-async:64M").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "fake-async:64M: test store not built into this xblade (cargo feature test-stores)"
+        );
     }
 
     #[test]
