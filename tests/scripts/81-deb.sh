@@ -127,9 +127,23 @@ LINTIAN_OK=(
   # (info) systemd only: the watchdog, sd_notify and the sandbox are the service.
   package-supports-alternative-init-but-no-init.d-script
 )
-lintian --tag-display-limit 0 -I --fail-on error,warning,info \
+lintian --tag-display-limit 0 -I --fail-on none \
   --suppress-tags "$(IFS=,; echo "${LINTIAN_OK[*]}")" "$DEB" >"$W/lintian" 2>"$W/lintian.err" ||
-  { cat "$W/lintian" "$W/lintian.err" >&2; die "lintian: tags not explained above (or lintian failed)"; }
+  { cat "$W/lintian" "$W/lintian.err" >&2; die "lintian failed"; }
+# (info) spelling-error-in-binary also fires on machine code whose bytes spell a
+# listed misspelling (2026-12-07: "wTH" for "with" in the stripped xblade, main's
+# build as well): a word found nowhere in our sources is such noise and passes; a
+# misspelling in our own strings still fails.
+: >"$W/lintian.left"
+while read -r line; do
+  read -r _ _ tag word _ <<<"$line"
+  if [[ $tag == spelling-error-in-binary ]] && ! grep -rqwF -- "$word" "$ROOT/src" "$ROOT/tools/src" "$ROOT/crates"; then
+    log "lintian noise (not in our sources): $line"
+    continue
+  fi
+  echo "$line" >>"$W/lintian.left"
+done < <(grep -E '^[EWI]: ' "$W/lintian")
+[[ ! -s $W/lintian.left ]] || { cat "$W/lintian.left" "$W/lintian.err" >&2; die "lintian: tags not explained above"; }
 log "ok: lintian (errors, warnings, info) clean but for: ${LINTIAN_OK[*]}"
 UNIT=$(grep -E '^(/usr)?/lib/systemd/system/xblade\.service$' "$W/files") || die "no xblade.service in the package"
 dpkg-deb -I "$DEB" postinst >"$W/postinst"
