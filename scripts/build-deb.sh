@@ -6,7 +6,8 @@
 #   bash scripts/build-deb.sh [--no-build] [--output DIR]
 #
 # Steps: the release binaries built (unless --no-build: the existing
-# target/release/xblade, xblade-bench and xblade-man are used), xblade and
+# target/release/xblade, xblade-bench and xblade-man are used; an xblade with
+# the test-only stores, as scripts/test.sh builds it, is refused), xblade and
 # xblade-bench (what `xblade bench` runs) stripped into the package, the man
 # pages generated from the clap definitions (xblade-man) and gzipped, the
 # tree laid out (dist/xblade.service, dist/xblade.example.toml as the conffile
@@ -45,6 +46,16 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/xblade-deb.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+
+# The shipped daemon lacks the test-only store (cargo feature test-stores) and
+# says so when a configuration names one; a test build would take it.
+printf '[[export]]\nshelf = 1\nslot = 1\ninterfaces = ["lo"]\nfile = "fake-async:1M"\n' >"$work/probe.toml"
+probe=$("$bin" check-config "$work/probe.toml" 2>&1) || true
+if [[ $probe != *"fake-async:1M: test store not built into this xblade"* ]]; then
+  echo "build-deb.sh: $bin has the test-only stores (--features xblade/test-stores, as scripts/test.sh builds it)" >&2
+  echo "build-deb.sh: rebuild it without (cargo build --release --bin xblade) or drop --no-build; check-config said: $probe" >&2
+  exit 1
+fi
 P=$work/pkg
 install -d -m 755 "$P/DEBIAN" "$P/usr/sbin" "$P/lib/systemd/system" "$P/etc/xblade" \
   "$P/usr/share/man/man8" "$P/usr/share/doc/xblade"

@@ -2,6 +2,10 @@
 # 81-deb.sh: the Debian package (scripts/build-deb.sh, dpkg-deb) builds from the
 # release binary and installs like a service:
 #
+#  0. the daemon built as shipped, without the test-only store (scripts/test.sh builds
+#     target/release with --features xblade/test-stores; this compiles xblade's own
+#     crate again, about a minute); the packaged xblade, asked for `fake-async:` (even
+#     with XBLADE_TEST_STORES=1), says that store is not built in;
 #  1. package: fields (synopsis of at most 80 characters, Suggests: librbd1),
 #     dependencies from dpkg-shlibdeps, md5sums, /etc/xblade/xblade.toml a conffile,
 #     the files in place (xblade and xblade-bench in /usr/sbin, unit, man pages whose synopses show
@@ -26,9 +30,10 @@
 #     written by `xblade conformance` over a veth pair (netns xo81-t, xo81-i);
 #     without CAP_DAC_OVERRIDE the same start fails with "Permission denied".
 #
-# No cargo-deb: dpkg-deb builds the package. lintian takes ~30 s; the rest a few
-# seconds. Everything lives in one work dir and the netns xo81-t and xo81-i; the EXIT
-# trap removes them and stops what this script started.
+# No cargo-deb: dpkg-deb builds the package. lintian takes ~30 s, the build of the
+# shipped daemon about a minute; the rest a few seconds. Everything lives in one work
+# dir and the netns xo81-t and xo81-i; the EXIT trap removes them and stops what this
+# script started.
 set -euo pipefail
 export LC_ALL=C
 for d in /usr/local/sbin /usr/sbin /sbin "${CARGO_HOME:-$HOME/.cargo}/bin"; do
@@ -57,10 +62,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 [[ $EUID -eq 0 ]] || die "must run as root (dpkg --root, network namespace)"
-for c in dpkg dpkg-deb dpkg-shlibdeps deb-systemd-helper mknod python3 gzip ip lintian setpriv systemd-analyze strip; do
+for c in cargo dpkg dpkg-deb dpkg-shlibdeps deb-systemd-helper mknod python3 gzip ip lintian setpriv systemd-analyze strip; do
   command -v "$c" >/dev/null || die "missing $c (run scripts/setup.sh)"
 done
 W=$(mktemp -d /var/tmp/xblade-81-deb.XXXXXX)
+
+# -- 0. the shipped daemon ------------------------------------------------------------
+t=$SECONDS
+(cd "$ROOT" && cargo build --locked --release --bin xblade) >"$W/cargo.log" 2>&1 ||
+  { cat "$W/cargo.log" >&2; die "cargo build --release --bin xblade (no features) failed"; }
+log "built the shipped xblade (no cargo features) in $((SECONDS - t))s"
 
 # -- 1. build --------------------------------------------------------------------------
 t=$SECONDS
@@ -174,6 +185,12 @@ zcat "$R/usr/share/man/man8/xblade-reload.8.gz" | grep -q 'reload' || die "xblad
 "$R/usr/sbin/xblade" --version | grep -q "^xblade $(field Version | cut -d- -f1)" || die "xblade --version"
 "$R/usr/sbin/xblade" check-config "$R/etc/xblade/xblade.toml" >"$W/check" 2>&1 || { cat "$W/check" >&2; die "check-config of the default"; }
 grep -q 'ok, 0 export(s)' "$W/check" || die "default config: $(cat "$W/check")"
+# The test-only store is not in the shipped daemon: named, not taken for a file.
+printf '[[export]]\nshelf = 1\nslot = 1\ninterfaces = ["lo"]\nfile = "fake-async:1M"\n' >"$W/fake.toml"
+XBLADE_TEST_STORES=1 "$R/usr/sbin/xblade" check-config "$W/fake.toml" >"$W/fake" 2>&1 &&
+  die "the packaged xblade accepted a fake-async: export: $(cat "$W/fake")"
+grep -qF 'fake-async:1M: test store not built into this xblade (cargo feature test-stores)' "$W/fake" ||
+  die "fake-async: export: $(cat "$W/fake")"
 # The unit's ExecStartPre= as written, on the installed configuration.
 pre=$(sed -n 's/^ExecStartPre=//p' "$R$UNIT" | sed "s|/usr/sbin/xblade|$R/usr/sbin/xblade|; s|/etc/xblade|$R/etc/xblade|")
 [[ $pre == *check-config* ]] || die "the unit has no ExecStartPre= check-config"
@@ -192,7 +209,7 @@ dpk --remove xblade
 dpk --purge xblade
 [[ ! -e $R/etc/xblade/xblade.toml ]] || die "purge kept the conffile"
 dpk --install "$DEB"
-log "ok: dpkg --root installed it (scripts run chrooted), conffile registered and kept across reinstall/remove, purged; unit enabled (deb-systemd-helper, DPKG_ROOT); man pages; the default config serves nothing"
+log "ok: dpkg --root installed it (scripts run chrooted), conffile registered and kept across reinstall/remove, purged; unit enabled (deb-systemd-helper, DPKG_ROOT); man pages; the default config serves nothing; no test-only store"
 { grep -q '^Type=notify' "$R$UNIT" && grep -q '^WatchdogSec=' "$R$UNIT"; } || die "unit is not Type=notify with a watchdog"
 if command -v systemd-analyze >/dev/null; then
   # Against this host's systemd units, with the binary path pointing into R; any
