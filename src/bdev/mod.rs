@@ -322,7 +322,7 @@ pub trait Bdev: Send + Sync + fmt::Debug {
     fn geometry(&self) -> Geometry;
     /// The store's channel for one worker (use [`Bdev::open_queue`]: a
     /// channel takes requests already checked and moved into the store).
-    fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>>;
+    fn open_channel(&self, cx: &ChannelCx) -> io::Result<Chan>;
     /// What a network store reports about itself (status, metrics); `None`
     /// for local stores.
     fn store_status(&self) -> Option<StoreStatus> {
@@ -391,6 +391,31 @@ impl std::ops::AddAssign for ChannelCounters {
     fn add_assign(&mut self, o: ChannelCounters) {
         self.group_commits += o.group_commits;
         self.group_commit_writes += o.group_commit_writes;
+    }
+}
+
+/// A store's channel as a worker's [`Queue`] holds it. The io_uring file
+/// channel, under every local file store of the AF_XDP and AF_PACKET
+/// datapaths, is held by value and called directly, so that its submit and
+/// reap inline into the worker's loop; any other store's channel goes
+/// through the [`Channel`] trait ([`Chan::boxed`]). Issue 25 measured the
+/// dyn calls (a submit, a reap and a completion callback per request) as
+/// part of what the bdev seam cost a page-cache READ.
+#[derive(Debug)]
+// One per store and worker: the size does not matter, a pointer chase per
+// request would.
+#[allow(clippy::large_enum_variant)]
+pub enum Chan {
+    /// [`file_uring::UringChannel`], statically dispatched.
+    Uring(file_uring::UringChannel),
+    /// Any other channel.
+    Dyn(Box<dyn Channel>),
+}
+
+impl Chan {
+    /// `c` behind the trait.
+    pub fn boxed(c: impl Channel + 'static) -> Chan {
+        Chan::Dyn(Box::new(c))
     }
 }
 
