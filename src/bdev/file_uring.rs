@@ -251,11 +251,13 @@ impl UringChannel {
         };
         // Without a bounce the request's own segments go to the ring as
         // they are; with one, the aligned head and the slot.
-        let mut ops = [Seg::EMPTY; MAX_SEGS];
-        let mut n = direct_n;
+        // Filled only when bouncing: most requests go as they are.
+        let bounced_ops: [Seg; MAX_SEGS];
+        let mut ring_segs = s;
         let mut fixed = None;
         let mut bounce = None;
         if direct_n < s.len() {
+            let mut ops = [Seg::EMPTY; MAX_SEGS];
             ops[..direct_n].copy_from_slice(&s[..direct_n]);
             let rest: usize = s[direct_n..].iter().map(|g| g.len as usize).sum();
             let Some(b) = self.bounce.as_mut() else {
@@ -272,11 +274,12 @@ impl UringChannel {
                 // transfer; the slot was just taken and holds `rest` bytes.
                 unsafe { b.gather(slot, &s[direct_n..]) };
             }
-            ops[n] = Seg {
+            ops[direct_n] = Seg {
                 ptr: b.ptr(slot),
                 len: rest as u32,
             };
-            n += 1;
+            bounced_ops = ops;
+            ring_segs = &bounced_ops[..=direct_n];
             self.bounced[usize::from(slot)] = *segs;
             bounce = Some(Bounced {
                 slot,
@@ -291,7 +294,7 @@ impl UringChannel {
         let held = bounce.as_ref().map(|b| b.slot);
         let op = Op::Rw {
             dir: if write { Dir::Write } else { Dir::Read },
-            segs: if held.is_some() { &ops[..n] } else { s },
+            segs: ring_segs,
             fixed,
         };
         let tok = Token::Req(ReqToken {
