@@ -36,8 +36,12 @@
 //!    the bytes or starts moving them, and hands every tag back once: in
 //!    [`Submit::Done`] or through `reap`. A store completing later gives a
 //!    [`Channel::poll_fd`] the worker waits on; one with a fixed number of
-//!    operation slots keeps them in a [`crate::slab::Slab`] sized at open,
+//!    operation slots keeps them in a `Slab` (`src/slab.rs`) sized at open,
 //!    so nothing allocates per request (`tests/bdev_no_alloc.rs` checks).
+//!    `open_channel` returns it as [`Chan::boxed`]: the queue calls it
+//!    through the trait. Only the io_uring file channel, the hot one, is
+//!    held by value ([`Chan::Uring`]) so that its calls inline into the
+//!    worker's loop.
 //!
 //! [`null`] is the smallest example, [`fake`] one completing later.
 //!
