@@ -51,7 +51,7 @@
 //! a write is on stable storage when its completion comes back (the Linux
 //! initiator never sends FLUSH). `writeback` opts out.
 //!
-//! Implementations: [`null`] (complete at once), [`file`] (pread/pwritev on
+//! Implementations: [`null`] (complete at once), [`file`](mod@file) (pread/pwritev on
 //! the worker's thread), [`file_uring`] (the same file through io_uring with
 //! fixed files and buffers, O_DIRECT; its ring in [`uring`]), [`fake`]
 //! (tests: completes later, out of order, through an eventfd).
