@@ -99,16 +99,25 @@ fn or_panic<T>(r: xblade_testbed::Result<T>) -> T {
 /// program's own pid.
 pub use xblade_testbed::ns_command;
 
+/// `program args...` in namespace `ns`, stdin closed.
+fn ns_command_args(
+    ns: &str,
+    program: &OsStr,
+    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+) -> Command {
+    let mut cmd = ns_command(ns, program);
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
 /// Runs `program args...` inside namespace `ns` and returns its output (status not checked).
-pub fn run_in_ns<I, S>(ns: &str, program: impl AsRef<OsStr>, args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let program = program.as_ref().to_owned();
-    ns_command(ns, &program)
-        .args(args)
-        .stdin(Stdio::null())
+pub fn run_in_ns(
+    ns: &str,
+    program: impl AsRef<OsStr>,
+    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+) -> Output {
+    let program = program.as_ref();
+    ns_command_args(ns, program, args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program:?} in netns {ns}: {e}"))
 }
@@ -116,15 +125,13 @@ where
 /// Spawns `program args...` inside namespace `ns` with stdin closed and
 /// stdout/stderr inherited. The caller owns the raw `Child`; prefer [`Proc`],
 /// which stops the process on drop and captures its output.
-pub fn spawn_in_ns<I, S>(ns: &str, program: impl AsRef<OsStr>, args: I) -> Child
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let program = program.as_ref().to_owned();
-    ns_command(ns, &program)
-        .args(args)
-        .stdin(Stdio::null())
+pub fn spawn_in_ns(
+    ns: &str,
+    program: impl AsRef<OsStr>,
+    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+) -> Child {
+    let program = program.as_ref();
+    ns_command_args(ns, program, args)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot spawn {program:?} in netns {ns}: {e}"))
 }

@@ -6,6 +6,13 @@ use std::time::Duration;
 
 use super::*;
 
+/// `sh -c script` supervised, its log in `log`.
+fn sh(script: &str, name: &str, log: &TempPath, session: Session) -> Supervised {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", script]);
+    Supervised::spawn(cmd, name, log, session).unwrap()
+}
+
 fn log_file() -> TempPath {
     TempPath::create_new(&std::env::temp_dir(), "xtb-unit", ".log")
         .expect("temp file")
@@ -39,9 +46,7 @@ fn failing_command_names_itself_and_says_why() {
 #[test]
 fn supervised_logs_and_stops_by_sigterm() {
     let log = log_file();
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "echo ready; exec sleep 30"]);
-    let mut p = Supervised::spawn(cmd, "sleeper", &log, Session::Own).unwrap();
+    let mut p = sh("echo ready; exec sleep 30", "sleeper", &log, Session::Own);
     p.wait_for_log("ready", Duration::from_secs(5)).unwrap();
     assert!(p.is_running());
     let s = p.stop().unwrap();
@@ -53,18 +58,15 @@ fn supervised_logs_and_stops_by_sigterm() {
 #[test]
 fn supervised_reports_exit_before_log_and_sigkills_stubborn() {
     let log = log_file();
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "echo bye; exit 2"]);
-    let mut p = Supervised::spawn(cmd, "quitter", &log, Session::Inherit).unwrap();
+    let mut p = sh("echo bye; exit 2", "quitter", &log, Session::Inherit);
     match p.wait_for_log("never", Duration::from_secs(5)) {
         Err(LogWait::Exited(st)) => assert_eq!(st.code(), Some(2)),
         other => panic!("expected an exit, got {other:?}"),
     }
     assert_eq!(p.log(), "bye\n");
 
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "trap '' TERM; echo on; while :; do sleep 0.1; done"]);
-    let mut p = Supervised::spawn(cmd, "stubborn", &log, Session::Inherit).unwrap();
+    let script = "trap '' TERM; echo on; while :; do sleep 0.1; done";
+    let mut p = sh(script, "stubborn", &log, Session::Inherit);
     p.wait_for_log("on", Duration::from_secs(5)).unwrap();
     assert_eq!(
         p.wait_for_log("never", Duration::from_millis(50)),
