@@ -20,6 +20,11 @@
 //! link this library, nothing else does. The initiator, `xblade bench` and
 //! the man pages live in tools/ (xblade-bench, xblade-man).
 
+// The daemon's internals are `pub(crate)`: its documentation is read with
+// `cargo doc --document-private-items` (02-workspace.sh builds it with no
+// warning), where these links resolve.
+#![allow(rustdoc::private_intra_doc_links)]
+
 // The protocol crate, under the name the daemon's modules use.
 pub(crate) use aoe_wire as wire;
 

@@ -73,6 +73,11 @@ impl Bounce {
         }
     }
 
+    /// Number of slots (slot keys are `0..slots()`).
+    pub fn slots(&self) -> usize {
+        self.used.capacity()
+    }
+
     /// Bytes per slot.
     pub fn slot_len(&self) -> usize {
         self.slot_len

@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::{
-    export_sectors, BlockOp, BlockReq, BlockResult, Channel, ChannelCounters, DiskError, DiskSpec,
-    Segs, Submit, Tag,
+    export_sectors, BlockOp, BlockReq, BlockResult, Chan, Channel, ChannelCounters, DiskError,
+    DiskSpec, Segs, Submit, Tag,
 };
 use crate::wire::SECTOR_SIZE;
 
@@ -141,13 +141,25 @@ impl Extent {
 #[derive(Debug)]
 pub struct Queue {
     extent: Arc<Extent>,
-    chan: Box<dyn Channel>,
+    chan: Chan,
+}
+
+/// `$body` with `$c` bound to the queue's channel, whichever it is: the
+/// io_uring channel by value (static calls the compiler inlines), any other
+/// through the trait.
+macro_rules! with_chan {
+    ($chan:expr, $c:ident => $body:expr) => {
+        match $chan {
+            Chan::Uring($c) => $body,
+            Chan::Dyn($c) => $body,
+        }
+    };
 }
 
 impl Queue {
     /// `chan`, a channel of the store `extent` belongs to, behind the
     /// checks.
-    pub fn new(extent: Arc<Extent>, chan: Box<dyn Channel>) -> Queue {
+    pub fn new(extent: Arc<Extent>, chan: Chan) -> Queue {
         Queue { extent, chan }
     }
 
@@ -159,14 +171,14 @@ impl Queue {
     ///
     /// As [`Channel::submit`].
     #[allow(unsafe_code)]
-    #[inline]
+    #[inline(always)]
     pub unsafe fn submit(&mut self, req: BlockReq, segs: &Segs, tag: Tag) -> Submit {
         match self.extent.check(&req, segs) {
             Ok(at) => {
                 let req = BlockReq { offset: at, ..req };
                 // SAFETY: the caller's contract, passed on; the request
                 // lies inside the export.
-                unsafe { self.chan.submit(req, segs, tag) }
+                with_chan!(&mut self.chan, c => unsafe { c.submit(req, segs, tag) })
             }
             Err(errno) => Submit::Done(Err(errno)),
         }
@@ -175,28 +187,32 @@ impl Queue {
     /// As [`Channel::end_batch`].
     #[inline]
     pub fn end_batch(&mut self) -> io::Result<()> {
-        self.chan.end_batch()
+        with_chan!(&mut self.chan, c => c.end_batch())
     }
 
-    /// As [`Channel::reap`].
-    #[inline]
-    pub fn reap(&mut self, done: &mut dyn FnMut(Tag, BlockResult)) -> usize {
-        self.chan.reap(done)
+    /// As [`Channel::reap`], with `done` called directly (not through a
+    /// `dyn FnMut`) for the io_uring channel.
+    #[inline(always)]
+    pub fn reap(&mut self, mut done: impl FnMut(Tag, BlockResult)) -> usize {
+        match &mut self.chan {
+            Chan::Uring(c) => c.reap_each(done),
+            Chan::Dyn(c) => c.reap(&mut done),
+        }
     }
 
     /// As [`Channel::poll_fd`].
     pub fn poll_fd(&self) -> Option<RawFd> {
-        self.chan.poll_fd()
+        with_chan!(&self.chan, c => c.poll_fd())
     }
 
     /// As [`Channel::in_flight`].
     pub fn in_flight(&self) -> usize {
-        self.chan.in_flight()
+        with_chan!(&self.chan, c => c.in_flight())
     }
 
     /// As [`Channel::counters`].
     pub fn counters(&self) -> ChannelCounters {
-        self.chan.counters()
+        with_chan!(&self.chan, c => c.counters())
     }
 
     /// The export's extent.

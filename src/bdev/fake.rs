@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    Bdev, BlockOp, BlockReq, BlockResult, Channel, ChannelCx, Extent, Geometry, Segs, Submit, Tag,
+    Bdev, BlockOp, BlockReq, BlockResult, Chan, Channel, ChannelCx, Extent, Geometry, Segs, Submit,
+    Tag,
 };
 use crate::wire::SECTOR_SIZE;
 
@@ -102,7 +103,7 @@ impl Bdev for FakeAsync {
             reads_zero: false,
         }
     }
-    fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>> {
+    fn open_channel(&self, cx: &ChannelCx) -> io::Result<Chan> {
         let n = self.channels.fetch_add(1, Ordering::Relaxed);
         let mut c = FakeChannel::new(
             Arc::clone(&self.mem),
@@ -110,7 +111,7 @@ impl Bdev for FakeAsync {
             0x9e37_79b9_7f4a_7c15 ^ n.wrapping_mul(0x2545_f491_4f6c_dd1d),
         )?;
         c.fail = self.fail;
-        Ok(Box::new(c))
+        Ok(Chan::boxed(c))
     }
 }
 

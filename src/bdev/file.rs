@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use super::bounce::Bounce;
 use super::{
-    Bdev, BlockOp, BlockReq, BlockResult, Channel, ChannelCounters, ChannelCx, DiskError, DiskSpec,
-    Extent, Geometry, IoEngine, Segs, Source, Submit, Tag,
+    Bdev, BlockOp, BlockReq, BlockResult, Chan, Channel, ChannelCounters, ChannelCx, DiskError,
+    DiskSpec, Extent, Geometry, IoEngine, Segs, Source, Submit, Tag,
 };
 use crate::wire::SECTOR_SIZE;
 
@@ -166,14 +166,16 @@ impl Bdev for FileDisk {
         }
     }
 
-    fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>> {
+    fn open_channel(&self, cx: &ChannelCx) -> io::Result<Chan> {
         let device_bound = self.direct || self.sync;
         match cx.engine {
-            IoEngine::Uring => Ok(Box::new(super::file_uring::UringChannel::open(self, cx)?)),
-            IoEngine::DeviceAsync if device_bound => {
-                Ok(Box::new(super::file_uring::UringChannel::open(self, cx)?))
-            }
-            IoEngine::Sync | IoEngine::DeviceAsync => Ok(Box::new(FileChannel::open(self, cx)?)),
+            IoEngine::Uring => Ok(Chan::Uring(super::file_uring::UringChannel::open(
+                self, cx,
+            )?)),
+            IoEngine::DeviceAsync if device_bound => Ok(Chan::Uring(
+                super::file_uring::UringChannel::open(self, cx)?,
+            )),
+            IoEngine::Sync | IoEngine::DeviceAsync => Ok(Chan::boxed(FileChannel::open(self, cx)?)),
         }
     }
 }

@@ -61,7 +61,8 @@ enum Token {
     Commit,
 }
 
-/// A request on the ring, with what its completion needs.
+/// A request on the ring, with what its completion needs. Kept small (12
+/// bytes): it is moved into the ring's slab and out again per request.
 #[derive(Debug)]
 struct ReqToken {
     tag: Tag,
@@ -72,14 +73,15 @@ struct ReqToken {
 }
 
 /// A bounce slot a request holds.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Bounced {
     slot: u16,
-    /// The first segment of `segs` the slot stands for (a READ: the slot
-    /// holds the data of `segs[from..]`, copied there when reaped).
+    /// The first of the request's segments the slot stands for (a READ:
+    /// the slot holds the data of `segs[from..]`, copied there when
+    /// reaped). The segments are in the channel's `bounced[slot]`, not in
+    /// the token: a token carrying 100 bytes of segments cost every
+    /// request two copies of them through the ring's slab (issue 25).
     from: u8,
-    /// The request's memory.
-    segs: Segs,
 }
 
 /// An io_uring channel on a [`FileDisk`] (see the module doc).
@@ -88,6 +90,8 @@ pub struct UringChannel {
     // operation in flight) before the bounce area it reads and writes.
     ring: Uring<Token>,
     bounce: Option<Bounce>,
+    /// The memory of the request holding each bounce slot.
+    bounced: Vec<Segs>,
     /// The store's descriptor (registered as fixed file [`FILE`]; also the
     /// inline pwritev target of a `writeback` store).
     file: Arc<File>,
@@ -173,9 +177,11 @@ impl UringChannel {
         // declared after `ring`, so it is unmapped only after the ring's
         // Drop has waited for every operation.
         let ring = unsafe { Uring::new(depth as u32 + 1, &[file.as_raw_fd()], &bufs) }?;
+        let bounced = vec![Segs::default(); bounce.as_ref().map_or(0, Bounce::slots)];
         Ok(UringChannel {
             ring,
             bounce,
+            bounced,
             file,
             commit: plain.as_ref().map(|_| GroupCommit::new(depth)),
             plain,
@@ -221,6 +227,7 @@ impl UringChannel {
     /// # Safety
     ///
     /// As [`Channel::submit`].
+    #[inline]
     unsafe fn start_rw(&mut self, req: BlockReq, segs: &Segs, tag: Tag, at: u64) -> Submit {
         let s = segs.as_slice();
         let write = req.op == BlockOp::Write;
@@ -244,11 +251,13 @@ impl UringChannel {
         };
         // Without a bounce the request's own segments go to the ring as
         // they are; with one, the aligned head and the slot.
-        let mut ops = [Seg::EMPTY; MAX_SEGS];
-        let mut n = direct_n;
+        // Filled only when bouncing: most requests go as they are.
+        let bounced_ops: [Seg; MAX_SEGS];
+        let mut ring_segs = s;
         let mut fixed = None;
         let mut bounce = None;
         if direct_n < s.len() {
+            let mut ops = [Seg::EMPTY; MAX_SEGS];
             ops[..direct_n].copy_from_slice(&s[..direct_n]);
             let rest: usize = s[direct_n..].iter().map(|g| g.len as usize).sum();
             let Some(b) = self.bounce.as_mut() else {
@@ -265,15 +274,16 @@ impl UringChannel {
                 // transfer; the slot was just taken and holds `rest` bytes.
                 unsafe { b.gather(slot, &s[direct_n..]) };
             }
-            ops[n] = Seg {
+            ops[direct_n] = Seg {
                 ptr: b.ptr(slot),
                 len: rest as u32,
             };
-            n += 1;
+            bounced_ops = ops;
+            ring_segs = &bounced_ops[..=direct_n];
+            self.bounced[usize::from(slot)] = *segs;
             bounce = Some(Bounced {
                 slot,
                 from: direct_n as u8,
-                segs: *segs,
             });
             if direct_n == 0 {
                 fixed = Some(self.bounce_buf());
@@ -284,7 +294,7 @@ impl UringChannel {
         let held = bounce.as_ref().map(|b| b.slot);
         let op = Op::Rw {
             dir: if write { Dir::Write } else { Dir::Read },
-            segs: if held.is_some() { &ops[..n] } else { s },
+            segs: ring_segs,
             fixed,
         };
         let tok = Token::Req(ReqToken {
@@ -355,7 +365,64 @@ unsafe fn pwritev_all(fd: RawFd, segs: &Segs, mut at: u64) -> BlockResult {
     Ok(())
 }
 
+impl UringChannel {
+    /// [`Channel::reap`] with `done` called directly: the worker's queue
+    /// holds this channel by value ([`super::Chan::Uring`]), so the whole
+    /// completion path inlines into its loop.
+    #[inline]
+    pub fn reap_each(&mut self, mut done: impl FnMut(Tag, BlockResult)) -> usize {
+        let mut n = 0;
+        let UringChannel {
+            ring,
+            bounce,
+            bounced,
+            commit,
+            syncing,
+            counters,
+            ..
+        } = self;
+        ring.reap(|tok, res| match tok {
+            Token::Req(t) => {
+                if let (Some(h), Some(b)) = (t.bounce, bounce.as_mut()) {
+                    if t.op == BlockOp::Read && res.is_ok() {
+                        let segs = &bounced[usize::from(h.slot)];
+                        // SAFETY: the read into the slot has completed; the
+                        // slot holds the data of these segments in order;
+                        // the segments are still lent to this request (its
+                        // tag is handed back below).
+                        unsafe { b.scatter(h.slot, &segs.as_slice()[usize::from(h.from)..]) };
+                    }
+                    b.release(h.slot);
+                }
+                n += 1;
+                done(t.tag, res);
+            }
+            Token::Commit => {
+                *syncing = false;
+                if let Some(g) = commit.as_mut() {
+                    let mut batch = g.take_synced();
+                    counters.group_commits += 1;
+                    counters.group_commit_writes += batch.len() as u64;
+                    for t in batch.drain(..) {
+                        n += 1;
+                        done(t, res);
+                    }
+                    g.give_back(batch);
+                }
+            }
+        });
+        // Writes that arrived while the last sync ran get theirs now,
+        // without waiting for the next batch.
+        if self.commit.as_ref().is_some_and(GroupCommit::ready) {
+            self.start_commit();
+            let _ = self.ring.submit();
+        }
+        n
+    }
+}
+
 impl Channel for UringChannel {
+    #[inline]
     unsafe fn submit(&mut self, req: BlockReq, segs: &Segs, tag: Tag) -> Submit {
         if req.op != BlockOp::Flush && segs.as_slice().is_empty() {
             // A ring transfer names one segment at least.
@@ -401,57 +468,14 @@ impl Channel for UringChannel {
         }
     }
 
+    #[inline]
     fn end_batch(&mut self) -> io::Result<()> {
         self.start_commit();
         self.ring.submit()
     }
 
     fn reap(&mut self, done: &mut dyn FnMut(Tag, BlockResult)) -> usize {
-        let mut n = 0;
-        let UringChannel {
-            ring,
-            bounce,
-            commit,
-            syncing,
-            counters,
-            ..
-        } = self;
-        ring.reap(|tok, res| match tok {
-            Token::Req(t) => {
-                if let (Some(h), Some(b)) = (t.bounce, bounce.as_mut()) {
-                    if t.op == BlockOp::Read && res.is_ok() {
-                        // SAFETY: the read into the slot has completed; the
-                        // slot holds the data of these segments in order;
-                        // the segments are still lent to this request (its
-                        // tag is handed back below).
-                        unsafe { b.scatter(h.slot, &h.segs.as_slice()[usize::from(h.from)..]) };
-                    }
-                    b.release(h.slot);
-                }
-                n += 1;
-                done(t.tag, res);
-            }
-            Token::Commit => {
-                *syncing = false;
-                if let Some(g) = commit.as_mut() {
-                    let mut batch = g.take_synced();
-                    counters.group_commits += 1;
-                    counters.group_commit_writes += batch.len() as u64;
-                    for t in batch.drain(..) {
-                        n += 1;
-                        done(t, res);
-                    }
-                    g.give_back(batch);
-                }
-            }
-        });
-        // Writes that arrived while the last sync ran get theirs now,
-        // without waiting for the next batch.
-        if self.commit.as_ref().is_some_and(GroupCommit::ready) {
-            self.start_commit();
-            let _ = self.ring.submit();
-        }
-        n
+        self.reap_each(done)
     }
 
     fn poll_fd(&self) -> Option<RawFd> {

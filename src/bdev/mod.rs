@@ -36,8 +36,12 @@
 //!    the bytes or starts moving them, and hands every tag back once: in
 //!    [`Submit::Done`] or through `reap`. A store completing later gives a
 //!    [`Channel::poll_fd`] the worker waits on; one with a fixed number of
-//!    operation slots keeps them in a [`crate::slab::Slab`] sized at open,
+//!    operation slots keeps them in a `Slab` (`src/slab.rs`) sized at open,
 //!    so nothing allocates per request (`tests/bdev_no_alloc.rs` checks).
+//!    `open_channel` returns it as [`Chan::boxed`]: the queue calls it
+//!    through the trait. Only the io_uring file channel, the hot one, is
+//!    held by value ([`Chan::Uring`]) so that its calls inline into the
+//!    worker's loop.
 //!
 //! [`null`] is the smallest example, `fake` (tests only: cargo feature
 //! `test-stores`) one completing later.
@@ -48,7 +52,7 @@
 //! a write is on stable storage when its completion comes back (the Linux
 //! initiator never sends FLUSH). `writeback` opts out.
 //!
-//! Implementations: [`null`] (complete at once), [`file`] (pread/pwritev on
+//! Implementations: [`null`] (complete at once), [`file`](mod@file) (pread/pwritev on
 //! the worker's thread), [`file_uring`] (the same file through io_uring with
 //! fixed files and buffers, O_DIRECT; its ring in [`uring`]), `fake`
 //! (tests: completes later, out of order, through an eventfd; compiled only
@@ -325,7 +329,7 @@ pub trait Bdev: Send + Sync + fmt::Debug {
     fn geometry(&self) -> Geometry;
     /// The store's channel for one worker (use [`Bdev::open_queue`]: a
     /// channel takes requests already checked and moved into the store).
-    fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>>;
+    fn open_channel(&self, cx: &ChannelCx) -> io::Result<Chan>;
     /// What a network store reports about itself (status, metrics); `None`
     /// for local stores.
     fn store_status(&self) -> Option<StoreStatus> {
@@ -394,6 +398,31 @@ impl std::ops::AddAssign for ChannelCounters {
     fn add_assign(&mut self, o: ChannelCounters) {
         self.group_commits += o.group_commits;
         self.group_commit_writes += o.group_commit_writes;
+    }
+}
+
+/// A store's channel as a worker's [`Queue`] holds it. The io_uring file
+/// channel, under every local file store of the AF_XDP and AF_PACKET
+/// datapaths, is held by value and called directly, so that its submit and
+/// reap inline into the worker's loop; any other store's channel goes
+/// through the [`Channel`] trait ([`Chan::boxed`]). Issue 25 measured the
+/// dyn calls (a submit, a reap and a completion callback per request) as
+/// part of what the bdev seam cost a page-cache READ.
+#[derive(Debug)]
+// One per store and worker: the size does not matter, a pointer chase per
+// request would.
+#[allow(clippy::large_enum_variant)]
+pub enum Chan {
+    /// [`file_uring::UringChannel`], statically dispatched.
+    Uring(file_uring::UringChannel),
+    /// Any other channel.
+    Dyn(Box<dyn Channel>),
+}
+
+impl Chan {
+    /// `c` behind the trait.
+    pub fn boxed(c: impl Channel + 'static) -> Chan {
+        Chan::Dyn(Box::new(c))
     }
 }
 

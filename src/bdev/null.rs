@@ -7,7 +7,8 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use super::{
-    Bdev, BlockOp, BlockReq, BlockResult, Channel, ChannelCx, Extent, Geometry, Segs, Submit, Tag,
+    Bdev, BlockOp, BlockReq, BlockResult, Chan, Channel, ChannelCx, Extent, Geometry, Segs, Submit,
+    Tag,
 };
 
 /// A store with no storage.
@@ -41,8 +42,8 @@ impl Bdev for NullDisk {
         }
     }
 
-    fn open_channel(&self, _cx: &ChannelCx) -> io::Result<Box<dyn Channel>> {
-        Ok(Box::new(NullChannel))
+    fn open_channel(&self, _cx: &ChannelCx) -> io::Result<Chan> {
+        Ok(Chan::boxed(NullChannel))
     }
 }
 

@@ -224,6 +224,7 @@ impl<T> Uring<T> {
     /// read) and must be neither accessed by anyone else nor unmapped until
     /// [`reap`](Self::reap) returns `token`. With `fixed`, every segment
     /// must lie inside that registered buffer.
+    #[inline]
     pub unsafe fn push(&mut self, file: u32, offset: u64, op: Op<'_>, token: T) -> Result<(), T> {
         // The slot is taken only once the entry is in the SQ.
         let Some(s) = self.slots.next_key() else {
@@ -335,6 +336,7 @@ impl<T> Uring<T> {
 
     /// Hand every completed operation's token to `f` with its result; returns
     /// how many completed.
+    #[inline]
     pub fn reap(&mut self, mut f: impl FnMut(T, Result<(), i32>)) -> usize {
         let mut n = 0;
         // Completions are copied out one at a time so that `f` may push new

@@ -176,6 +176,8 @@ struct RunArgs {
     #[arg(long, value_enum)]
     datapath: Option<DatapathKind>,
     /// Pin worker i to core LIST[i] (comma-separated core ids).
+    // The text is clap's help, not markdown.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_delimiter = ',')]
     cores: Vec<usize>,
     /// Control socket for `xblade stats` (default /run/xblade/xblade-PID.sock;
@@ -699,7 +701,7 @@ pub(crate) const TOOLS_BIN: &str = "xblade-bench";
 /// (package xblade-tools) with them, found beside this binary first
 /// (`target/release/`, `/usr/sbin/`), then in PATH. The daemon links none
 /// of the benchmark's crates; the operator's command stays the same. Its
-/// argv[0] is what the operator typed, so that its usage lines say so.
+/// `argv[0]` is what the operator typed, so that its usage lines say so.
 fn run_tool(subcommand: Option<&str>, args: Vec<OsString>) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let me = std::env::current_exe().ok();

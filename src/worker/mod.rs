@@ -445,6 +445,7 @@ impl<F: FrameIo> Worker<F> {
     }
 
     /// Run the engine on a received frame.
+    #[inline]
     fn handle_frame(&mut self, mut f: F::Frame, len: usize) {
         let frame = self.io.head(&f);
         match self.engine.handle(0, frame, len) {
@@ -523,6 +524,7 @@ impl<F: FrameIo> Worker<F> {
     /// into the frame, which moves into the in-flight table under the tag
     /// the store gets (unless the store is done during the submit), and
     /// comes out only when the tag comes back.
+    #[inline]
     fn start(&mut self, mut f: F::Frame, io: DiskIo, store: u16) -> Result<(), F::Frame> {
         // One look-up: the borrow of the store is disjoint from the other
         // fields used below.
@@ -593,6 +595,7 @@ impl<F: FrameIo> Worker<F> {
     }
 
     /// A disk request is done: build its reply in its frame and queue it.
+    #[inline]
     fn finish(&mut self, mut f: F::Frame, io: DiskIo, res: BlockResult) {
         if res == Err(crate::bdev::DROPPED) {
             // The store may no longer write here (gateway lease, fencing):
@@ -614,11 +617,12 @@ impl<F: FrameIo> Worker<F> {
     }
 
     /// Collect the stores' completions and reply.
+    #[inline]
     fn reap(&mut self) -> usize {
         let mut done = std::mem::take(&mut self.done);
         // Completions are bounded by the requests in flight: the list,
         // sized for them at open, does not grow.
-        self.stores.reap(&mut |_, tag, res| done.push((tag, res)));
+        self.stores.reap(|_, tag, res| done.push((tag, res)));
         let n = done.len();
         for (tag, res) in done.drain(..) {
             self.complete(tag, res);
@@ -631,6 +635,7 @@ impl<F: FrameIo> Worker<F> {
         n
     }
 
+    #[inline]
     fn complete(&mut self, tag: u32, res: BlockResult) {
         match self.inflight.remove(tag) {
             Some(r) => self.finish(r.frame, r.io, res),

@@ -131,11 +131,12 @@ impl Stores {
     }
 
     /// Reap every channel: `done(store, tag, result)` per completion.
-    pub fn reap(&mut self, done: &mut dyn FnMut(u16, Tag, BlockResult)) -> usize {
+    #[inline(always)]
+    pub fn reap(&mut self, mut done: impl FnMut(u16, Tag, BlockResult)) -> usize {
         let mut n = 0;
         for (i, s) in self.slots.iter_mut().enumerate() {
             if let Some(s) = s {
-                n += s.chan.reap(&mut |t, r| done(i as u16, t, r));
+                n += s.chan.reap(|t, r| done(i as u16, t, r));
             }
         }
         n
@@ -193,7 +194,7 @@ impl Stores {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bdev::{BlockReq, Channel, Extent, Geometry, Segs, Submit};
+    use crate::bdev::{BlockReq, Chan, Channel, Extent, Geometry, Segs, Submit};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A store whose channel completes one request per reap.
@@ -230,9 +231,9 @@ mod tests {
                 reads_zero: false,
             }
         }
-        fn open_channel(&self, _cx: &ChannelCx) -> io::Result<Box<dyn Channel>> {
+        fn open_channel(&self, _cx: &ChannelCx) -> io::Result<Chan> {
             self.opened.fetch_add(1, Ordering::Relaxed);
-            Ok(Box::new(HeldChan::default()))
+            Ok(Chan::boxed(HeldChan::default()))
         }
     }
 

@@ -1,6 +1,9 @@
 //! Shared harness for xblade's integration tests: network namespaces joined by
 //! veth pairs, processes run inside a namespace, in-process `setns(2)`, raw
-//! AF_PACKET sockets and sparse backing files.
+//! AF_PACKET sockets and sparse backing files. The namespaces, veth pairs,
+//! supervised processes and temp files are the test bed's (crates/testbed,
+//! shared with `xblade bench compare`); this module gives them the tests'
+//! names and turns their errors into panics.
 //!
 //! Use it from an integration test with `mod common;`.
 //!
@@ -22,19 +25,20 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use xblade_testbed::{LogWait, Session, Supervised};
+
+/// AoE ethertype.
 /// AoE ethertype.
 pub const ETH_P_AOE: u16 = 0x88A2;
 /// IEEE "local experimental ethertype 1": for harness frames that must not look like AoE.
@@ -81,70 +85,39 @@ pub fn require_tools_bin() -> PathBuf {
     p
 }
 
-fn describe<S: AsRef<OsStr>>(program: &str, args: &[S]) -> String {
-    let mut s = program.to_owned();
-    for a in args {
-        s.push(' ');
-        s.push_str(&a.as_ref().to_string_lossy());
-    }
-    s
-}
-
-/// Runs `program args...` in the current namespace, returning its output (status not checked).
-fn run<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Output {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run `{}`: {e} (is it installed? run scripts/setup.sh)",
-                describe(program, args)
-            )
-        })
-}
-
-/// `ip -n NS args...`, panicking with stderr unless it succeeds; returns stdout.
-fn ip_in(ns: &str, args: &[&str]) -> String {
-    let mut all = vec!["-n", ns];
-    all.extend_from_slice(args);
-    run_ok("ip", &all)
-}
-
-/// Runs `program args...` and panics with its stderr unless it succeeds; returns stdout.
-fn run_ok<S: AsRef<OsStr>>(program: &str, args: &[S]) -> String {
-    let out = run(program, args);
-    assert!(
-        out.status.success(),
-        "`{}` failed ({}): {}{}",
-        describe(program, args),
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The test bed's result, or a panic with its error and that error's cause.
+fn or_panic<T>(r: xblade_testbed::Result<T>) -> T {
+    r.unwrap_or_else(|e| match std::error::Error::source(&e) {
+        Some(cause) => panic!("{e}: {cause}"),
+        None => panic!("{e}"),
+    })
 }
 
 /// A `Command` that runs `program` inside network namespace `ns` (`ip netns exec`).
 ///
 /// `ip netns exec` execs the program without forking, so the child's pid is the
 /// program's own pid.
-pub fn ns_command(ns: &str, program: impl AsRef<OsStr>) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]).arg(program);
+pub use xblade_testbed::ns_command;
+
+/// `program args...` in namespace `ns`, stdin closed.
+fn ns_command_args(
+    ns: &str,
+    program: &OsStr,
+    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+) -> Command {
+    let mut cmd = ns_command(ns, program);
+    cmd.args(args).stdin(Stdio::null());
     cmd
 }
 
 /// Runs `program args...` inside namespace `ns` and returns its output (status not checked).
-pub fn run_in_ns<I, S>(ns: &str, program: impl AsRef<OsStr>, args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let program = program.as_ref().to_owned();
-    ns_command(ns, &program)
-        .args(args)
-        .stdin(Stdio::null())
+pub fn run_in_ns(
+    ns: &str,
+    program: impl AsRef<OsStr>,
+    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+) -> Output {
+    let program = program.as_ref();
+    ns_command_args(ns, program, args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program:?} in netns {ns}: {e}"))
 }
@@ -152,15 +125,13 @@ where
 /// Spawns `program args...` inside namespace `ns` with stdin closed and
 /// stdout/stderr inherited. The caller owns the raw `Child`; prefer [`Proc`],
 /// which stops the process on drop and captures its output.
-pub fn spawn_in_ns<I, S>(ns: &str, program: impl AsRef<OsStr>, args: I) -> Child
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let program = program.as_ref().to_owned();
-    ns_command(ns, &program)
-        .args(args)
-        .stdin(Stdio::null())
+pub fn spawn_in_ns(
+    ns: &str,
+    program: impl AsRef<OsStr>,
+    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+) -> Child {
+    let program = program.as_ref();
+    ns_command_args(ns, program, args)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot spawn {program:?} in netns {ns}: {e}"))
 }
@@ -170,81 +141,14 @@ where
 // ---------------------------------------------------------------------------
 
 /// A file path deleted (if it exists) when dropped.
-#[derive(Debug)]
-pub struct TempPath {
-    path: PathBuf,
-}
-
-impl TempPath {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Forgets the file: it is not deleted on drop. Returns its path.
-    pub fn keep(self) -> PathBuf {
-        let path = self.path.clone();
-        std::mem::forget(self);
-        path
-    }
-}
-
-impl std::ops::Deref for TempPath {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl AsRef<Path> for TempPath {
-    fn as_ref(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl AsRef<OsStr> for TempPath {
-    fn as_ref(&self) -> &OsStr {
-        self.path.as_os_str()
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-fn unique_name(stem: &str, suffix: &str) -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{stem}-{}-{seq}-{nanos:09}{suffix}", std::process::id())
-}
-
-/// Creates a new, uniquely named, empty file in `dir` (never overwrites).
-fn new_temp_file(dir: &Path, stem: &str, suffix: &str) -> (TempPath, File) {
-    loop {
-        let path = dir.join(unique_name(stem, suffix));
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(f) => return (TempPath { path }, f),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => panic!("cannot create temp file {}: {e}", path.display()),
-        }
-    }
-}
+pub use xblade_testbed::TempPath;
 
 /// A sparse file of `size` bytes in /var/tmp, deleted on drop.
 ///
 /// /var/tmp is on a real disk (ext4), unlike a tmpfs /tmp would be, so O_DIRECT works.
 pub fn sparse_file(size: u64) -> TempPath {
-    let (tp, f) = new_temp_file(Path::new("/var/tmp"), "xblade-test", ".img");
+    let var_tmp = Path::new("/var/tmp");
+    let (tp, f) = or_panic(TempPath::create_new(var_tmp, "xblade-test", ".img"));
     f.set_len(size)
         .unwrap_or_else(|e| panic!("cannot size {} to {size}: {e}", tp.display()));
     tp
@@ -252,28 +156,18 @@ pub fn sparse_file(size: u64) -> TempPath {
 
 /// An empty file in the temp dir for logs and the like, deleted on drop.
 pub fn temp_file(stem: &str) -> TempPath {
-    new_temp_file(&std::env::temp_dir(), stem, ".log").0
+    or_panic(TempPath::create_new(&std::env::temp_dir(), stem, ".log")).0
 }
 
 // ---------------------------------------------------------------------------
 // Namespaces and veth pairs
 // ---------------------------------------------------------------------------
 
-/// Whether a named network namespace (`/run/netns/NAME`) exists.
-pub fn netns_exists(ns: &str) -> bool {
-    Path::new("/run/netns").join(ns).exists()
-}
-
-/// `ip -o link show dev IF` inside `ns`, or None when the interface does not exist there.
-fn link_line(ns: &str, ifname: &str) -> Option<String> {
-    if !netns_exists(ns) {
-        return None;
-    }
-    let out = run("ip", &["-n", ns, "-o", "link", "show", "dev", ifname]);
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
+/// Whether a named network namespace (`/run/netns/NAME`) exists; whether
+/// interface `ifname` in `ns` is up with carrier.
+#[allow(unused_imports)] // as dead_code above: not every test binary uses them
+pub use xblade_testbed::netns::{link_is_up, netns_exists};
+use xblade_testbed::netns::{link_line, NsPair};
 
 /// Whether interface `ifname` exists in namespace `ns`.
 pub fn link_exists(ns: &str, ifname: &str) -> bool {
@@ -320,33 +214,31 @@ pub fn mtu_of(ns: &str, ifname: &str) -> u32 {
         .unwrap_or_else(|| panic!("no MTU for {ifname} in netns {ns}: {line}"))
 }
 
-/// Whether interface `ifname` in `ns` is administratively up and has carrier.
-pub fn link_is_up(ns: &str, ifname: &str) -> bool {
-    let line = link_line_ok(ns, ifname);
-    let flags = line
-        .split_once('<')
-        .and_then(|(_, rest)| rest.split_once('>'))
-        .map(|(f, _)| f)
-        .unwrap_or("");
-    flags.split(',').any(|f| f == "UP") && flags.split(',').any(|f| f == "LOWER_UP")
-}
-
 static LIVE_PREFIXES: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
-fn claim_prefix(prefix: &str) {
-    let mut guard = LIVE_PREFIXES.lock().unwrap_or_else(|e| e.into_inner());
-    let set = guard.get_or_insert_with(HashSet::new);
-    assert!(
-        set.insert(prefix.to_owned()),
-        "NetPair prefix {prefix:?} is already in use by another live NetPair in this process: \
-         every test must use its own unique prefix"
-    );
+/// A [`NetPair`] prefix claimed in this process; released on drop.
+#[derive(Debug)]
+struct PrefixClaim(String);
+
+impl PrefixClaim {
+    fn new(prefix: &str) -> PrefixClaim {
+        let mut guard = LIVE_PREFIXES.lock().unwrap_or_else(|e| e.into_inner());
+        let set = guard.get_or_insert_with(HashSet::new);
+        assert!(
+            set.insert(prefix.to_owned()),
+            "NetPair prefix {prefix:?} is already in use by another live NetPair in this \
+             process: every test must use its own unique prefix"
+        );
+        PrefixClaim(prefix.to_owned())
+    }
 }
 
-fn release_prefix(prefix: &str) {
-    let mut guard = LIVE_PREFIXES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(set) = guard.as_mut() {
-        set.remove(prefix);
+impl Drop for PrefixClaim {
+    fn drop(&mut self) {
+        let mut guard = LIVE_PREFIXES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = guard.as_mut() {
+            set.remove(&self.0);
+        }
     }
 }
 
@@ -355,18 +247,18 @@ fn release_prefix(prefix: &str) {
 /// link k > 0 is `{prefix}t{k}` <-> `{prefix}i{k}`. Each `*t*` end lives in the
 /// target namespace, each `*i*` end in the initiator namespace. All links are up,
 /// carry no IP address, and IPv6 is disabled in both namespaces (no stray
-/// router/neighbour solicitations); `lo` is up in both.
+/// router/neighbour solicitations); `lo` is up in both. (The test bed's
+/// [`NsPair`] with the tests' naming.)
 ///
 /// Dropping it deletes both namespaces (and with them the veth pairs).
 ///
 /// **Every test must use a unique prefix** (see the module docs).
 #[derive(Debug)]
 pub struct NetPair {
-    prefix: String,
-    target_ns: String,
-    initiator_ns: String,
-    /// (target end, initiator end) per link.
-    links: Vec<(String, String)>,
+    // Field order is drop order: the namespaces go before the prefix is
+    // free for another NetPair.
+    net: NsPair,
+    claim: PrefixClaim,
 }
 
 impl NetPair {
@@ -417,114 +309,48 @@ impl NetPair {
                 );
             }
         }
-
-        claim_prefix(prefix);
-        let pair = NetPair {
-            prefix: prefix.to_owned(),
-            target_ns: format!("{prefix}-t"),
-            initiator_ns: format!("{prefix}-i"),
-            links,
-        };
-        // From here on, a panic drops `pair`, which deletes whatever was created.
-        pair.remove_leftovers();
-
-        for ns in [&pair.target_ns, &pair.initiator_ns] {
-            run_ok("ip", &["netns", "add", ns.as_str()]);
-            ip_in(ns, &["link", "set", "lo", "up"]);
-            // Before the veths exist, so they are born with IPv6 off.
-            disable_ipv6(ns, &["default", "all"]);
-        }
-        let mtu_s = mtu.to_string();
-        for (t, i) in &pair.links {
-            // Created directly inside the namespaces: never visible in the root one.
-            let (tns, ins) = (pair.target_ns.as_str(), pair.initiator_ns.as_str());
-            #[rustfmt::skip]
-            run_ok("ip", &[
-                "link", "add", "name", t, "netns", tns, "mtu", &mtu_s,
-                "type", "veth", "peer", "name", i, "netns", ins, "mtu", &mtu_s,
-            ]);
-            disable_ipv6(&pair.target_ns, &[t.as_str()]);
-            disable_ipv6(&pair.initiator_ns, &[i.as_str()]);
-            ip_in(&pair.target_ns, &["link", "set", t, "up"]);
-            ip_in(&pair.initiator_ns, &["link", "set", i, "up"]);
-        }
-        pair.wait_up(Duration::from_secs(5));
-        pair
-    }
-
-    /// Deletes namespaces and stray root-namespace interfaces with our names
-    /// (left over by a killed earlier run).
-    fn remove_leftovers(&self) {
-        for ns in [&self.target_ns, &self.initiator_ns] {
-            if netns_exists(ns) {
-                let _ = run("ip", &["netns", "del", ns.as_str()]);
-            }
-        }
-        for (t, i) in &self.links {
-            for name in [t, i] {
-                if run("ip", &["link", "show", "dev", name.as_str()])
-                    .status
-                    .success()
-                {
-                    let _ = run("ip", &["link", "del", "dev", name.as_str()]);
-                }
-            }
-        }
-    }
-
-    fn wait_up(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let all_up = self
-                .links
-                .iter()
-                .all(|(t, i)| link_is_up(&self.target_ns, t) && link_is_up(&self.initiator_ns, i));
-            if all_up {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "veth links of {} did not come up within {timeout:?}",
-                self.prefix
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        let claim = PrefixClaim::new(prefix);
+        // Removes the leftovers of a killed earlier run first; on error,
+        // removes whatever it created.
+        let (tns, ins) = (format!("{prefix}-t"), format!("{prefix}-i"));
+        let net = or_panic(NsPair::create(&tns, &ins, links, mtu));
+        NetPair { net, claim }
     }
 
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        &self.claim.0
     }
     /// Target namespace name, `{prefix}-t`.
     pub fn target_ns(&self) -> &str {
-        &self.target_ns
+        self.net.target_ns()
     }
     /// Initiator namespace name, `{prefix}-i`.
     pub fn initiator_ns(&self) -> &str {
-        &self.initiator_ns
+        self.net.initiator_ns()
     }
     /// Target end of link 0, `{prefix}t` (in the target namespace).
     pub fn target_if(&self) -> &str {
-        &self.links[0].0
+        self.link(0).0
     }
     /// Initiator end of link 0, `{prefix}i` (in the initiator namespace).
     pub fn initiator_if(&self) -> &str {
-        &self.links[0].1
+        self.link(0).1
     }
     pub fn n_links(&self) -> usize {
-        self.links.len()
+        self.net.links().len()
     }
     /// (target end, initiator end) of link `k`.
     pub fn link(&self, k: usize) -> (&str, &str) {
-        let (t, i) = &self.links[k];
+        let (t, i) = &self.net.links()[k];
         (t, i)
     }
     /// Target ends of all links, in link order.
     pub fn target_ifs(&self) -> Vec<&str> {
-        self.links.iter().map(|(t, _)| t.as_str()).collect()
+        self.net.links().iter().map(|(t, _)| t.as_str()).collect()
     }
     /// Initiator ends of all links, in link order.
     pub fn initiator_ifs(&self) -> Vec<&str> {
-        self.links.iter().map(|(_, i)| i.as_str()).collect()
+        self.net.links().iter().map(|(_, i)| i.as_str()).collect()
     }
 
     /// MAC address of `ifname` in namespace `ns`.
@@ -533,58 +359,17 @@ impl NetPair {
     }
     /// MAC of the target end of link 0.
     pub fn target_mac(&self) -> [u8; 6] {
-        mac_of(&self.target_ns, self.target_if())
+        mac_of(self.target_ns(), self.target_if())
     }
     /// MAC of the initiator end of link 0.
     pub fn initiator_mac(&self) -> [u8; 6] {
-        mac_of(&self.initiator_ns, self.initiator_if())
+        mac_of(self.initiator_ns(), self.initiator_if())
     }
 
     /// Sets the MTU of both ends of every link.
     pub fn set_mtu(&self, mtu: u32) {
-        let m = mtu.to_string();
-        for (t, i) in &self.links {
-            ip_in(&self.target_ns, &["link", "set", "dev", t, "mtu", &m]);
-            ip_in(&self.initiator_ns, &["link", "set", "dev", i, "mtu", &m]);
-        }
+        or_panic(self.net.set_mtu(mtu));
     }
-}
-
-impl Drop for NetPair {
-    fn drop(&mut self) {
-        for ns in [&self.target_ns, &self.initiator_ns] {
-            if netns_exists(ns) {
-                let out = run("ip", &["netns", "del", ns.as_str()]);
-                if !out.status.success() {
-                    eprintln!(
-                        "NetPair drop: `ip netns del {ns}` failed: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-            }
-        }
-        release_prefix(&self.prefix);
-    }
-}
-
-/// `sysctl -w net.ipv6.conf.X.disable_ipv6=1` inside `ns` for each X. Tolerates
-/// a kernel without IPv6 (then nothing can send IPv6 frames anyway).
-fn disable_ipv6(ns: &str, confs: &[&str]) {
-    if !Path::new("/proc/sys/net/ipv6").exists() {
-        return;
-    }
-    let mut args = vec!["-q".to_owned(), "-w".to_owned()];
-    args.extend(
-        confs
-            .iter()
-            .map(|c| format!("net.ipv6.conf.{c}.disable_ipv6=1")),
-    );
-    let out = run_in_ns(ns, "sysctl", &args);
-    assert!(
-        out.status.success(),
-        "disabling IPv6 in netns {ns} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 // ---------------------------------------------------------------------------
@@ -885,7 +670,7 @@ pub fn wait_for_log(path: &Path, needle: &str, timeout: Duration) -> bool {
 }
 
 /// How long [`Proc::stop`] waits after SIGTERM before sending SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(3);
+pub use xblade_testbed::STOP_GRACE;
 
 /// A child process whose stdout and stderr go to a temp log file. Dropping it
 /// stops *this one pid* (SIGTERM, then SIGKILL after [`STOP_GRACE`]) and reaps it.
@@ -895,54 +680,27 @@ pub const STOP_GRACE: Duration = Duration::from_secs(3);
 /// (`PR_SET_PDEATHSIG`), so a test binary killed by a timeout leaves no
 /// process behind holding a namespace; hence a `Proc` must not outlive the
 /// test (thread) that created it, e.g. in a `static` shared by several tests.
+/// (The test bed's [`Supervised`] that panics instead of returning errors.)
 #[derive(Debug)]
 pub struct Proc {
-    child: Child,
-    name: String,
+    // Field order is drop order: the process is stopped before its log goes.
+    child: Supervised,
     log: Option<TempPath>,
-    status: Option<ExitStatus>,
 }
 
 impl Proc {
     /// Spawns a prepared command (stdin closed; stdout+stderr to the log file).
-    pub fn spawn(mut cmd: Command, name: &str) -> Proc {
+    pub fn spawn(cmd: Command, name: &str) -> Proc {
         let stem: String = name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .take(32)
             .collect();
         let log = temp_file(&format!("xblade-proc-{stem}"));
-        let out = OpenOptions::new()
-            .append(true)
-            .open(log.path())
-            .unwrap_or_else(|e| panic!("cannot open log {}: {e}", log.display()));
-        let err = out.try_clone().expect("dup log fd");
-        let parent = std::process::id();
-        // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe calls (prctl, getppid); it allocates nothing on success.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died before prctl took effect.
-                if u32::try_from(libc::getppid()).ok() != Some(parent) {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {name}: {e}"));
+        let child = or_panic(Supervised::spawn(cmd, name, &log, Session::Inherit));
         Proc {
             child,
-            name: name.to_owned(),
             log: Some(log),
-            status: None,
         }
     }
 
@@ -964,34 +722,26 @@ impl Proc {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        self.child.name()
     }
 
     /// Path of the combined stdout/stderr log.
     pub fn log_path(&self) -> &Path {
-        self.log.as_ref().expect("log present until drop").path()
+        self.child.log_path()
     }
 
     /// Everything the process wrote so far (stdout and stderr interleaved).
     pub fn log(&self) -> String {
-        fs::read(self.log_path())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        self.child.log()
     }
 
     /// Exit status if the process has exited (reaps it), None while it runs.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self
-                .child
-                .try_wait()
-                .unwrap_or_else(|e| panic!("try_wait on {}: {e}", self.name));
-        }
-        self.status
+        or_panic(self.child.try_wait())
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -1001,85 +751,41 @@ impl Proc {
     /// Waits until the log contains `needle`. Panics, showing the log, when the
     /// process exits first or `timeout` passes.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.log().contains(needle) {
-                return;
-            }
-            if let Some(st) = self.try_wait() {
-                // It may have written the needle just before exiting.
-                if self.log().contains(needle) {
-                    return;
-                }
-                panic!(
-                    "{} (pid {}) exited ({st}) before logging {needle:?}; its log:\n{}",
-                    self.name,
-                    self.pid(),
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} (pid {}) did not log {needle:?} within {timeout:?}; its log:\n{}",
-                self.name,
-                self.pid(),
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        let why = match self.child.wait_for_log(needle, timeout) {
+            Ok(()) => return,
+            Err(LogWait::Exited(st)) => format!("exited ({st}) before logging {needle:?}"),
+            Err(LogWait::TimedOut) => format!("did not log {needle:?} within {timeout:?}"),
+        };
+        panic!(
+            "{} (pid {}) {why}; its log:\n{}",
+            self.name(),
+            self.pid(),
+            self.log()
+        );
     }
 
     /// Waits up to `timeout` for the process to exit by itself; None if still running.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.try_wait() {
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&mut self, sig: libc::c_int) {
-        if self.try_wait().is_some() {
-            return; // already reaped: the pid may belong to someone else now
-        }
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) touches no memory. `pid` is our own child, which has not
-        // been reaped (try_wait returned None), so the pid cannot have been reused.
-        unsafe { libc::kill(pid, sig) };
+        or_panic(self.child.wait_timeout(timeout))
     }
 
     /// Sends SIGTERM (for example to test graceful shutdown) without waiting.
     pub fn terminate(&mut self) {
-        self.signal(libc::SIGTERM);
+        self.child.signal(libc::SIGTERM);
     }
 
     /// Stops the process: SIGTERM, up to [`STOP_GRACE`] to exit, then SIGKILL.
     /// Returns its exit status.
     pub fn stop(&mut self) -> ExitStatus {
-        if let Some(st) = self.try_wait() {
-            return st;
+        let stopped = or_panic(self.child.stop());
+        if stopped.killed {
+            eprintln!(
+                "{} (pid {}) ignored SIGTERM for {STOP_GRACE:?}: killed by SIGKILL",
+                self.name(),
+                self.pid()
+            );
         }
-        self.signal(libc::SIGTERM);
-        if let Some(st) = self.wait_timeout(STOP_GRACE) {
-            return st;
-        }
-        eprintln!(
-            "{} (pid {}) ignored SIGTERM for {STOP_GRACE:?}: sending SIGKILL",
-            self.name,
-            self.pid()
-        );
-        self.signal(libc::SIGKILL);
-        let st = self
-            .child
-            .wait()
-            .unwrap_or_else(|e| panic!("wait on {}: {e}", self.name));
-        self.status = Some(st);
-        st
+        stopped.status
     }
 }
 
@@ -1088,14 +794,12 @@ impl Drop for Proc {
         let st = self.stop();
         if thread::panicking() {
             if let Some(log) = self.log.take() {
-                let text = fs::read(log.path())
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default();
+                let text = self.log();
                 let path = log.keep();
                 eprintln!(
                     "---- {} (pid {}, {st}) log, kept at {} ----\n{text}\n---- end of log ----",
-                    self.name,
-                    self.child.id(),
+                    self.name(),
+                    self.pid(),
                     path.display()
                 );
             }

@@ -6,11 +6,12 @@
 #     file crate (libc, io-uring, xsk-rs, libbpf-rs) and not on xblade; its docs
 #     build warning-free (`cargo doc --no-deps`, every public item documented)
 #     and its example builds and parses a Query Config;
+#   - the daemon's docs, private items included, build warning-free;
 #   - `xblade bench` runs xblade-bench found beside the daemon (its help lists
 #     the bench's options), and without it says which binary and package are
 #     missing instead of failing obscurely.
-# A few seconds after the release build (cargo tree reads Cargo.lock; cargo doc
-# documents one small crate). Files under a mktemp dir only; no network.
+# About a minute after the release build (cargo tree reads Cargo.lock; cargo doc
+# documents one small crate, then the daemon). Files under a mktemp dir only; no network.
 set -euo pipefail
 export LC_ALL=C
 ROOT=${XBLADE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
@@ -46,6 +47,13 @@ echo "02-workspace: ok: aoe-wire depends on $(grep -vx aoe-wire "$W/aoe" | tr '\
 RUSTDOCFLAGS="-D warnings" cargo doc --locked -q -p aoe-wire --no-deps >"$W/doc" 2>&1 ||
   { cat "$W/doc" >&2; die "cargo doc -p aoe-wire --no-deps has warnings or errors"; }
 echo "02-workspace: ok: cargo doc -p aoe-wire --no-deps, no warning"
+# The daemon's internals are pub(crate): its documentation, read with private
+# items, has no broken or ambiguous link either (about a minute: rustdoc needs
+# the dependencies' metadata in the dev profile).
+RUSTDOCFLAGS="-D warnings" cargo doc --locked -q -p xblade --no-deps --document-private-items \
+  >"$W/xdoc" 2>&1 ||
+  { cat "$W/xdoc" >&2; die "cargo doc -p xblade --no-deps --document-private-items has warnings or errors"; }
+echo "02-workspace: ok: cargo doc -p xblade --document-private-items, no warning"
 cargo run --locked -q --release -p aoe-wire --example query_config >"$W/example" 2>&1 ||
   { cat "$W/example" >&2; die "the aoe-wire example query_config failed"; }
 grep -q '^reply: e1.2 bufcnt 64' "$W/example" || { cat "$W/example" >&2; die "query_config printed no reply line"; }

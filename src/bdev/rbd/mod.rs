@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Bdev, Channel, ChannelCx, DiskSpec, Extent, Geometry};
+use super::{Bdev, Chan, ChannelCx, DiskSpec, Extent, Geometry};
 use crate::wire::SECTOR_SIZE;
 pub(crate) use cluster::off_workers;
 pub use cluster::{set_worker_cores, Cluster};
@@ -341,8 +341,8 @@ impl Bdev for RbdDisk {
         }
     }
 
-    fn open_channel(&self, cx: &ChannelCx) -> io::Result<Box<dyn Channel>> {
-        Ok(Box::new(channel::RbdChannel::open(self, cx)?))
+    fn open_channel(&self, cx: &ChannelCx) -> io::Result<Chan> {
+        Ok(Chan::boxed(channel::RbdChannel::open(self, cx)?))
     }
 
     fn store_status(&self) -> Option<super::StoreStatus> {

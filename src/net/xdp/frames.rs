@@ -320,6 +320,7 @@ impl XdpIo {
 impl FrameIo for XdpIo {
     type Frame = XdpFrame;
 
+    #[inline]
     fn receive(&mut self, out: &mut Vec<(XdpFrame, usize)>, max: usize) -> io::Result<()> {
         // The RX ring hands back descriptors of this UMEM that we put on
         // the fill ring; each slot stays ours until released below.
@@ -519,6 +520,7 @@ impl FrameIo for XdpIo {
         n as usize
     }
 
+    #[inline]
     fn flush(&mut self, idle_turns: u32) -> io::Result<Flushed> {
         let produced = self.flush_tx();
         let untaken = self.kick(produced, idle_turns)?;

@@ -57,7 +57,8 @@ pub use plan::{Backing, Impl, TargetCfg, Workload};
 pub(crate) use render::sample_report;
 pub use render::{add_ratios, render};
 use runner::{make_file, read_trim, Runner};
-use testbed::{Files, Link};
+use testbed::Link;
+use xblade_testbed::TempPath;
 
 /// Options of `xblade bench compare`.
 #[derive(Debug, Args, Clone)]
@@ -289,11 +290,7 @@ pub fn run(a: &CompareArgs) -> Result<()> {
     let page_file = a.dir.join(format!("xbc-pagecache-{pid}.img"));
     let direct_file = a.dir.join(format!("xbc-direct-{pid}.img"));
     let control_socket = std::env::temp_dir().join(format!("xbc-control-{pid}.sock"));
-    let _files = Files(vec![
-        page_file.clone(),
-        direct_file.clone(),
-        control_socket.clone(),
-    ]);
+    let _files = [&page_file, &direct_file, &control_socket].map(TempPath::adopt);
     eprintln!(
         "compare: writing two {} MiB backing files in {}",
         a.size >> 20,

@@ -13,7 +13,9 @@ use anyhow::{Context, Result};
 
 use super::plan::{Backing, Impl, TargetCfg, Workload};
 use super::render::runs;
-use super::testbed::{last_error_line, run_bounded, Child, IF_I, IF_T, NS_I, NS_T};
+use super::testbed::{
+    last_error_line, run_bounded, spawn, wait_log, Child, IF_I, IF_T, NS_I, NS_T,
+};
 use super::{median, Cell, CompareArgs, LoadgenCheck, Status};
 use crate::bench::report::{thousands, BenchReport};
 
@@ -155,19 +157,19 @@ impl Runner<'_> {
         }
         let log = self.out.join("cells").join(format!("{slug}.log"));
         let argv = self.target_argv(&cfg);
-        let mut target = Child::spawn(NS_T, self.target_core, &argv, &log)?;
+        let mut target = spawn(NS_T, self.target_core, &argv, &log)?;
         let ready = match cfg.imp {
             // vblade says nothing useful on start (its stdout is block
             // buffered); the bench's discovery retries for two seconds.
             Impl::Vblade => {
                 std::thread::sleep(Duration::from_millis(200));
-                if target.running() {
+                if target.is_running() {
                     Ok(())
                 } else {
                     Err(last_error_line(&target.log()))
                 }
             }
-            _ => target.wait_log("xblade serving", Duration::from_secs(15)),
+            _ => wait_log(&mut target, "xblade serving", Duration::from_secs(15)),
         };
         if let Err(reason) = ready {
             drop(target);
@@ -226,7 +228,7 @@ impl Runner<'_> {
         );
         let json = self.out.join("cells").join(format!("{name}.json"));
         let res = self.bench(target, wl, &json, self.args.cell);
-        if !target.running() {
+        if !target.is_running() {
             let reason = format!("target exited: {}", last_error_line(&target.log()));
             self.progress(wl, &label, cfg.backing, &format!("FAILED: {reason}"));
             return Cell::unmeasured(*wl, cfg, Status::Failed, &reason);
