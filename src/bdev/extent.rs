@@ -145,12 +145,13 @@ pub struct Queue {
 }
 
 /// `$body` with `$c` bound to the queue's channel, whichever it is: the
-/// io_uring channel by value (static calls the compiler inlines), any other
+/// file channels by value (static calls the compiler inlines), any other
 /// through the trait.
 macro_rules! with_chan {
     ($chan:expr, $c:ident => $body:expr) => {
         match $chan {
             Chan::Uring($c) => $body,
+            Chan::File($c) => $body,
             Chan::Dyn($c) => $body,
         }
     };
@@ -196,6 +197,7 @@ impl Queue {
     pub fn reap(&mut self, mut done: impl FnMut(Tag, BlockResult)) -> usize {
         match &mut self.chan {
             Chan::Uring(c) => c.reap_each(done),
+            Chan::File(c) => c.reap_each(done),
             Chan::Dyn(c) => c.reap(&mut done),
         }
     }

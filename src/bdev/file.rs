@@ -175,7 +175,7 @@ impl Bdev for FileDisk {
             IoEngine::DeviceAsync if device_bound => Ok(Chan::Uring(
                 super::file_uring::UringChannel::open(self, cx)?,
             )),
-            IoEngine::Sync | IoEngine::DeviceAsync => Ok(Chan::boxed(FileChannel::open(self, cx)?)),
+            IoEngine::Sync | IoEngine::DeviceAsync => Ok(Chan::File(FileChannel::open(self, cx)?)),
         }
     }
 }
@@ -327,8 +327,22 @@ impl FileChannel {
     }
 }
 
+impl FileChannel {
+    /// [`Channel::reap`] with `done` called directly (the worker's queue
+    /// holds this channel by value: [`super::Chan::File`]).
+    #[inline]
+    pub fn reap_each(&mut self, mut done: impl FnMut(Tag, BlockResult)) -> usize {
+        let n = self.done.len();
+        for (t, r) in self.done.drain(..) {
+            done(t, r);
+        }
+        n
+    }
+}
+
 impl Channel for FileChannel {
     #[allow(unsafe_code)]
+    #[inline]
     unsafe fn submit(&mut self, req: BlockReq, segs: &Segs, tag: Tag) -> Submit {
         let at = req.offset;
         match req.op {
@@ -361,11 +375,7 @@ impl Channel for FileChannel {
     }
 
     fn reap(&mut self, done: &mut dyn FnMut(Tag, BlockResult)) -> usize {
-        let n = self.done.len();
-        for (t, r) in self.done.drain(..) {
-            done(t, r);
-        }
-        n
+        self.reap_each(done)
     }
 
     fn poll_fd(&self) -> Option<RawFd> {

@@ -39,9 +39,9 @@
 //!    operation slots keeps them in a `Slab` (`src/slab.rs`) sized at open,
 //!    so nothing allocates per request (`tests/bdev_no_alloc.rs` checks).
 //!    `open_channel` returns it as [`Chan::boxed`]: the queue calls it
-//!    through the trait. Only the io_uring file channel, the hot one, is
-//!    held by value ([`Chan::Uring`]) so that its calls inline into the
-//!    worker's loop.
+//!    through the trait. Only the file channels, the hot ones, are held by
+//!    value ([`Chan::Uring`], [`Chan::File`]) so that their calls inline
+//!    into the worker's loop.
 //!
 //! [`null`] is the smallest example, `fake` (tests only: cargo feature
 //! `test-stores`) one completing later.
@@ -401,13 +401,13 @@ impl std::ops::AddAssign for ChannelCounters {
     }
 }
 
-/// A store's channel as a worker's [`Queue`] holds it. The io_uring file
-/// channel, under every local file store of the AF_XDP and AF_PACKET
-/// datapaths, is held by value and called directly, so that its submit and
-/// reap inline into the worker's loop; any other store's channel goes
-/// through the [`Channel`] trait ([`Chan::boxed`]). Issue 25 measured the
-/// dyn calls (a submit, a reap and a completion callback per request) as
-/// part of what the bdev seam cost a page-cache READ.
+/// A store's channel as a worker's [`Queue`] holds it. The two local file
+/// channels, under every file store, are held by value and called
+/// directly, so that their submit and reap inline into the worker's loop;
+/// any other store's channel goes through the [`Channel`] trait
+/// ([`Chan::boxed`]). Issue 25 measured the dyn calls (a submit, a reap and
+/// a completion callback per request) as part of what the bdev seam cost a
+/// page-cache READ.
 #[derive(Debug)]
 // One per store and worker: the size does not matter, a pointer chase per
 // request would.
@@ -415,6 +415,8 @@ impl std::ops::AddAssign for ChannelCounters {
 pub enum Chan {
     /// [`file_uring::UringChannel`], statically dispatched.
     Uring(file_uring::UringChannel),
+    /// [`file::FileChannel`] (pread/pwritev), statically dispatched.
+    File(file::FileChannel),
     /// Any other channel.
     Dyn(Box<dyn Channel>),
 }

@@ -226,6 +226,7 @@ pub struct Repr {
 
 impl Repr {
     /// Parse a header.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
         p.check_len()?;
         Ok(Repr {
@@ -245,6 +246,7 @@ impl Repr {
     }
 
     /// Write the header.
+    #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Packet<T>) {
         p.set_ver_flags(self.version, self.flags);
         p.set_error(self.error);

@@ -232,6 +232,7 @@ pub struct Repr {
 
 impl Repr {
     /// Parse the argument.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
         p.check_len()?;
         Ok(Repr {
@@ -249,6 +250,7 @@ impl Repr {
     }
 
     /// Write the argument.
+    #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Packet<T>) {
         p.set_aflags(self.aflags);
         p.set_err_feature(self.err_feature);

@@ -99,6 +99,7 @@ pub struct Repr {
 
 impl Repr {
     /// Parse a checked frame.
+    #[inline]
     pub fn parse<T: AsRef<[u8]>>(f: &Frame<T>) -> Result<Repr> {
         f.check_len()?;
         Ok(Repr {
@@ -114,6 +115,7 @@ impl Repr {
     }
 
     /// Write the header.
+    #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, f: &mut Frame<T>) {
         f.set_dst(self.dst);
         f.set_src(self.src);

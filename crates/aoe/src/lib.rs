@@ -101,6 +101,7 @@ impl MacAddr {
     pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
 
     /// Build from a slice of exactly six bytes.
+    #[inline]
     pub fn from_bytes(b: &[u8]) -> MacAddr {
         let mut m = [0u8; 6];
         m.copy_from_slice(&b[..6]);
@@ -170,6 +171,7 @@ impl FromStr for MacAddr {
 /// Zero the bytes from `len` up to the 60-byte Ethernet minimum and return
 /// the padded length. Software links (veth, AF_PACKET, AF_XDP) do not pad,
 /// and aoetools ignore anything shorter (docs/aoe-protocol.md §1.2).
+#[inline]
 pub fn pad_to_min(frame: &mut [u8], len: usize) -> usize {
     if len >= MIN_FRAME_LEN {
         return len;
