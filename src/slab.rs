@@ -94,6 +94,16 @@ impl<T> Slab<T> {
         self.free.last().copied()
     }
 
+    /// The keys [`reserve`](Self::reserve) or [`insert`](Self::insert)
+    /// would hand out next, in that order; nothing changes. A caller that
+    /// names memory by key before it knows how many it needs (a receive
+    /// batch) takes only those it used afterwards, rather than taking a
+    /// whole batch and giving most of it back on every call.
+    #[inline]
+    pub fn next_keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.free.iter().rev().copied()
+    }
+
     /// Take a free key with no value yet (`None` when full).
     #[inline]
     pub fn reserve(&mut self) -> Option<u32> {
@@ -167,6 +177,20 @@ impl<T> Slab<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_keys_are_the_keys_handed_out_next() {
+        let mut s: Slab<u8> = Slab::new(4);
+        let a = s.insert(1).unwrap();
+        let _ = s.insert(2).unwrap();
+        s.remove(a);
+        let next: Vec<u32> = s.next_keys().collect();
+        assert_eq!(next.len(), 3);
+        assert_eq!(s.next_key(), next.first().copied());
+        let taken: Vec<u32> = (0..3).map(|v| s.insert(v).unwrap()).collect();
+        assert_eq!(taken, next, "insert takes them in next_keys order");
+        assert_eq!(s.next_keys().count(), 0);
+    }
 
     #[test]
     fn keys_are_checked_and_come_back_once() {

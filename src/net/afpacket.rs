@@ -72,10 +72,12 @@ impl FrameIo for AfPacketIo {
         if k == 0 {
             return Ok(());
         }
+        // The slots the next k frames will take; only those received are
+        // taken (most turns receive a few frames of a batch of 64).
         let mut slots = [0u16; MAX_BATCH];
-        for s in &mut slots[..k] {
+        for (s, key) in slots[..k].iter_mut().zip(self.held.next_keys()) {
             // Keys stay below the pool's count, a u16.
-            *s = self.held.insert(()).unwrap_or_default() as u16;
+            *s = key as u16;
         }
         let mut lens = [0usize; MAX_BATCH];
         match self.sock.recv_slots(&mut self.pool, &slots[..k], &mut lens) {
@@ -84,8 +86,9 @@ impl FrameIo for AfPacketIo {
                     info!(iface = %self.iface, "link back: serving again");
                     self.link_up = true;
                 }
-                for &s in &slots[n..k] {
-                    self.held.remove(u32::from(s));
+                for &s in &slots[..n] {
+                    let taken = self.held.insert(());
+                    debug_assert_eq!(taken.ok(), Some(u32::from(s)), "next_keys order");
                 }
                 self.rx_frames += n as u64;
                 out.extend(
@@ -97,9 +100,6 @@ impl FrameIo for AfPacketIo {
                 Ok(())
             }
             Err(e) if is_transient(&e) => {
-                for &s in &slots[..k] {
-                    self.held.remove(u32::from(s));
-                }
                 // A down link is not the end of the target: the other paths
                 // keep serving and this one resumes when it is up.
                 if self.link_up {
@@ -109,12 +109,7 @@ impl FrameIo for AfPacketIo {
                 std::thread::sleep(LINK_RETRY);
                 Ok(())
             }
-            Err(e) => {
-                for &s in &slots[..k] {
-                    self.held.remove(u32::from(s));
-                }
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 
