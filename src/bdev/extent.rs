@@ -12,7 +12,8 @@
 //! - [`Queue`]: a worker's queue to an export. It checks each request
 //!   against the extent (range, segment lengths, fence), moves it by
 //!   `base`, and hands it to the store's [`Channel`], which then only moves
-//!   bytes.
+//!   bytes. It holds that channel as a [`Chan`]: the file channels by value,
+//!   any other behind the trait.
 //!
 //! A store provides the [`Extent`] through [`super::Bdev::extent`] and
 //! reports its own size through [`super::Bdev::store_sectors`]; growth and
@@ -26,8 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::{
-    export_sectors, BlockOp, BlockReq, BlockResult, Chan, Channel, ChannelCounters, DiskError,
-    DiskSpec, Segs, Submit, Tag,
+    export_sectors, BlockOp, BlockReq, BlockResult, Channel, ChannelCounters, DiskError, DiskSpec,
+    Segs, Submit, Tag,
 };
 use crate::wire::SECTOR_SIZE;
 
@@ -132,6 +133,33 @@ impl Extent {
             return Err(libc::ENOSPC);
         }
         Ok(self.base + req.offset)
+    }
+}
+
+/// A store's channel as a worker's [`Queue`] holds it. The two local file
+/// channels, under every file store, are held by value and called
+/// directly, so that their submit and reap inline into the worker's loop;
+/// any other store's channel goes through the [`Channel`] trait
+/// ([`Chan::boxed`]). Issue 25 measured the dyn calls (a submit, a reap and
+/// a completion callback per request) as part of what the bdev seam cost a
+/// page-cache READ.
+#[derive(Debug)]
+// One per store and worker: the size does not matter, a pointer chase per
+// request would.
+#[allow(clippy::large_enum_variant)]
+pub enum Chan {
+    /// [`super::file_uring::UringChannel`], statically dispatched.
+    Uring(super::file_uring::UringChannel),
+    /// [`super::file::FileChannel`] (pread/pwritev), statically dispatched.
+    File(super::file::FileChannel),
+    /// Any other channel.
+    Dyn(Box<dyn Channel>),
+}
+
+impl Chan {
+    /// `c` behind the trait.
+    pub fn boxed(c: impl Channel + 'static) -> Chan {
+        Chan::Dyn(Box::new(c))
     }
 }
 

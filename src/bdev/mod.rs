@@ -79,7 +79,7 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use extent::{Extent, Queue};
+pub use extent::{Chan, Extent, Queue};
 pub use file::FileDisk;
 pub use null::NullDisk;
 
@@ -398,33 +398,6 @@ impl std::ops::AddAssign for ChannelCounters {
     fn add_assign(&mut self, o: ChannelCounters) {
         self.group_commits += o.group_commits;
         self.group_commit_writes += o.group_commit_writes;
-    }
-}
-
-/// A store's channel as a worker's [`Queue`] holds it. The two local file
-/// channels, under every file store, are held by value and called
-/// directly, so that their submit and reap inline into the worker's loop;
-/// any other store's channel goes through the [`Channel`] trait
-/// ([`Chan::boxed`]). Issue 25 measured the dyn calls (a submit, a reap and
-/// a completion callback per request) as part of what the bdev seam cost a
-/// page-cache READ.
-#[derive(Debug)]
-// One per store and worker: the size does not matter, a pointer chase per
-// request would.
-#[allow(clippy::large_enum_variant)]
-pub enum Chan {
-    /// [`file_uring::UringChannel`], statically dispatched.
-    Uring(file_uring::UringChannel),
-    /// [`file::FileChannel`] (pread/pwritev), statically dispatched.
-    File(file::FileChannel),
-    /// Any other channel.
-    Dyn(Box<dyn Channel>),
-}
-
-impl Chan {
-    /// `c` behind the trait.
-    pub fn boxed(c: impl Channel + 'static) -> Chan {
-        Chan::Dyn(Box::new(c))
     }
 }
 
