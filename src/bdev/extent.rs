@@ -220,7 +220,7 @@ impl Queue {
     }
 
     /// As [`Channel::reap`], with `done` called directly (not through a
-    /// `dyn FnMut`) for the io_uring channel.
+    /// `dyn FnMut`) for the file channels.
     #[inline(always)]
     pub fn reap(&mut self, mut done: impl FnMut(Tag, BlockResult)) -> usize {
         match &mut self.chan {

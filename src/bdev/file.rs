@@ -168,15 +168,16 @@ impl Bdev for FileDisk {
 
     fn open_channel(&self, cx: &ChannelCx) -> io::Result<Chan> {
         let device_bound = self.direct || self.sync;
-        match cx.engine {
-            IoEngine::Uring => Ok(Chan::Uring(super::file_uring::UringChannel::open(
-                self, cx,
-            )?)),
-            IoEngine::DeviceAsync if device_bound => Ok(Chan::Uring(
-                super::file_uring::UringChannel::open(self, cx)?,
-            )),
-            IoEngine::Sync | IoEngine::DeviceAsync => Ok(Chan::File(FileChannel::open(self, cx)?)),
-        }
+        let uring = match cx.engine {
+            IoEngine::Uring => true,
+            IoEngine::DeviceAsync => device_bound,
+            IoEngine::Sync => false,
+        };
+        Ok(if uring {
+            Chan::Uring(super::file_uring::UringChannel::open(self, cx)?)
+        } else {
+            Chan::File(FileChannel::open(self, cx)?)
+        })
     }
 }
 
@@ -325,9 +326,7 @@ impl FileChannel {
             self.done.push((t, r));
         }
     }
-}
 
-impl FileChannel {
     /// [`Channel::reap`] with `done` called directly (the worker's queue
     /// holds this channel by value: [`super::Chan::File`]).
     #[inline]
